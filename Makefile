@@ -1,0 +1,42 @@
+# Two commands on a fresh machine (each sets itself up):
+#   make book   build the HTML book into _build/html (offline MathJax included)
+#   make test   unit tests + doctests, strict nbval of book/, exercise sync, grading
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+MATHJAX_VERSION := 3.2.2
+MATHJAX := book/_static/mathjax/tex-chtml.js
+
+.PHONY: setup book test notebooks exercises clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+# MathJax 3 from the npm registry, unpacked beside the book's static files (not committed).
+$(MATHJAX):
+	rm -rf _build/vendor && mkdir -p _build/vendor
+	cd _build/vendor && npm pack --silent mathjax@$(MATHJAX_VERSION) >/dev/null && tar xzf mathjax-$(MATHJAX_VERSION).tgz
+	rm -rf book/_static/mathjax && mkdir -p book/_static
+	cp -r _build/vendor/package/es5 book/_static/mathjax
+
+book: $(STAMP) $(MATHJAX)
+	$(VENV)/bin/jupyter-book build . -W --keep-going
+
+test: $(STAMP)
+	$(PY) -m pytest --nbval --doctest-modules lmcourse tests book
+
+# Authoring helpers
+notebooks: $(STAMP)
+	$(PY) -m lmcourse.notebooks run book/*.ipynb
+
+exercises: $(STAMP)
+	$(PY) -m lmcourse.exercises
+
+clean:
+	rm -rf _build

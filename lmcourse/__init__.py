@@ -1,0 +1,13 @@
+"""lmcourse: the companion package of the language-modeling course.
+
+One module per concept, in the order the book teaches them:
+
+* :mod:`lmcourse.data`: the Shakespeare corpus, splits by whole plays, batching.
+* :mod:`lmcourse.tokenization`: character and byte-level BPE tokenizers.
+* :mod:`lmcourse.metrics`: NLL, perplexity, bits per character.
+* :mod:`lmcourse.device`: which device the course runs on.
+* :mod:`lmcourse.exercises`: writes ``exercises/`` from ``solutions/``.
+* :mod:`lmcourse.grade`: grades submitted exercise notebooks.
+"""
+
+__version__ = "0.1.0"
