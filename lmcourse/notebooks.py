@@ -26,6 +26,8 @@ def normalise(nb) -> None:
     """Strip volatile metadata and renumber executions, in place."""
     count = 0
     for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = coalesce_streams(cell.get("outputs", []))
         cell.get("metadata", {}).pop("execution", None)
         if cell.cell_type == "code":
             if cell.get("execution_count") is not None or cell.get("outputs"):
@@ -39,6 +41,19 @@ def normalise(nb) -> None:
     lang = nb.metadata.get("language_info", {})
     for key in ("version",):
         lang.pop(key, None)
+
+
+def coalesce_streams(outputs: list) -> list:
+    """Merge consecutive stdout (or stderr) chunks: how they were split depends on timing."""
+    merged: list = []
+    for out in outputs:
+        prev = merged[-1] if merged else None
+        if (out.get("output_type") == "stream" and prev is not None
+                and prev.get("output_type") == "stream" and prev.get("name") == out.get("name")):
+            prev["text"] = prev["text"] + out["text"]
+        else:
+            merged.append(out)
+    return merged
 
 
 def run(path: Path, timeout: int = 1200) -> float:
