@@ -26,7 +26,7 @@ $(MATHJAX):
 	cp -r _build/vendor/package/es5 book/_static/mathjax
 
 book: $(STAMP) $(MATHJAX)
-	$(VENV)/bin/jupyter-book build . -W --keep-going
+	$(VENV)/bin/jupyter-book build . --all -W --keep-going
 
 test: $(STAMP)
 	$(PY) -m pytest --nbval --doctest-modules lmcourse tests book
