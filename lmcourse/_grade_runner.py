@@ -1,40 +1,136 @@
 """Runs one submission's cells in this (separate) process; used by :mod:`lmcourse.grade`.
 
-Reads a JSON program ``{"cells": [{"source", "role", "task", "check"}, ...]}``, runs
-each cell with IPython (so magics behave as in Jupyter), and appends one JSON line
-per cell to the results file as soon as it finishes. A cell that raises does not
-stop the run; a process that dies or is killed leaves the lines written so far.
+    python -m lmcourse._grade_runner PROGRAM.json RESULTS.jsonl   (a secret token on stdin)
+
+Each cell runs with IPython, so magics behave as in Jupyter. A cell that raises
+does not stop the run. After each cell one JSON line goes to the results file,
+signed with the token read from stdin before any submitted code runs; the grader
+ignores lines without it, so a submission cannot simply write its own results.
+A process that dies or is killed leaves the lines written so far.
+
+Check cells run in two parts, the visible checks and then the hidden ones, so the
+grader knows which part failed (hidden tests are never quoted in feedback).
+Before each check the attributes of the modules the checks rely on (``lmcourse``,
+``torch``, ``math``, ...) are put back as they were before the submission ran:
+monkey-patching them cannot make a check pass.
 """
 
 from __future__ import annotations
 
 import json
+import random
 import sys
 
+from .exercises import BEGIN_HIDDEN, END_HIDDEN
 
-def _describe(exc: BaseException) -> tuple[str, str]:
-    return type(exc).__name__, str(exc)[:500]
+GUARDED_PREFIXES = ("lmcourse", "torch", "numpy", "math", "builtins", "json", "random")
+
+
+def split_check(source: str) -> tuple[str, str]:
+    """A check cell's (visible, hidden) code."""
+    visible, hidden, inside = [], [], False
+    for line in source.split("\n"):
+        if line.strip() == BEGIN_HIDDEN:
+            inside = True
+        elif line.strip() == END_HIDDEN:
+            inside = False
+        else:
+            (hidden if inside else visible).append(line)
+    return "\n".join(visible), "\n".join(hidden)
+
+
+class ModuleGuard:
+    """Remembers the public functions and classes of guarded modules and restores them.
+
+    Only public callables are restored: they are what a submission would patch to
+    fool a check (``torch.allclose = lambda *a, **k: True``), and leaving other
+    module state alone cannot disturb the libraries' own bookkeeping.
+    """
+
+    def __init__(self) -> None:
+        self.modules = {n: m for n, m in sys.modules.items()
+                        if m is not None and n.split(".")[0] in GUARDED_PREFIXES}
+        self.saved: dict[str, dict[str, object]] = {}
+        for name, module in self.modules.items():
+            try:
+                attrs = vars(module)
+            except TypeError:
+                continue
+            self.saved[name] = {a: v for a, v in attrs.items() if not a.startswith("_") and callable(v)}
+
+    def restore(self) -> list[str]:
+        """Undo changes to the saved modules; returns what had been changed."""
+        changed: list[str] = []
+        for name, module in self.modules.items():
+            if sys.modules.get(name) is not module:
+                sys.modules[name] = module
+                changed.append(name)
+            current = vars(module)
+            for attr, value in self.saved.get(name, {}).items():
+                if current.get(attr, _MISSING) is not value:
+                    changed.append(f"{name}.{attr}")
+                    try:
+                        setattr(module, attr, value)
+                    except (AttributeError, TypeError):
+                        pass
+        return changed
+
+
+_MISSING = object()
 
 
 def main(program_path: str, results_path: str) -> int:
+    token = sys.stdin.readline().strip()
+    sys.stdin.close()
     with open(program_path, encoding="utf-8") as f:
         cells = json.load(f)["cells"]
+
+    import torch  # imported before the submission runs, so its state can be guarded
+    import lmcourse.chain_rule, lmcourse.data, lmcourse.metrics, lmcourse.tokenization  # noqa: E401,F401
     from IPython.core.interactiveshell import InteractiveShell
 
+    random.seed(0)
+    torch.manual_seed(0)
     shell = InteractiveShell.instance()
+    guard = ModuleGuard()
+    sentinel_name, sentinel = "__lmcourse_check_ran__", token[::-1]
     results = open(results_path, "a", encoding="utf-8")
-    for i, cell in enumerate(cells):
-        record = {"cell": i, "status": "ok", "etype": None, "message": None}
+    write_line, flush = results.write, results.flush  # kept before the submission can patch them
+    dumps = json.dumps
+
+    def run(source: str) -> BaseException | None:
         try:
-            res = shell.run_cell(cell["source"], store_history=False)
-            exc = res.error_before_exec or res.error_in_exec
+            res = shell.run_cell(source, store_history=False)
+            return res.error_before_exec or res.error_in_exec
         except BaseException as err:  # noqa: BLE001 - a submission may raise anything
-            exc = err
-        if exc is not None:
-            etype, message = _describe(exc)
-            record.update(status="error", etype=etype, message=message)
-        results.write(json.dumps(record) + "\n")
-        results.flush()
+            return err
+
+    tampered: list[str] = []
+    for i, cell in enumerate(cells):
+        record = {"token": token, "cell": i, "status": "ok", "etype": None, "message": None, "part": None}
+        if cell["role"] == "check":
+            visible, hidden = split_check(cell["source"])
+            for part, source in (("visible", visible), ("hidden", hidden)):
+                # The last line of each part proves the part really ran to its end.
+                shell.user_ns.pop(sentinel_name, None)
+                exc = run(f"{source}\n{sentinel_name} = {sentinel!r}")
+                if exc is None and shell.user_ns.get(sentinel_name) != sentinel:
+                    exc = RuntimeError("the check did not run to its end: the submission interferes with the notebook runner")
+                if exc is not None:
+                    record.update(status="error", etype=type(exc).__name__, message=str(exc)[:500], part=part)
+                    break
+        else:
+            exc = run(cell["source"])
+            if exc is not None:
+                record.update(status="error", etype=type(exc).__name__, message=str(exc)[:500])
+        # Undo any patching of guarded modules at once, so that neither the next
+        # check nor this runner's own bookkeeping can be fooled by it.
+        for name in guard.restore():
+            if name not in tampered:
+                tampered.append(name)
+        record["restored"] = tampered[:20]
+        write_line(dumps(record) + "\n")
+        flush()
     results.close()
     return 0
 

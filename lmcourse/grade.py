@@ -11,13 +11,18 @@ grader
    order, where every check cell is replaced by the authoritative one from
    ``solutions/`` (visible *and* hidden tests); checks the learner deleted are
    appended at the end;
-3. runs it in its own process, in a temporary working directory, under a
-   wall-clock limit (:mod:`lmcourse._grade_runner`);
+3. runs it in its own process (:mod:`lmcourse._grade_runner`), in a temporary
+   working directory, under a wall-clock limit and a memory limit, keeping at most
+   ``MAX_OUTPUT`` bytes of what it prints;
 4. scores each check: ``passed`` (points), ``failed`` (an assertion failed),
    ``error`` (another exception), ``not-attempted`` (the task still raises
    ``NotImplementedError``) or ``timeout``, and sums the checks of each task.
 
-A broken submission costs only its own points: the batch always completes.
+A broken submission costs only its own points: the batch always completes. The
+checks of every chapter are read once, before any submission runs, so a
+submission that deletes files cannot change another's grade. With ``--feedback
+DIR`` each submission also gets a Markdown file listing its tasks, points and the
+message of each failed *visible* check; hidden checks are never quoted.
 """
 
 from __future__ import annotations
@@ -26,9 +31,12 @@ import argparse
 import csv
 import json
 import os
+import re
+import secrets
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +47,16 @@ from .exercises import SOLUTIONS_DIR, Check, cell_info, chapter_of, checks_of
 
 FIELDS = ("submission", "chapter", "task", "points", "max_points", "status", "message")
 DEFAULT_TIMEOUT = 300.0
+DEFAULT_MEMORY_MB = 4096
+MAX_OUTPUT = 1_000_000  # bytes of a submission's printed output kept (the rest is read and dropped)
 
 
 @dataclass
 class CheckResult:
     check: Check
     status: str  # passed | failed | error | not-attempted | timeout
-    message: str = ""
+    message: str = ""  # for the instructor (CSV)
+    feedback: str = ""  # for the learner: never quotes a hidden check
 
     @property
     def points(self) -> float:
@@ -61,9 +72,10 @@ class TaskRow:
     max_points: float
     status: str
     message: str
+    feedback: str = ""
 
     def as_csv(self) -> dict:
-        row = dict(self.__dict__)
+        row = {k: getattr(self, k) for k in FIELDS}
         row["points"] = _fmt(self.points)
         row["max_points"] = _fmt(self.max_points)
         return row
@@ -73,17 +85,27 @@ def _fmt(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
-def find_notebooks(paths: list[Path]) -> list[Path]:
-    """Every notebook named by ``paths`` (files, or folders searched recursively), sorted."""
-    found: set[Path] = set()
+def find_notebooks(paths: list[Path]) -> list[tuple[Path, str]]:
+    """Every notebook named by ``paths`` with its submission name, sorted by name.
+
+    A file is named as given; a notebook found in a folder is named from that
+    folder on (``submissions/alice/01_chain_rule.ipynb``). Names that would still
+    collide fall back to the full path.
+    """
+    found: dict[Path, str] = {}
     for p in paths:
         if p.is_dir():
-            found.update(q for q in p.rglob("*.ipynb") if ".ipynb_checkpoints" not in q.parts)
+            base = p.resolve()
+            for q in sorted(base.rglob("*.ipynb")):
+                if ".ipynb_checkpoints" not in q.parts:
+                    found.setdefault(q, (Path(base.name) / q.relative_to(base)).as_posix())
         elif p.is_file():
-            found.add(p)
+            found.setdefault(p.resolve(), str(p))
         else:
             raise FileNotFoundError(f"no such file or folder: {p}")
-    return sorted(found)
+    names = list(found.values())
+    named = {path: (str(path) if names.count(name) > 1 else name) for path, name in found.items()}
+    return sorted(named.items(), key=lambda item: item[1])
 
 
 def solution_notebook(chapter: str, solutions: Path = SOLUTIONS_DIR) -> Path:
@@ -120,37 +142,67 @@ def build_program(submission_nb, checks: list[Check]) -> list[dict]:
     return cells
 
 
-def run_program(cells: list[dict], timeout: float) -> tuple[list[dict | None], str | None]:
+def _limits(memory_mb: int):
+    def apply() -> None:  # runs in the child, before the submission
+        import resource
+
+        limit = memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    return apply
+
+
+def _drain(stream, keep: bytearray, limit: int) -> None:
+    """Read a pipe to its end, keeping at most ``limit`` bytes."""
+    while chunk := stream.read(65536):
+        room = limit - len(keep)
+        if room > 0:
+            keep.extend(chunk[:room])
+
+
+def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMORY_MB
+                ) -> tuple[list[dict | None], str | None]:
     """Run the cells in a fresh process; per-cell records (``None``: never finished) and a problem."""
+    token = secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix="lmcourse-grade-") as tmp:
         work = Path(tmp) / "work"
         work.mkdir()
         program, results = Path(tmp) / "program.json", Path(tmp) / "results.jsonl"
         program.write_text(json.dumps({"cells": cells}), encoding="utf-8")
         results.touch()
-        env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0")
+        env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
         env.setdefault("LMCOURSE_DEVICE", "cpu")
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         problem = None
-        with open(Path(tmp) / "output.log", "wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "lmcourse._grade_runner", str(program), str(results)],
-                cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
-                code = proc.wait(timeout=timeout)
-                if code != 0:
-                    problem = f"the notebook's process exited with code {code}"
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                problem = "timeout"
+        output = bytearray()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lmcourse._grade_runner", str(program), str(results)],
+            cwd=work, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True, preexec_fn=_limits(memory_mb),
+        )
+        reader = threading.Thread(target=_drain, args=(proc.stdout, output, MAX_OUTPUT), daemon=True)
+        reader.start()
+        try:
+            proc.stdin.write((token + "\n").encode())
+            proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            code = proc.wait(timeout=timeout)
+            problem = f"the notebook's process ended (exit code {code})"
+        except subprocess.TimeoutExpired:
+            problem = "timeout"
+        _kill_group(proc)  # also ends anything the submission started
+        reader.join(timeout=10)
         records: list[dict | None] = [None] * len(cells)
         for line in results.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
                 rec = json.loads(line)
-                records[int(rec["cell"])] = rec
-            except (ValueError, KeyError, TypeError, IndexError):
+                i = int(rec["cell"])
+                if rec.get("token") == token and 0 <= i < len(cells) and records[i] is None:
+                    records[i] = rec
+            except (ValueError, KeyError, TypeError, AttributeError):
                 continue
     return records, problem
 
@@ -159,8 +211,14 @@ def _kill_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, 9)
     except (ProcessLookupError, PermissionError):
+        pass
+    if proc.poll() is None:
         proc.kill()
     proc.wait()
+
+
+def _describe(rec: dict) -> str:
+    return f"{rec['etype']}: {rec['message']}" if rec.get("message") else str(rec["etype"])
 
 
 def score(cells: list[dict], records: list[dict | None], problem: str | None, timeout: float) -> list[CheckResult]:
@@ -170,60 +228,128 @@ def score(cells: list[dict], records: list[dict | None], problem: str | None, ti
         for cell, rec in zip(cells, records)
         if cell["role"] == "solution" and rec and rec["etype"] == "NotImplementedError"
     }
+    broken = {  # a task whose solution cell itself raised: report that, not its echo in the check
+        cell["task"]: f"the solution cell raised {_describe(rec)}"
+        for cell, rec in zip(cells, records)
+        if cell["role"] == "solution" and rec and rec["status"] == "error"
+    }
     results: list[CheckResult] = []
     for cell, rec in zip(cells, records):
         if cell["role"] != "check":
             continue
         check = Check(cell["task"], cell["check"], 0.0, "")
+        hidden = bool(rec and rec.get("part") == "hidden")
         if rec is None:
             if problem == "timeout":
                 status, message = "timeout", f"the notebook did not finish within {timeout:g} s"
             else:
-                status, message = "error", f"the check never ran: {problem or 'the notebook stopped early'}"
+                status, message = "error", f"the check never ran: {problem}"
         elif rec["status"] == "ok":
             status, message = "passed", ""
         elif rec["etype"] == "NotImplementedError" or cell["task"] in unattempted:
             status, message = "not-attempted", "the task still raises NotImplementedError"
         elif rec["etype"] == "AssertionError":
-            status, message = "failed", rec["message"] or "a check failed"
+            status = "failed"
+            message = rec["message"] or "a check failed"
         else:
-            status, message = "error", f"{rec['etype']}: {rec['message']}"
-        results.append(CheckResult(check, status, message))
+            status, message = "error", broken.get(cell["task"]) or _describe(rec)
+        feedback = message
+        if hidden and status in ("failed", "error"):
+            message = f"hidden check: {message}"
+            feedback = ("passed the visible checks but failed a hidden one"
+                        + (f" ({rec['etype']})" if status == "error" else "")
+                        + ": test your code on more cases")
+        if rec and rec.get("restored"):
+            note = "the submission had replaced " + ", ".join(rec["restored"][:5]) + " (restored before checking)"
+            message = f"{message}; {note}" if message else note
+        results.append(CheckResult(check, status, message, feedback))
     return results
 
 
 _STATUS_ORDER = ("timeout", "error", "failed", "not-attempted", "passed")
 
 
-def grade_notebook(path: Path, chapter: str | None = None, solutions: Path = SOLUTIONS_DIR,
-                   timeout: float = DEFAULT_TIMEOUT, name: str | None = None) -> list[TaskRow]:
-    """Grade one submission; returns one row per task of its chapter."""
-    name = name or str(path)
-    nb = None
-    read_error = None
-    try:
-        nb = nbformat.read(path, as_version=4)
-    except Exception as err:  # noqa: BLE001 - broken JSON, wrong schema, unreadable file
-        read_error = f"not a readable notebook: {type(err).__name__}: {str(err)[:200]}"
-    chapter = chapter or chapter_of(path, nb)
-    if chapter is None:
-        return [TaskRow(name, "?", "?", 0, 0, "error", "cannot tell the chapter: name the file NN_*.ipynb or pass --chapter")]
-    checks = checks_of(nbformat.read(solution_notebook(chapter, solutions), as_version=4))
+class Chapters:
+    """The checks of each chapter, read from ``solutions/`` once and kept in memory."""
+
+    def __init__(self, solutions: Path = SOLUTIONS_DIR) -> None:
+        self.solutions = Path(solutions)
+        self._checks: dict[str, list[Check]] = {}
+
+    def checks(self, chapter: str) -> list[Check]:
+        if chapter not in self._checks:
+            self._checks[chapter] = checks_of(nbformat.read(solution_notebook(chapter, self.solutions), as_version=4))
+        return self._checks[chapter]
+
+    def preload(self) -> None:
+        for path in sorted(self.solutions.glob("[0-9][0-9]_*.ipynb")):
+            self.checks(path.name[:2])
+
+
+def _rows(name: str, chapter: str, checks: list[Check], results: list[CheckResult]) -> list[TaskRow]:
     points = {c.check: c.points for c in checks}
-    if read_error is not None:
-        results = [CheckResult(c, "error", read_error) for c in checks]
-    else:
-        cells = build_program(nb, checks)
-        records, problem = run_program(cells, timeout)
-        results = score(cells, records, problem, timeout)
     rows: list[TaskRow] = []
     for task in dict.fromkeys(c.task for c in checks):
         mine = [r for r in results if r.check.task == task]
         got = sum(points[r.check.check] for r in mine if r.status == "passed")
         worst = min(mine, key=lambda r: _STATUS_ORDER.index(r.status))
+        messages = "; ".join(dict.fromkeys(r.message for r in mine if r.message))
+        feedback = "; ".join(dict.fromkeys(r.feedback for r in mine if r.feedback))
         rows.append(TaskRow(name, chapter, task, got, sum(c.points for c in checks if c.task == task),
-                            worst.status, worst.message))
+                            worst.status, messages, feedback))
     return rows
+
+
+def grade_notebook(path: Path, chapter: str | None = None, solutions: Path = SOLUTIONS_DIR,
+                   timeout: float = DEFAULT_TIMEOUT, name: str | None = None,
+                   memory_mb: int = DEFAULT_MEMORY_MB, chapters: Chapters | None = None) -> list[TaskRow]:
+    """Grade one submission; returns one row per task of its chapter.
+
+    ``chapter`` is what the instructor expects (``--chapter``); a notebook that
+    says it belongs to another chapter scores zero with that reason.
+    """
+    name = name or str(path)
+    chapters = chapters or Chapters(solutions)
+    nb, problem = None, None
+    try:
+        nb = nbformat.read(path, as_version=4)
+        if not isinstance(nb.get("cells"), list):
+            raise ValueError("it has no list of cells")
+    except Exception as err:  # noqa: BLE001 - broken JSON, wrong schema, unreadable file
+        nb, problem = None, f"not a readable notebook: {type(err).__name__}: {str(err)[:200]}"
+    own = chapter_of(path, nb)
+    target = chapter or own
+    if target is None:
+        return [TaskRow(name, "?", "?", 0, 0, "error",
+                        "cannot tell the chapter: name the file NN_*.ipynb or pass --chapter")]
+    checks = chapters.checks(target)
+    if problem is None and chapter and own and own != chapter:
+        problem = f"this is a notebook of chapter {own}, not chapter {chapter}"
+    if problem is not None:
+        results = [CheckResult(c, "error", problem, problem) for c in checks]
+    else:
+        cells = build_program(nb, checks)
+        records, run_problem = run_program(cells, timeout, memory_mb)
+        results = score(cells, records, run_problem, timeout)
+    return _rows(name, target, checks, results)
+
+
+def write_feedback(rows: list[TaskRow], folder: Path) -> list[Path]:
+    """One Markdown file per submission: each task, its points, what to fix."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for sub in dict.fromkeys(r.submission for r in rows):
+        mine = [r for r in rows if r.submission == sub]
+        got, total = sum(r.points for r in mine), sum(r.max_points for r in mine)
+        lines = [f"# Feedback: {sub}", "", f"Chapter {mine[0].chapter}: **{_fmt(got)} / {_fmt(total)} points**", "",
+                 "| task | points | status | what to look at |", "|---|---|---|---|"]
+        for r in mine:
+            note = (r.feedback or "").replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| {r.task} | {_fmt(r.points)} / {_fmt(r.max_points)} | {r.status} | {note} |")
+        path = folder / (re.sub(r"[^A-Za-z0-9._-]+", "_", sub).strip("_") + ".md")
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
 
 
 def write_csv(rows: list[TaskRow], out) -> None:
@@ -250,18 +376,22 @@ def summary(rows: list[TaskRow]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lmcourse.grade", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="notebooks or folders of notebooks")
-    parser.add_argument("--chapter", help="the chapter (NN) of every submission, when names do not say")
+    parser.add_argument("--chapter", help="the chapter (NN) every submission should be")
     parser.add_argument("--out", type=Path, help="write the CSV here (default: standard output)")
+    parser.add_argument("--feedback", type=Path, help="write one Markdown feedback file per submission here")
     parser.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per submission")
+    parser.add_argument("--memory", type=int, default=DEFAULT_MEMORY_MB, help="memory limit per submission (MB)")
     parser.add_argument("--solutions", type=Path, default=SOLUTIONS_DIR, help="the solutions/ folder")
     args = parser.parse_args(argv)
-    if args.jobs < 1 or args.timeout <= 0:
-        parser.error("--jobs must be >= 1 and --timeout > 0")
+    if args.jobs < 1 or args.timeout <= 0 or args.memory < 256:
+        parser.error("--jobs must be >= 1, --timeout > 0 and --memory >= 256")
+    chapters = Chapters(args.solutions)
     try:
         notebooks = find_notebooks(args.paths)
         if args.chapter:
-            solution_notebook(args.chapter, args.solutions)
+            chapters.checks(args.chapter)
+        chapters.preload()  # before any submission runs
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -269,14 +399,17 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no notebooks (*.ipynb) found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
         return 2
 
-    def one(path: Path) -> list[TaskRow]:
+    def one(item: tuple[Path, str]) -> list[TaskRow]:
+        path, name = item
         try:
-            return grade_notebook(path, args.chapter, args.solutions, args.timeout)
-        except ValueError as err:
-            return [TaskRow(str(path), args.chapter or "?", "?", 0, 0, "error", str(err))]
+            return grade_notebook(path, args.chapter, args.solutions, args.timeout, name, args.memory, chapters)
+        except Exception as err:  # noqa: BLE001 - one submission never stops the batch
+            return [TaskRow(name, args.chapter or "?", "?", 0, 0, "error", f"{type(err).__name__}: {err}")]
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         rows = [row for rows in pool.map(one, notebooks) for row in rows]
+    if args.feedback:
+        write_feedback(rows, args.feedback)
     if args.out:
         with open(args.out, "w", newline="", encoding="utf-8") as f:
             write_csv(rows, f)

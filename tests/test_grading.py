@@ -67,7 +67,7 @@ def test_notebook_raising_in_first_cell_scores_zero_and_batch_completes(tmp_path
         by_sub.setdefault(r["submission"], []).append(r)
     assert len(by_sub) == 3
     assert sum(float(r["points"]) for r in by_sub[str(bad)]) == 0
-    invalid = by_sub[str(tmp_path / "invalid" / "01_chain_rule.ipynb")]
+    invalid = by_sub["invalid/01_chain_rule.ipynb"]
     assert all(r["status"] == "error" and "not a readable notebook" in r["message"] for r in invalid)
     full = by_sub[str(SOLUTIONS_DIR / "01_chain_rule.ipynb")]
     assert all(r["points"] == r["max_points"] for r in full)
@@ -116,3 +116,14 @@ def test_first_cell_raising_costs_only_what_depends_on_it(tmp_path):
     assert rows["char_tokenizer"].points == 3
     assert all(rows[t].points == 0 and rows[t].status == "error" for t in ("sequence_log_prob", "perplexity"))
     assert "NameError" in rows["perplexity"].message
+
+
+def test_submission_names_stay_unique(tmp_path):
+    from lmcourse.grade import find_notebooks
+    for student in ("alice", "bob"):
+        (tmp_path / student).mkdir()
+        (tmp_path / student / "01_chain_rule.ipynb").write_text("{}")
+    names = [name for _, name in find_notebooks([tmp_path / "alice", tmp_path / "bob"])]
+    assert names == ["alice/01_chain_rule.ipynb", "bob/01_chain_rule.ipynb"]
+    names = [name for _, name in find_notebooks([tmp_path])]
+    assert names == [f"{tmp_path.name}/alice/01_chain_rule.ipynb", f"{tmp_path.name}/bob/01_chain_rule.ipynb"]
