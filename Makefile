@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 MATHJAX_VERSION := 3.2.2
 MATHJAX := book/_static/mathjax/tex-chtml.js
 
-.PHONY: setup book test notebooks exercises clean
+.PHONY: setup book test chromium notebooks exercises clean
 
 setup: $(STAMP)
 
@@ -28,7 +28,14 @@ $(MATHJAX):
 book: $(STAMP) $(MATHJAX)
 	$(VENV)/bin/jupyter-book build . --all -W --keep-going
 
-test: $(STAMP)
+# Debian's Chromium for the browser test of the built book (skipped, with a
+# message, where it cannot be installed).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	  echo "note: chromium could not be installed; the browser test will be skipped"
+
+test: $(STAMP) $(MATHJAX) chromium
 	$(PY) -m pytest --nbval --doctest-modules lmcourse tests book
 
 # Authoring helpers

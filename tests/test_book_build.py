@@ -1,13 +1,8 @@
 """The book builds with warnings as errors, and its pages load nothing from other hosts."""
 
 import re
-import shutil
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXTERNAL = re.compile(r"""(?:https?:)?//(?!www\.w3\.org/)[A-Za-z0-9.-]+\.[A-Za-z]{2,}""")
@@ -36,16 +31,6 @@ class _Resources(HTMLParser):
 
     def handle_endtag(self, tag):
         self._in = None
-
-
-@pytest.fixture(scope="module")
-def html(tmp_path_factory):
-    out = tmp_path_factory.mktemp("book")
-    jb = Path(sys.executable).parent / "jupyter-book"
-    cmd = [str(jb) if jb.exists() else shutil.which("jupyter-book"), "build", str(ROOT), "--path-output", str(out), "-W", "--all"]
-    result = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return out / "_build" / "html"
 
 
 def test_every_toc_page_is_built_and_no_solutions_are_published(html):
