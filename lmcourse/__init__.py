@@ -5,9 +5,13 @@ One module per concept, in the order the book teaches them:
 * :mod:`lmcourse.data`: the Shakespeare corpus, splits by whole plays, batching.
 * :mod:`lmcourse.tokenization`: character and byte-level BPE tokenizers.
 * :mod:`lmcourse.metrics`: NLL, perplexity, bits per character.
+* :mod:`lmcourse.chain_rule`: the chain rule with uniform, unigram and bigram counts.
+* :mod:`lmcourse.ngram`: n-gram models, smoothing and Kneser-Ney.
 * :mod:`lmcourse.device`: which device the course runs on.
 * :mod:`lmcourse.exercises`: writes ``exercises/`` from ``solutions/``.
 * :mod:`lmcourse.grade`: grades submitted exercise notebooks.
+* :mod:`lmcourse.notebooks`: executes the book's notebooks and stores stable outputs.
+* :mod:`lmcourse.bench`: benchmarks, ``python -m lmcourse.bench NAME``.
 """
 
 __version__ = "0.1.0"

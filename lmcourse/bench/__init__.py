@@ -1,0 +1,23 @@
+"""Benchmarks: ``python -m lmcourse.bench NAME [ARGS]`` runs ``lmcourse/bench/NAME.py``.
+
+Each benchmark is one module here with a ``main(argv: list[str] | None) -> int``.
+Adding one is adding its file: :func:`available` finds every module of this package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+
+def available() -> list[str]:
+    """The names of the benchmarks (the modules of this package), sorted."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def run(name: str, argv: list[str] | None = None) -> int:
+    """Run benchmark ``name`` with command-line arguments ``argv``; returns its exit code."""
+    if name not in available():
+        raise ValueError(f"unknown benchmark {name!r}; available: {', '.join(available()) or 'none'}")
+    module = importlib.import_module(f"{__name__}.{name}")
+    return int(module.main(argv) or 0)
