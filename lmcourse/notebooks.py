@@ -75,12 +75,94 @@ def run(path: Path, timeout: int = 1200) -> float:
     return seconds
 
 
+def title_of(nb) -> str:
+    """The text of a notebook's first level-1 heading."""
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return "(untitled)"
+
+
+def runtime_table(book: Path, solutions: Path, repeats: int = 1) -> str:
+    """The appendix page: each chapter's run time on this machine, and its exercises.
+
+    Each notebook is executed in a temporary copy (stored outputs are untouched);
+    with ``repeats > 1`` the fastest run counts.
+    """
+    import platform
+    import shutil
+    import tempfile
+
+    from .exercises import checks_of
+
+    rows, exercise_rows = [], []
+    for path in sorted(Path(book).glob("[0-9][0-9]_*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        best = None
+        for _ in range(repeats):
+            with tempfile.TemporaryDirectory() as tmp:
+                copy = Path(tmp) / path.name
+                shutil.copy(path, copy)
+                seconds = run(copy)
+            best = seconds if best is None else min(best, seconds)
+        rows.append(f"| {path.name[:2]} | {title_of(nb)} | {best:.0f} s |")
+        print(f"{path}: {best:.1f} s", file=sys.stderr)
+        sol = Path(solutions) / path.name
+        if sol.exists():
+            checks = checks_of(nbformat.read(sol, as_version=4))
+            tasks: dict[str, float] = {}
+            for c in checks:
+                tasks[c.task] = tasks.get(c.task, 0.0) + c.points
+            listing = ", ".join(f"`{t}` ({p:g})" for t, p in tasks.items())
+            exercise_rows.append(f"| {path.name[:2]} | {listing} | {sum(tasks.values()):g} |")
+    cores = os.cpu_count()
+    lines = [
+        "# Appendix: run times and exercises",
+        "",
+        "This page is written by `python -m lmcourse.notebooks runtimes`, which executes",
+        "every chapter notebook from top to bottom on the CPU and times it; do not edit it",
+        "by hand. Measured on a machine with "
+        f"{cores} CPU core{'s' if cores != 1 else ''} ({platform.machine()}), torch {_torch_version()}.",
+        "",
+        "| chapter | title | run time |",
+        "|---|---|---|",
+        *rows,
+        "",
+        "## Exercises and points",
+        "",
+        "Each task of `exercises/NN_*.ipynb` with its points (a task's checks may give partial credit).",
+        "",
+        "| chapter | tasks (points) | total |",
+        "|---|---|---|",
+        *exercise_rows,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__.split("+")[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lmcourse.notebooks")
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="execute notebooks in place and normalise them")
     p_run.add_argument("paths", nargs="+", type=Path)
+    p_times = sub.add_parser("runtimes", help="time every chapter and write the appendix page")
+    p_times.add_argument("--book", type=Path, default=Path("book"))
+    p_times.add_argument("--solutions", type=Path, default=Path("solutions"))
+    p_times.add_argument("--out", type=Path, default=Path("book/runtimes.md"))
+    p_times.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args(argv)
+    if args.command == "runtimes":
+        args.out.write_text(runtime_table(args.book, args.solutions, args.repeats), encoding="utf-8")
+        print(f"wrote {args.out}")
+        return 0
     for path in args.paths:
         if not path.is_file():
             print(f"error: no notebook at {path}", file=sys.stderr)

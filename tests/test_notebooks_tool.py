@@ -1,0 +1,41 @@
+"""lmcourse.notebooks: stable stored outputs, and the runtime appendix."""
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from lmcourse.notebooks import coalesce_streams, normalise, run, runtime_table
+
+
+def test_coalesce_and_normalise():
+    outs = [new_output("stream", name="stdout", text="a"), new_output("stream", name="stdout", text="b"),
+            new_output("stream", name="stderr", text="c")]
+    merged = coalesce_streams(outs)
+    assert [(o.name, o.text) for o in merged] == [("stdout", "ab"), ("stderr", "c")]
+    nb = new_notebook(cells=[new_code_cell("x", execution_count=7), new_code_cell("y"), new_code_cell("z", execution_count=9)])
+    nb.cells[0].metadata["execution"] = {"iopub.execute_input": "2026-11-22T10:00:00"}
+    nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
+    normalise(nb)
+    assert [c.execution_count for c in nb.cells] == [1, None, 2]
+    assert "execution" not in nb.cells[0].metadata and "version" not in nb.metadata["language_info"]
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+
+
+def test_run_and_runtime_table(tmp_path):
+    book, sols = tmp_path / "book", tmp_path / "solutions"
+    book.mkdir()
+    sols.mkdir()
+    nb = new_notebook(cells=[new_markdown_cell("# 7. A chapter"), new_code_cell("print(6 * 7)")])
+    nbformat.write(nb, book / "07_demo.ipynb")
+    check = new_code_cell("assert True")
+    check.metadata["lmcourse"] = {"role": "check", "task": "answer", "check": "a1", "points": 2}
+    check2 = new_code_cell("assert True")
+    check2.metadata["lmcourse"] = {"role": "check", "task": "answer", "check": "a2", "points": 1}
+    nbformat.write(new_notebook(cells=[check, check2]), sols / "07_demo.ipynb")
+
+    page = runtime_table(book, sols)
+    assert "| 07 | 7. A chapter |" in page and "| 07 | `answer` (3) | 3 |" in page
+    assert nbformat.read(book / "07_demo.ipynb", as_version=4).cells[1].outputs == [], "the stored notebook is untouched"
+
+    seconds = run(book / "07_demo.ipynb")
+    stored = nbformat.read(book / "07_demo.ipynb", as_version=4)
+    assert seconds > 0 and stored.cells[1].outputs[0]["text"] == "42\n" and stored.cells[1].execution_count == 1
