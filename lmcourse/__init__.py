@@ -7,6 +7,7 @@ One module per concept, in the order the book teaches them:
 * :mod:`lmcourse.metrics`: NLL, perplexity, bits per character.
 * :mod:`lmcourse.chain_rule`: the chain rule with uniform, unigram and bigram counts.
 * :mod:`lmcourse.ngram`: n-gram models, smoothing and Kneser-Ney.
+* :mod:`lmcourse.lstm`: the LSTM cell from its gates, the LSTM language model, TBPTT.
 * :mod:`lmcourse.device`: which device the course runs on.
 * :mod:`lmcourse.exercises`: writes ``exercises/`` from ``solutions/``.
 * :mod:`lmcourse.grade`: grades submitted exercise notebooks.

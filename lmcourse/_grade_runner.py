@@ -89,6 +89,11 @@ def main(program_path: str, results_path: str) -> int:
     import lmcourse.chain_rule, lmcourse.data, lmcourse.metrics, lmcourse.tokenization  # noqa: E401,F401
     from IPython.core.interactiveshell import InteractiveShell
 
+    # PyTorch rewraps some of its own functions the first time an optimizer is
+    # built (torch.manual_seed, for dynamo); do that now, so the guard's snapshot
+    # is of torch as a submission will find it, not a false alarm.
+    _dummy = torch.zeros(1, requires_grad=True)
+    torch.optim.AdamW([_dummy]).step()
     random.seed(0)
     torch.manual_seed(0)
     shell = InteractiveShell.instance()

@@ -30,6 +30,7 @@ def test_solution_scores_full_marks(graded, name):
     failures = [(r.task, r.status, r.message) for r in rows if r.points != r.max_points]
     assert not failures, failures
     assert all(r.status == "passed" for r in rows) and sum(r.max_points for r in rows) > 0
+    assert all(r.message == "" for r in rows), [r.message for r in rows]  # no false alarm of tampering
 
 
 @pytest.mark.parametrize("name", CHAPTERS)

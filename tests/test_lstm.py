@@ -1,0 +1,169 @@
+"""The LSTM chapter's package code, checked against torch.nn.LSTM in float64."""
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from lmcourse.lstm import (
+    CHECKPOINT_DIR, PRETRAINED, LSTMCell, LSTMConfig, LSTMLM, ScratchLSTM, TrainConfig,
+    detach_state, evaluate, generate, load_pretrained_lstm, lstm_cell, num_params,
+    save_checkpoint, sha256, train_lstm,
+)
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_cell_equals_nn_lstmcell_float64():
+    torch.manual_seed(0)
+    ref = nn.LSTMCell(5, 7).double()
+    ours = LSTMCell(5, 7).double()
+    ours.load_state_dict(ref.state_dict())  # same names and layout
+    g = _gen()
+    x = torch.randn(3, 5, generator=g, dtype=torch.float64)
+    h = torch.randn(3, 7, generator=g, dtype=torch.float64)
+    c = torch.randn(3, 7, generator=g, dtype=torch.float64)
+    h_ref, c_ref = ref(x, (h, c))
+    h_ours, c_ours = ours(x, (h, c))
+    torch.testing.assert_close(h_ours, h_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(c_ours, c_ref, rtol=0, atol=1e-12)
+
+
+def test_cell_gate_equations_by_hand():
+    # One hidden unit, zero weights: every gate is sigmoid(b) or tanh(b).
+    b = torch.tensor([0.0, 1.0, 0.5, -1.0], dtype=torch.float64)  # i, f, g, o
+    z = torch.zeros
+    h, c = lstm_cell(z(1, 1, dtype=torch.float64), (z(1, 1, dtype=torch.float64), torch.full((1, 1), 2.0, dtype=torch.float64)),
+                     z(4, 1, dtype=torch.float64), z(4, 1, dtype=torch.float64), b, z(4, dtype=torch.float64))
+    s = torch.sigmoid
+    c_expected = s(b[1]) * 2.0 + s(b[0]) * torch.tanh(b[2])
+    assert torch.isclose(c[0, 0], c_expected)
+    assert torch.isclose(h[0, 0], s(b[3]) * torch.tanh(c_expected))
+
+
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_scratch_lstm_equals_nn_lstm_float64(num_layers):
+    torch.manual_seed(0)
+    ref = nn.LSTM(4, 6, num_layers, batch_first=True).double()
+    ours = ScratchLSTM(4, 6, num_layers).double()
+    ours.load_state_dict(ref.state_dict())
+    g = _gen(1)
+    x = torch.randn(2, 9, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(num_layers, 2, 6, generator=g, dtype=torch.float64)
+    c0 = torch.randn(num_layers, 2, 6, generator=g, dtype=torch.float64)
+    out_ref, (h_ref, c_ref) = ref(x, (h0, c0))
+    out, (h, c) = ours(x, (h0, c0))
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(h, h_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(c, c_ref, rtol=0, atol=1e-12)
+    # Gradients agree too: w.r.t. the input and every weight.
+    (grad_x_ref,) = torch.autograd.grad(out_ref.sum() + c_ref.sum(), x)
+    (grad_x,) = torch.autograd.grad(out.sum() + c.sum(), x)
+    torch.testing.assert_close(grad_x, grad_x_ref, rtol=0, atol=1e-12)
+    ref.zero_grad()
+    ours.zero_grad()
+    ref(x, (h0, c0))[0].pow(2).sum().backward()
+    ours(x, (h0, c0))[0].pow(2).sum().backward()
+    for (name, p_ref), p in zip(ref.named_parameters(), ours.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=0, atol=1e-10, msg=name)
+
+
+def test_lm_scratch_and_nn_lstm_give_the_same_logits():
+    cfg = LSTMConfig(vocab_size=11, embed_dim=6, hidden_size=8, num_layers=2, dropout=0.3)
+    torch.manual_seed(0)
+    fast = LSTMLM(cfg).double().eval()
+    slow = LSTMLM(LSTMConfig(**{**cfg.__dict__, "scratch": True})).double().eval()
+    slow.load_state_dict(fast.state_dict())
+    idx = torch.randint(0, 11, (3, 7), generator=_gen())
+    logits_fast, (h_f, c_f) = fast(idx)
+    logits_slow, (h_s, c_s) = slow(idx)
+    assert logits_fast.shape == (3, 7, 11)
+    torch.testing.assert_close(logits_slow, logits_fast, rtol=0, atol=1e-12)
+    torch.testing.assert_close(h_s, h_f, rtol=0, atol=1e-12)
+    torch.testing.assert_close(c_s, c_f, rtol=0, atol=1e-12)
+
+
+def test_carried_state_equals_one_long_pass():
+    torch.manual_seed(0)
+    model = LSTMLM(LSTMConfig(vocab_size=9, embed_dim=4, hidden_size=5)).double().eval()
+    idx = torch.randint(0, 9, (2, 12), generator=_gen())
+    whole, _ = model(idx)
+    first, state = model(idx[:, :5])
+    second, _ = model(idx[:, 5:], state)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=0, atol=1e-12)
+
+
+def test_detach_state_keeps_values_and_drops_the_graph():
+    model = LSTMLM(LSTMConfig(vocab_size=9, embed_dim=4, hidden_size=5))
+    _, state = model(torch.zeros(2, 3, dtype=torch.long))
+    assert state[0].grad_fn is not None
+    h, c = detach_state(state)
+    assert h.grad_fn is None and c.grad_fn is None
+    assert torch.equal(h, state[0]) and torch.equal(c, state[1])
+
+
+def test_weight_tying_shares_the_matrix_and_saves_parameters():
+    untied = LSTMLM(LSTMConfig(vocab_size=20, embed_dim=8, hidden_size=8))
+    tied = LSTMLM(LSTMConfig(vocab_size=20, embed_dim=8, hidden_size=8, tie_weights=True))
+    assert tied.head.weight is tied.embed.weight
+    assert num_params(untied) - num_params(tied) == 20 * 8
+    with pytest.raises(ValueError, match="embed_dim == hidden_size"):
+        LSTMConfig(embed_dim=8, hidden_size=16, tie_weights=True)
+
+
+def test_bad_input_raises():
+    model = LSTMLM(LSTMConfig(vocab_size=9, embed_dim=4, hidden_size=5))
+    with pytest.raises(ValueError, match=r"\(B, T\)"):
+        model(torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="dropout"):
+        LSTMConfig(dropout=1.0)
+
+
+def test_training_reduces_loss_on_a_periodic_stream():
+    ids = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7] * 200)
+    torch.manual_seed(0)
+    model = LSTMLM(LSTMConfig(vocab_size=8, embed_dim=8, hidden_size=16, num_layers=1, dropout=0.0))
+    before = evaluate(model, ids, batch_size=4, bptt=16)
+    hist = train_lstm(model, ids, ids, TrainConfig(steps=60, batch_size=4, bptt=16, lr=3e-2, eval_every=30))
+    assert hist["val_step"] == [30, 60]
+    assert before > 1.8  # about ln 8 = 2.08 before training
+    assert hist["val_loss"][-1] < 0.3  # the next token is fully determined (ln 8 = 2.08 at chance)
+
+
+def test_generate_is_seeded_and_the_right_length():
+    torch.manual_seed(0)
+    model = LSTMLM(LSTMConfig(vocab_size=9, embed_dim=4, hidden_size=5))
+    a = generate(model, [1, 2], 20, generator=_gen(3))
+    b = generate(model, [1, 2], 20, generator=_gen(3))
+    assert a == b and len(a) == 20 and all(0 <= i < 9 for i in a)
+    with pytest.raises(ValueError):
+        generate(model, [], 5)
+
+
+def test_checkpoint_round_trip_and_errors(tmp_path):
+    model = LSTMLM(LSTMConfig(vocab_size=9, embed_dim=4, hidden_size=5))
+    path = tmp_path / "m.pt"
+    save_checkpoint(model, path, dtype=torch.float32)
+    loaded = load_pretrained_lstm(path)
+    idx = torch.randint(0, 9, (2, 4), generator=_gen())
+    torch.testing.assert_close(loaded(idx)[0], model.eval()(idx)[0])
+    with pytest.raises(FileNotFoundError, match="python -m lmcourse.lstm train"):
+        load_pretrained_lstm(tmp_path / "missing.pt")
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["config"]["hidden_size"] = 6  # the weights no longer fit
+    torch.save(ckpt, path)
+    with pytest.raises(ValueError, match="does not match"):
+        load_pretrained_lstm(path)
+
+
+def test_shipped_checkpoint_matches_its_manifest():
+    path = CHECKPOINT_DIR / f"{PRETRAINED}.pt"
+    entry = json.loads((CHECKPOINT_DIR / "manifest.json").read_text())[PRETRAINED]
+    assert sha256(path) == entry["sha256"]
+    assert path.stat().st_size < 5_000_000
+    model = load_pretrained_lstm()
+    assert num_params(model) == entry["parameters"]
+    assert LSTMConfig(**entry["config"]) == model.config
