@@ -8,6 +8,11 @@ One module per concept, in the order the book teaches them:
 * :mod:`lmcourse.chain_rule`: the chain rule with uniform, unigram and bigram counts.
 * :mod:`lmcourse.ngram`: n-gram models, smoothing and Kneser-Ney.
 * :mod:`lmcourse.lstm`: the LSTM cell from its gates, the LSTM language model, TBPTT.
+* :mod:`lmcourse.attention`: scaled dot-product attention, the causal mask, multi-head attention.
+* :mod:`lmcourse.positions`: learned, sinusoidal, rotary (RoPE) and ALiBi positions.
+* :mod:`lmcourse.transformer`: the decoder-only GPT, with optional weight tying.
+* :mod:`lmcourse.train`: the training loop (AdamW, warmup + cosine, clipping, evaluation).
+* :mod:`lmcourse.decoding`: temperature, top-k, top-p, repetition penalty, beam search.
 * :mod:`lmcourse.device`: which device the course runs on.
 * :mod:`lmcourse.exercises`: writes ``exercises/`` from ``solutions/``.
 * :mod:`lmcourse.grade`: grades submitted exercise notebooks.

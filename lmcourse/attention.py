@@ -1,0 +1,247 @@
+"""Scaled dot-product attention with a causal mask, and multi-head attention.
+
+Attention (Vaswani et al., 2017, "Attention Is All You Need") lets every position
+read from every position it is allowed to see. With queries Q, keys K and values
+V of shape ``(T, D)``,
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(D) + M) V
+
+where the mask M is 0 where attending is allowed and -inf where it is not. A
+language model that predicts token t+1 from tokens 1..t must never look ahead,
+so its mask is *causal*: position t sees positions 1..t (the lower triangle with
+the diagonal) and nothing after.
+
+Two multi-head versions sit side by side and are tested equal:
+
+* :class:`HeadLoopAttention`: the teaching version, one small module per head,
+  a Python loop over heads, the formula written out;
+* :class:`MultiHeadAttention`: what the models use, one fused Q/K/V projection
+  and all heads at once (einops), calling PyTorch's fused
+  ``F.scaled_dot_product_attention`` unless the attention weights are requested.
+
+Both take an optional additive ``bias`` on the scores (ALiBi, chapter 5) and an
+optional ``rotary`` embedding applied to queries and keys (RoPE, chapter 5), with
+positions counted from ``offset`` so a key/value cache can be added later.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+
+class Rotary(Protocol):
+    """Anything that rotates queries and keys by their positions (RoPE)."""
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The ``(T, T)`` boolean causal mask: ``True`` where attending is allowed.
+
+    Row t (a query position) is ``True`` at columns 0..t: the past and itself.
+
+    >>> causal_mask(3).int()
+    tensor([[1, 0, 0],
+            [1, 1, 0],
+            [1, 1, 1]], dtype=torch.int32)
+    """
+    if T < 1:
+        raise ValueError(f"T must be >= 1, got {T}")
+    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention written out: ``softmax(q k^T / sqrt(D) + bias, masked) v``.
+
+    ``q`` is ``(..., Tq, D)``, ``k`` and ``v`` are ``(..., Tk, D)`` (``v`` may have
+    its own last dimension). ``mask`` is a boolean tensor broadcastable to
+    ``(..., Tq, Tk)``, ``True`` where attending is allowed; ``bias`` an additive
+    float tensor of the same broadcast shape. Returns ``(out, weights)`` with
+    ``out`` ``(..., Tq, Dv)`` and ``weights`` ``(..., Tq, Tk)``, each row summing to 1.
+
+    A query row whose mask is all ``False`` has nothing to attend to; its softmax
+    would be 0/0 = NaN, so it raises a ``ValueError`` instead.
+
+    >>> q = k = v = torch.eye(2)
+    >>> out, w = scaled_dot_product_attention(q, k, v, mask=causal_mask(2))
+    >>> w
+    tensor([[1.0000, 0.0000],
+            [0.3302, 0.6698]])
+    """
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"queries and keys need the same last dimension, got {q.shape[-1]} and {k.shape[-1]}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"keys and values need the same length, got {k.shape[-2]} and {v.shape[-2]}")
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., Tq, Tk)
+    if bias is not None:
+        scores = scores + bias
+    if mask is not None:
+        if mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a boolean tensor (True = may attend), got {mask.dtype}")
+        if not bool(mask.any(dim=-1).all()):
+            raise ValueError(
+                "the mask leaves a query with no key to attend to (a row that is all False); "
+                "its softmax would be 0/0 = NaN"
+            )
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1)  # (..., Tq, Tk), rows sum to 1
+    return weights @ v, weights
+
+
+def _mask_for(Tq: int, Tk: int, device: torch.device) -> torch.Tensor:
+    """The causal mask of ``Tq`` queries that are the *last* ``Tq`` of ``Tk`` keys.
+
+    Without a cache ``Tq == Tk`` and this is :func:`causal_mask`; with cached keys
+    in front, query i sits at key index ``i + Tk - Tq``.
+    """
+    rows = torch.arange(Tq, device=device)[:, None] + (Tk - Tq)
+    cols = torch.arange(Tk, device=device)[None, :]
+    return cols <= rows  # (Tq, Tk)
+
+
+class AttentionHead(nn.Module):
+    """One head: its own query, key and value projections ``d_model -> d_head``."""
+
+    def __init__(self, d_model: int, d_head: int, bias: bool = True) -> None:
+        super().__init__()
+        self.query = nn.Linear(d_model, d_head, bias=bias)
+        self.key = nn.Linear(d_model, d_head, bias=bias)
+        self.value = nn.Linear(d_model, d_head, bias=bias)
+
+
+class HeadLoopAttention(nn.Module):
+    """Multi-head attention as a loop over heads: the teaching version.
+
+    Each head projects the input into its own ``d_model / n_heads``-dimensional
+    subspace, attends there, and the heads' outputs are concatenated and mixed by
+    one output projection. Slow but literal; :class:`MultiHeadAttention` computes
+    the same function (see :meth:`MultiHeadAttention.from_head_loop`).
+
+    >>> attn = HeadLoopAttention(d_model=8, n_heads=2)
+    >>> attn(torch.zeros(1, 5, 8)).shape
+    torch.Size([1, 5, 8])
+    """
+
+    def __init__(self, d_model: int, n_heads: int, causal: bool = True, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        _check_heads(d_model, n_heads)
+        self.d_model, self.n_heads, self.causal = d_model, n_heads, causal
+        self.heads = nn.ModuleList(AttentionHead(d_model, d_model // n_heads, bias) for _ in range(n_heads))
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        bias: torch.Tensor | None = None,
+        rotary: Rotary | None = None,
+        offset: int = 0,
+        need_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        B, T, _ = x.shape  # (B, T, C)
+        mask = _mask_for(T, T, x.device) if self.causal else None
+        outs, maps = [], []
+        for h, head in enumerate(self.heads):
+            q, k, v = head.query(x), head.key(x), head.value(x)  # (B, T, Dh) each
+            if rotary is not None:
+                q, k = rotary(q, k, offset=offset)
+            _, w = scaled_dot_product_attention(q, k, v, mask=mask, bias=None if bias is None else bias[h])
+            outs.append(self.attn_dropout(w) @ v)  # (B, T, Dh); dropout is a no-op in eval mode
+            maps.append(w)
+        y = self.resid_dropout(self.proj(torch.cat(outs, dim=-1)))  # (B, T, C)
+        return (y, torch.stack(maps, dim=1)) if need_weights else y
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head (optionally causal) self-attention, all heads at once.
+
+    One fused linear layer makes queries, keys and values for every head; einops
+    splits them into ``(B, H, T, Dh)``. Without ``need_weights`` the scores go
+    through PyTorch's fused ``F.scaled_dot_product_attention`` (the same numbers,
+    less memory); with it, through :func:`scaled_dot_product_attention`, which
+    also returns the ``(B, H, T, T)`` weights for plotting.
+
+    ``bias`` (``(H, T, T)``, added to the scores: ALiBi) and ``rotary`` (applied to
+    queries and keys: RoPE) bring in positions; ``offset`` is the absolute position
+    of the first token (what RoPE rotates by), the hook for a key/value cache.
+
+    >>> attn = MultiHeadAttention(d_model=8, n_heads=2)
+    >>> y, w = attn(torch.zeros(1, 5, 8), need_weights=True)
+    >>> y.shape, w.shape
+    (torch.Size([1, 5, 8]), torch.Size([1, 2, 5, 5]))
+    """
+
+    def __init__(self, d_model: int, n_heads: int, causal: bool = True, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        _check_heads(d_model, n_heads)
+        self.d_model, self.n_heads, self.causal, self.dropout = d_model, n_heads, causal, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)  # [W_q; W_k; W_v], head-major inside each
+        self.proj = nn.Linear(d_model, d_model, bias=bias)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        bias: torch.Tensor | None = None,
+        rotary: Rotary | None = None,
+        offset: int = 0,
+        need_weights: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        B, T, _ = x.shape  # (B, T, C)
+        q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_heads)
+        if rotary is not None:
+            q, k = rotary(q, k, offset=offset)  # (B, H, T, Dh)
+        mask = _mask_for(T, T, x.device) if self.causal else None
+        if need_weights:
+            out, w = scaled_dot_product_attention(q, k, v, mask=mask, bias=bias)
+            if self.training and self.dropout > 0:
+                out = self.attn_dropout(w) @ v
+        else:
+            p = self.dropout if self.training else 0.0
+            if bias is None and self.causal:
+                out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            else:
+                # A float mask is *added* to the scores: the bias, and -inf where masked.
+                attn_mask = None if bias is None else bias.to(q.dtype)
+                if mask is not None:
+                    blocked = torch.zeros(mask.shape, dtype=q.dtype, device=x.device).masked_fill(~mask, float("-inf"))
+                    attn_mask = blocked if attn_mask is None else attn_mask + blocked
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+        y = self.resid_dropout(self.proj(rearrange(out, "b h t d -> b t (h d)")))  # (B, T, C)
+        return (y, w) if need_weights else y
+
+    @classmethod
+    def from_head_loop(cls, loop: HeadLoopAttention) -> "MultiHeadAttention":
+        """A batched module computing exactly what ``loop`` computes (weights copied)."""
+        has_bias = loop.proj.bias is not None
+        new = cls(loop.d_model, loop.n_heads, loop.causal, loop.attn_dropout.p, bias=has_bias)
+        new = new.to(device=loop.proj.weight.device, dtype=loop.proj.weight.dtype)
+        with torch.no_grad():
+            for part, name in enumerate(("query", "key", "value")):
+                rows = slice(part * loop.d_model, (part + 1) * loop.d_model)
+                new.qkv.weight[rows] = torch.cat([getattr(h, name).weight for h in loop.heads], dim=0)
+                if has_bias:
+                    new.qkv.bias[rows] = torch.cat([getattr(h, name).bias for h in loop.heads], dim=0)
+            new.proj.load_state_dict(loop.proj.state_dict())
+        return new
+
+
+def _check_heads(d_model: int, n_heads: int) -> None:
+    if n_heads < 1 or d_model % n_heads:
+        raise ValueError(f"d_model ({d_model}) must be a positive multiple of n_heads ({n_heads})")

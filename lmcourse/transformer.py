@@ -1,0 +1,195 @@
+"""A decoder-only transformer language model (GPT), with a choice of positions and tying.
+
+The architecture is GPT-2's (Radford et al., 2019) in its pre-norm form: token
+embedding (plus a position embedding, if the scheme adds one), ``n_layers``
+blocks of
+
+    x = x + Attention(LayerNorm(x))        (causal multi-head self-attention)
+    x = x + MLP(LayerNorm(x))              (D -> 4D -> D with GELU)
+
+then a final LayerNorm and the output head ``D -> V`` that gives the logits.
+
+With ``tie_weights`` the output head reuses the embedding matrix
+``E in R^{V x D}`` (Press & Wolf, 2017, "Using the Output Embedding to Improve
+Language Models"): logits = h E^T, one tensor, ``V x D`` fewer parameters.
+
+The forward pass takes a position ``offset`` (the position of the first token)
+so a key/value cache can be added later without changing the blocks' interface.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .attention import MultiHeadAttention
+from .positions import ALiBi, LearnedPositions, RotaryEmbedding, SinusoidalPositions
+
+POSITIONAL = ("learned", "sinusoidal", "rope", "alibi")
+INIT_STD = 0.02  # GPT-2's initial standard deviation of every weight
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """The shape of a :class:`GPT`; the defaults give a 0.8M-parameter character model."""
+
+    vocab_size: int = 65  # V: number of token ids (rows of the embedding)
+    context_length: int = 64  # the longest sequence the model accepts (size of position tables)
+    d_model: int = 128  # D: width of the residual stream
+    n_layers: int = 4  # number of transformer blocks
+    n_heads: int = 4  # attention heads per block; head size = d_model / n_heads
+    dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches
+    tie_weights: bool = True  # output head shares the token embedding matrix (chapter 6)
+    positional: str = "learned"  # "learned" | "sinusoidal" | "rope" | "alibi" (chapter 5)
+    bias: bool = True  # biases in the linear layers and LayerNorms
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        if self.positional not in POSITIONAL:
+            raise ValueError(f"positional must be one of {POSITIONAL}, got {self.positional!r}")
+        if self.positional == "sinusoidal" and self.d_model % 2:
+            raise ValueError(f"sinusoidal positions need an even d_model, got {self.d_model}")
+        if self.positional == "rope" and (self.d_model // self.n_heads) % 2:
+            raise ValueError(f"RoPE needs an even head size, got {self.d_model // self.n_heads}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+
+class MLP(nn.Module):
+    """The position-wise feed-forward network: ``D -> 4D -> GELU -> D``."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.d_model, 4 * config.d_model, bias=config.bias)
+        self.act = nn.GELU()
+        self.proj = nn.Linear(4 * config.d_model, config.d_model, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(self.act(self.fc(x))))  # (B, T, C)
+
+
+class Block(nn.Module):
+    """One pre-norm transformer block: attention then MLP, each on a residual branch."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.attn = MultiHeadAttention(config.d_model, config.n_heads, causal=True,
+                                       dropout=config.dropout, bias=config.bias)
+        self.ln2 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor, *, bias: torch.Tensor | None = None, rotary: RotaryEmbedding | None = None,
+                offset: int = 0, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a = self.attn(self.ln1(x), bias=bias, rotary=rotary, offset=offset, need_weights=need_weights)
+        a, w = a if need_weights else (a, None)
+        x = x + a
+        x = x + self.mlp(self.ln2(x))
+        return x, w  # (B, T, C), (B, H, T, T) or None
+
+
+class GPT(nn.Module):
+    """A GPT-style language model: ``model(ids)`` gives logits ``(B, T, V)``.
+
+    >>> model = GPT(GPTConfig(vocab_size=10, context_length=8, d_model=16, n_layers=1, n_heads=2))
+    >>> model(torch.zeros(2, 5, dtype=torch.long)).shape
+    torch.Size([2, 5, 10])
+    >>> model.head.weight is model.tok_emb.weight
+    True
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
+        # Exactly one of these is set, by c.positional; the fixed ones hold non-persistent buffers.
+        self.pos_emb: LearnedPositions | SinusoidalPositions | None = None
+        self.rotary: RotaryEmbedding | None = None
+        self.alibi: ALiBi | None = None
+        if c.positional == "learned":
+            self.pos_emb = LearnedPositions(c.context_length, c.d_model)
+        elif c.positional == "sinusoidal":
+            # The table's entries are O(1) while token embeddings start at std 0.02: added
+            # unscaled, positions drown the tokens and a briefly trained model learns far
+            # slower. We scale the table to the embeddings' size (Vaswani et al. instead
+            # multiply the embeddings by sqrt(D), which suits their initialisation).
+            self.pos_emb = SinusoidalPositions(c.d_model, c.context_length, scale=INIT_STD)
+        elif c.positional == "rope":
+            self.rotary = RotaryEmbedding(c.d_model // c.n_heads, c.context_length)
+        else:
+            self.alibi = ALiBi(c.n_heads)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        self.ln_f = nn.LayerNorm(c.d_model, bias=c.bias)
+        self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual projections by 1/sqrt(2 * n_layers), one per residual add.
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=INIT_STD / math.sqrt(2 * c.n_layers))
+        self._tie()
+        # load_state_dict(..., assign=True) replaces parameters one by one: re-tie after it.
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._tie())
+
+    def _tie(self) -> None:
+        if self.config.tie_weights:
+            self.head.weight = self.tok_emb.weight  # one tensor: E is (V, D), logits = h @ E^T
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to()/.to_empty() may swap in new Parameter objects (meta -> cpu does), which
+        # would silently untie the head; restore the single shared tensor afterwards.
+        super()._apply(fn, *args, **kwargs)
+        self._tie()
+        return self
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+
+    def num_params(self) -> int:
+        """The number of distinct parameters (a tied matrix counts once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def _run(self, ids: torch.Tensor, offset: int, need_weights: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if ids.dim() != 2:
+            raise ValueError(f"ids must be (B, T), got shape {tuple(ids.shape)}")
+        T = ids.shape[1]
+        if offset + T > self.config.context_length:
+            raise ValueError(
+                f"sequence of length {offset + T} is longer than the model's context_length "
+                f"{self.config.context_length}"
+            )
+        x = self.tok_emb(ids)  # (B, T, C)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(T, offset)  # (T, C) broadcast over the batch
+        x = self.drop(x)
+        bias = self.alibi(T) if self.alibi is not None else None  # (H, T, T), relative: no offset
+        maps = []
+        for block in self.blocks:
+            x, w = block(x, bias=bias, rotary=self.rotary, offset=offset, need_weights=need_weights)
+            if w is not None:
+                maps.append(w)
+        return self.head(self.ln_f(x)), maps  # (B, T, V)
+
+    def forward(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """Logits ``(B, T, V)`` for token ids ``(B, T)`` at positions ``offset .. offset+T-1``."""
+        return self._run(ids, offset, need_weights=False)[0]
+
+    @torch.no_grad()
+    def attention_maps(self, ids: torch.Tensor) -> list[torch.Tensor]:
+        """The attention weights of every layer, each ``(B, H, T, T)`` (rows sum to 1)."""
+        return self._run(ids, 0, need_weights=True)[1]

@@ -1,0 +1,93 @@
+"""The training core: schedule, optimizer groups, learning, determinism."""
+
+import math
+
+import pytest
+import torch
+
+from lmcourse.train import History, TrainConfig, evaluate, lr_at, make_optimizer, train
+from lmcourse.transformer import GPT, GPTConfig
+
+
+def test_warmup_is_linear_and_cosine_ends_at_min_lr():
+    cfg = TrainConfig(steps=200, warmup_steps=20, lr=3e-3, min_lr=3e-4)
+    warm = [lr_at(s, cfg) for s in range(20)]
+    steps = [b - a for a, b in zip(warm, warm[1:])]
+    assert steps == pytest.approx([cfg.lr / 20] * 19)
+    assert lr_at(19, cfg) == pytest.approx(cfg.lr)
+    assert lr_at(20, cfg) == pytest.approx(cfg.lr)  # the decay starts at the peak
+    assert lr_at(110, cfg) == pytest.approx((cfg.lr + cfg.min_lr) / 2)  # halfway down the cosine
+    assert lr_at(200, cfg) == pytest.approx(cfg.min_lr)
+    assert lr_at(500, cfg) == pytest.approx(cfg.min_lr)
+    decay = [lr_at(s, cfg) for s in range(20, 201)]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))
+
+
+def test_no_warmup():
+    cfg = TrainConfig(steps=10, warmup_steps=0, lr=1.0, min_lr=0.0)
+    assert lr_at(0, cfg) == 1.0
+    assert lr_at(5, cfg) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_bad_configs():
+    with pytest.raises(ValueError, match="warmup_steps"):
+        TrainConfig(steps=10, warmup_steps=10)
+    with pytest.raises(ValueError, match="min_lr"):
+        TrainConfig(lr=1e-4, min_lr=1e-3)
+
+
+def test_weight_decay_only_on_matrices():
+    model = GPT(GPTConfig(vocab_size=7, context_length=4, d_model=8, n_layers=1, n_heads=2))
+    opt = make_optimizer(model, TrainConfig(weight_decay=0.1))
+    decayed, plain = opt.param_groups
+    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
+    assert all(p.dim() == 2 for p in decayed["params"]) and all(p.dim() == 1 for p in plain["params"])
+    names = {id(p): n for n, p in model.named_parameters()}  # a tied matrix appears once
+    assert {names[id(p)] for p in decayed["params"]} == {n for n, p in model.named_parameters() if p.dim() == 2}
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == model.num_params()
+
+
+def _tiny_run(seed=0, steps=60):
+    g = torch.Generator().manual_seed(0)
+    text = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7] * 64)  # a repeating pattern: easy to learn
+    text = torch.where(torch.rand(len(text), generator=g) < 0.05, 8, text)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=9, context_length=16, d_model=16, n_layers=1, n_heads=2))
+    cfg = TrainConfig(steps=steps, batch_size=8, context_length=16, lr=1e-2, min_lr=1e-3, warmup_steps=5,
+                      eval_every=20, eval_batches=2, seed=seed)
+    return model, train(model, text[:400], text[400:], cfg)
+
+
+def test_loss_decreases_and_history_is_recorded():
+    model, hist = _tiny_run()
+    assert hist.steps == [0, 20, 40, 60]
+    assert len(hist.train_loss) == len(hist.val_loss) == len(hist.lr) == 4
+    assert hist.val_loss[0] == pytest.approx(math.log(9), abs=0.1)  # untrained: about uniform
+    assert hist.val_loss[-1] < 0.6 * hist.val_loss[0]
+    assert hist.train_loss[-1] < 0.6 * hist.train_loss[0]
+
+
+def test_same_seed_same_losses_on_cpu():
+    _, a = _tiny_run(seed=3, steps=20)
+    _, b = _tiny_run(seed=3, steps=20)
+    _, c = _tiny_run(seed=4, steps=20)
+    assert a.train_loss == b.train_loss and a.val_loss == b.val_loss
+    assert a.train_loss != c.train_loss
+
+
+def test_evaluate_is_the_mean_nll_and_restores_the_mode():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=5, context_length=8, d_model=8, n_layers=1, n_heads=1))
+    with torch.no_grad():
+        model.head.weight.zero_()  # tied: embeddings zero too, logits all zero => uniform
+    model.train()
+    assert evaluate(model, list(range(5)) * 20, context_length=8, num_batches=2) == pytest.approx(math.log(5))
+    assert model.training
+
+
+def test_history_plot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = History(steps=[0, 1], train_loss=[2.0, 1.0], val_loss=[2.1, 1.5], lr=[0.0, 1.0]).plot(label="x")
+    assert len(ax.lines) == 2
