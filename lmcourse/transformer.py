@@ -77,12 +77,15 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """One pre-norm transformer block: attention then MLP, each on a residual branch."""
+    """One pre-norm transformer block: attention then MLP, each on a residual branch.
 
-    def __init__(self, config: GPTConfig) -> None:
+    ``causal=False`` gives the bidirectional block of an encoder (chapter 10).
+    """
+
+    def __init__(self, config: GPTConfig, causal: bool = True) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(config.d_model, bias=config.bias)
-        self.attn = MultiHeadAttention(config.d_model, config.n_heads, causal=True,
+        self.attn = MultiHeadAttention(config.d_model, config.n_heads, causal=causal,
                                        dropout=config.dropout, bias=config.bias)
         self.ln2 = nn.LayerNorm(config.d_model, bias=config.bias)
         self.mlp = MLP(config)
