@@ -11,8 +11,11 @@ One module per concept, in the order the book teaches them:
 * :mod:`lmcourse.attention`: scaled dot-product attention, the causal mask, multi-head attention.
 * :mod:`lmcourse.positions`: learned, sinusoidal, rotary (RoPE) and ALiBi positions.
 * :mod:`lmcourse.transformer`: the decoder-only GPT, with optional weight tying.
-* :mod:`lmcourse.train`: the training loop (AdamW, warmup + cosine, clipping, evaluation).
+* :mod:`lmcourse.train`: the training engine (AdamW, warmup + cosine, checkpoints, exact resume, torchrun).
+* :mod:`lmcourse.generation`: the KV cache and ``generate()``.
 * :mod:`lmcourse.decoding`: temperature, top-k, top-p, repetition penalty, beam search.
+* :mod:`lmcourse.mlm`: masked language modeling (BERT-style masking, encoder, fill-mask).
+* :mod:`lmcourse.widgets`: interactive figures that work in the static HTML book.
 * :mod:`lmcourse.device`: which device the course runs on.
 * :mod:`lmcourse.exercises`: writes ``exercises/`` from ``solutions/``.
 * :mod:`lmcourse.grade`: grades submitted exercise notebooks.

@@ -21,7 +21,9 @@ Two multi-head versions sit side by side and are tested equal:
 
 Both take an optional additive ``bias`` on the scores (ALiBi, chapter 5) and an
 optional ``rotary`` embedding applied to queries and keys (RoPE, chapter 5), with
-positions counted from ``offset`` so a key/value cache can be added later.
+positions counted from ``offset``. :class:`MultiHeadAttention` also takes an
+optional key/value ``cache`` (chapter 8, :mod:`lmcourse.generation`): the new keys
+and values are appended to it and the new queries attend to everything it holds.
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ class Rotary(Protocol):
     """Anything that rotates queries and keys by their positions (RoPE)."""
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+
+class KVStore(Protocol):
+    """One layer's key/value cache (:class:`lmcourse.generation.LayerKVCache`).
+
+    ``append(k, v)`` stores the new keys and values ``(B, H, T_new, Dh)`` after the
+    ones already held and returns all of them, ``(B, H, T_past + T_new, Dh)`` each.
+    """
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
 def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -202,12 +214,19 @@ class MultiHeadAttention(nn.Module):
         rotary: Rotary | None = None,
         offset: int = 0,
         need_weights: bool = False,
+        cache: KVStore | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         B, T, _ = x.shape  # (B, T, C)
         q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_heads)
         if rotary is not None:
             q, k = rotary(q, k, offset=offset)  # (B, H, T, Dh)
-        mask = _mask_for(T, T, x.device) if self.causal else None
+        if cache is not None:
+            # Keys are cached *after* RoPE: a cached key never needs rotating again.
+            k, v = cache.append(k, v)  # (B, H, Tk, Dh), Tk = cached + T
+            if not need_weights:
+                return self._cached_fast(q, k, v, bias)
+        Tk = k.shape[-2]
+        mask = _mask_for(T, Tk, x.device) if self.causal else None
         if need_weights:
             out, w = scaled_dot_product_attention(q, k, v, mask=mask, bias=bias)
             if self.training and self.dropout > 0:
@@ -225,6 +244,21 @@ class MultiHeadAttention(nn.Module):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
         y = self.resid_dropout(self.proj(rearrange(out, "b h t d -> b t (h d)")))  # (B, T, C)
         return (y, w) if need_weights else y
+
+    def _cached_fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Attention of ``T`` new queries ``(B, H, T, Dh)`` on ``Tk`` keys that end with theirs."""
+        B, H, T, Dh = q.shape
+        p = self.dropout if self.training else 0.0
+        if bias is None and self.causal and T == k.shape[-2]:  # an empty cache: plain causal attention
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        else:
+            attn_mask = None if bias is None else bias.to(q.dtype)  # (H, T, Tk)
+            if self.causal and T > 1:  # one new query (T = 1) may see every key: no mask needed
+                allowed = _mask_for(T, k.shape[-2], q.device)  # query i sits at key index i + Tk - T
+                blocked = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
+                attn_mask = blocked if attn_mask is None else attn_mask + blocked
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # (B, H, T, Dh)
+        return self.resid_dropout(self.proj(out.transpose(1, 2).reshape(B, T, H * Dh)))  # (B, T, C)
 
     @classmethod
     def from_head_loop(cls, loop: HeadLoopAttention) -> "MultiHeadAttention":

@@ -1,11 +1,15 @@
-"""The training loop's core: AdamW, warmup + cosine decay, clipping, evaluation.
+"""The training engine: AdamW, warmup + cosine decay, clipping, accumulation, checkpoints.
 
     history = train(model, train_ids, val_ids, TrainConfig(steps=300))
+    history = train(model, (train_ids, val_ids), config)            # the same
 
-Each step draws a batch of random windows (:func:`lmcourse.data.random_windows`)
-from a seeded CPU generator, so the same seed gives the same batches on every
-device. The learning rate rises linearly for ``warmup_steps`` and then follows a
-half cosine down to ``min_lr`` at ``steps`` (Loshchilov & Hutter, 2017):
+Each step draws one *global* batch of ``batch_size`` random windows
+(:func:`lmcourse.data.random_windows`) from a seeded CPU generator, so the same
+seed gives the same batches on every device, with any number of processes and any
+amount of gradient accumulation: the batch is cut into ``grad_accum`` micro-batches
+and, under ``torchrun``, into one shard per process. The learning rate rises
+linearly for ``warmup_steps`` and then follows a half cosine down to ``min_lr`` at
+``steps`` (Loshchilov & Hutter, 2017):
 
     lr(s) = lr * (s + 1) / warmup                                  s < warmup
     lr(s) = min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2,        p = (s - warmup) / (steps - warmup)
@@ -14,19 +18,38 @@ AdamW (Loshchilov & Hutter, 2019) decays only the matrices (2-D parameters:
 embeddings and linear weights), never biases or LayerNorm gains. Every
 ``eval_every`` steps the mean loss on a fixed set of train and validation batches
 is recorded in a :class:`History`.
+
+A checkpoint (:func:`save_checkpoint`) holds the model, the optimizer, the step,
+the history and every random state (torch's CPU and CUDA generators and the batch
+generator, which is the position in the data), so a run stopped at step k and
+resumed ends bit for bit where the uninterrupted run ends (on the CPU).
+
+    python -m lmcourse.train --config gpt_char            # the shipped GPT
+    torchrun --nproc_per_node 2 -m lmcourse.train --config tiny --steps 50
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
-from dataclasses import dataclass, field
+import os
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from .data import as_tensor, random_windows
-from .metrics import mean_nll
+from .metrics import bits_per_char, mean_nll, perplexity
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+STATE_KIND = "lmcourse-train-state"
 
 
 @dataclass(frozen=True)
@@ -34,7 +57,7 @@ class TrainConfig:
     """How to train; the defaults suit a small character model on a CPU."""
 
     steps: int = 1000  # optimizer updates in all
-    batch_size: int = 12  # windows per batch (B)
+    batch_size: int = 12  # windows per optimizer update (B), over all micro-batches and processes
     context_length: int = 64  # tokens per window (T)
     lr: float = 1e-3  # peak learning rate, reached at the end of warmup
     min_lr: float = 1e-4  # learning rate at the end of the cosine decay
@@ -44,15 +67,19 @@ class TrainConfig:
     eval_every: int = 100  # evaluate every this many steps (and after the last one)
     eval_batches: int = 10  # fixed batches per split in each evaluation
     seed: int = 0  # seeds batches, evaluation batches and dropout
+    grad_accum: int = 1  # micro-batches per update: batch_size / grad_accum windows go through at once
+    mixed_precision: bool = True  # bf16 autocast on CUDA (the CPU always computes in float32)
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "context_length", "eval_every", "eval_batches"):
+        for name in ("steps", "batch_size", "context_length", "eval_every", "eval_batches", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"warmup_steps must be in [0, steps), got {self.warmup_steps} for {self.steps} steps")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"need 0 <= min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum})")
 
 
 @dataclass
@@ -63,6 +90,16 @@ class History:
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)  # learning rate of the last step before it
+
+    @property
+    def val_perplexity(self) -> list[float]:
+        """``exp(val_loss)`` at each evaluation."""
+        return [perplexity(v) for v in self.val_loss]
+
+    @property
+    def val_bits_per_char(self) -> list[float]:
+        """Validation loss in bits per token (= per character for a character model)."""
+        return [bits_per_char(v) for v in self.val_loss]
 
     def plot(self, ax=None, label: str = ""):
         """Train (dashed) and validation (solid) loss against steps; returns the axes."""
@@ -76,6 +113,28 @@ class History:
         ax.set_ylabel("loss (nats per token)")
         ax.legend()
         return ax
+
+    def plot_lr(self, ax=None):
+        """The learning rate at each evaluation against steps; returns the axes."""
+        import matplotlib.pyplot as plt
+
+        ax = ax if ax is not None else plt.gca()
+        ax.plot(self.steps, self.lr, ".-", color="gray")
+        ax.set_xlabel("step")
+        ax.set_ylabel("learning rate")
+        return ax
+
+    def show(self, title: str = ""):
+        """Loss curves and learning rate side by side; returns the figure."""
+        import matplotlib.pyplot as plt
+
+        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5), gridspec_kw={"width_ratios": [2, 1]})
+        self.plot(a)
+        self.plot_lr(b)
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        return fig
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
@@ -109,11 +168,19 @@ def _fixed_batches(ids: torch.Tensor, batch_size: int, context_length: int, n: i
     return [random_windows(ids, batch_size, context_length, generator=g) for _ in range(n)]
 
 
+def _autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA; nothing elsewhere (CPU autocast is slow and changes results)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
 @torch.no_grad()
-def _mean_loss(model: nn.Module, batches, device: torch.device) -> float:
+def _mean_loss(model: nn.Module, batches, device: torch.device, amp: bool = False) -> float:
     was_training = model.training
     model.eval()
-    losses = [mean_nll(model(x.to(device)), y.to(device)).item() for x, y in batches]
+    with _autocast(device, amp):
+        losses = [mean_nll(model(x.to(device)).float(), y.to(device)).item() for x, y in batches]
     model.train(was_training)
     return sum(losses) / len(losses)
 
@@ -130,19 +197,200 @@ def evaluate(model: nn.Module, ids: Sequence[int] | torch.Tensor, context_length
     return _mean_loss(model, batches, device)
 
 
-def train(model: nn.Module, train_ids: Sequence[int] | torch.Tensor, val_ids: Sequence[int] | torch.Tensor,
-          config: TrainConfig, device: torch.device | str | None = None, log_every: int = 0) -> History:
+@torch.no_grad()
+def evaluate_stream(model: nn.Module, ids: Sequence[int] | torch.Tensor, context_length: int,
+                    stride: int | None = None, batch_size: int = 32,
+                    device: torch.device | str | None = None) -> float:
+    """Mean NLL (nats per token) of *every* token of ``ids`` after the first, in order.
+
+    Windows of ``context_length`` tokens slide by ``stride`` (default half a
+    window); each window scores only the tokens the previous one did not, so
+    every scored token (after the first window) sees at least
+    ``context_length - stride`` tokens of context. This is the number to compare
+    with a recurrent model that reads the whole stream.
+    """
+    ids = as_tensor(ids)
+    T = context_length
+    stride = stride or max(1, T // 2)
+    if not 1 <= stride <= T:
+        raise ValueError(f"stride must be in [1, {T}], got {stride}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    n = len(ids)
+    if n < 2:
+        raise ValueError("need at least two tokens")
+    # window i covers ids[s_i : s_i + T] (inputs) and scores targets from position `first_i` on
+    starts, firsts = [], []
+    s, scored = 0, 0  # scored: targets ids[1 .. scored] are done
+    while scored < n - 1:
+        s = max(0, min(s, n - 1 - T)) if n - 1 >= T else 0
+        starts.append(s)
+        firsts.append(scored - s)  # index within the window of the first new target
+        scored = min(s + T, n - 1)
+        s += stride
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    width = min(T, n - 1)
+    for i in range(0, len(starts), batch_size):
+        chunk = list(zip(starts[i:i + batch_size], firsts[i:i + batch_size]))
+        x = torch.stack([ids[s:s + width] for s, _ in chunk]).to(device)
+        y = torch.stack([ids[s + 1:s + 1 + width] for s, _ in chunk]).to(device)
+        logp = torch.log_softmax(model(x).float(), dim=-1)
+        nll = -logp.gather(-1, y[..., None])[..., 0]  # (b, T)
+        for row, (_, first) in enumerate(chunk):
+            total += nll[row, first:].sum().item()
+            count += width - first
+    model.train(was_training)
+    return total / count
+
+
+# ----------------------------------------------------------------------------------
+# Processes (torchrun) and checkpoints
+
+
+def _dist():
+    """(rank, world size), (0, 1) outside torch.distributed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _rng_state(batch_gen: torch.Generator) -> dict:
+    state = {"torch": torch.get_rng_state(), "batches": batch_gen.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict, batch_gen: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    batch_gen.set_state(state["batches"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def atomic_save(obj, path: str | Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace``.
+
+    An interrupted save leaves the previous file (or none) behind, never half a file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _model_config(model: nn.Module) -> dict | None:
+    cfg = getattr(model, "config", None)
+    try:
+        return asdict(cfg) if cfg is not None else None
+    except TypeError:
+        return None
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                    config: TrainConfig, history: History, batch_gen: torch.Generator) -> None:
+    """Everything needed to continue training exactly: see the module docstring."""
+    atomic_save({
+        "kind": STATE_KIND, "step": step, "model_class": type(model).__name__,
+        "model_config": _model_config(model), "train_config": asdict(config),
+        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        "rng": _rng_state(batch_gen), "history": asdict(history),
+    }, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The saved training state; clear errors for a missing file or a file of another kind."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no training checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise ValueError(f"{path} is not a readable checkpoint: {err}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != STATE_KIND:
+        raise ValueError(f"{path} is not an lmcourse training checkpoint")
+    return ckpt
+
+
+def _load_model_state(model: nn.Module, state: dict, source: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()
+        detail = " ".join(line.strip() for line in first[:4])
+        raise ValueError(f"{source} does not match the architecture of this {type(model).__name__}: {detail}") from None
+
+
+# ----------------------------------------------------------------------------------
+# The loop
+
+
+def _split_data(train_ids, val_ids, config):
+    if config is None and isinstance(val_ids, TrainConfig):  # train(model, (train_ids, val_ids), config)
+        config, val_ids = val_ids, None
+    if val_ids is None:
+        if not (isinstance(train_ids, (tuple, list)) and len(train_ids) == 2):
+            raise TypeError("pass train(model, train_ids, val_ids, config) or train(model, (train_ids, val_ids), config)")
+        train_ids, val_ids = train_ids
+    if config is None:
+        raise TypeError("train() needs a TrainConfig")
+    return as_tensor(train_ids), as_tensor(val_ids), config
+
+
+def _progress(total: int, initial: int, enabled: bool | None):
+    if enabled is None:  # a bar only on an interactive terminal, never in a notebook or a log file
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
+
+
+def train(model: nn.Module, train_ids, val_ids=None, config: TrainConfig | None = None,
+          device: torch.device | str | None = None, log_every: int = 0, *,
+          checkpoint: str | Path | None = None, checkpoint_every: int = 0, resume: bool = False,
+          stop_at: int | None = None, progress: bool | None = None, log=None) -> History:
     """Train ``model`` in place for ``config.steps`` updates; returns the evaluation history.
 
     ``model(x)`` must map ids ``(B, T)`` to logits ``(B, T, V)``. The model is moved to
     ``device`` (default: where its parameters are). Seeds the global torch RNG with
     ``config.seed`` (for dropout). With ``log_every > 0`` prints the training loss
     every that many steps; otherwise prints nothing.
+
+    ``checkpoint``: a file the full training state is written to every
+    ``checkpoint_every`` steps (if > 0), at ``stop_at`` and at the end. With
+    ``resume=True`` and that file present, training continues from it.
+    ``stop_at``: stop (and save) after that many steps, as if interrupted.
+    ``progress``: a progress bar (default: only when stderr is a terminal).
+    ``log``: called with a line of text after every evaluation (on rank 0).
+
+    Under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped in
+    DistributedDataParallel; each process trains on its own shard of every global
+    batch and only rank 0 writes the checkpoint and prints.
     """
-    c = config
+    train_ids, val_ids, c = _split_data(train_ids, val_ids, config)
+    rank, world = _dist()
+    if c.batch_size % (c.grad_accum * world):
+        raise ValueError(f"batch_size ({c.batch_size}) must be a multiple of grad_accum x processes "
+                         f"({c.grad_accum} x {world})")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device)
-    train_ids, val_ids = as_tensor(train_ids), as_tensor(val_ids)
     torch.manual_seed(c.seed)
     batch_gen = torch.Generator().manual_seed(c.seed)
     eval_sets = {
@@ -151,29 +399,254 @@ def train(model: nn.Module, train_ids: Sequence[int] | torch.Tensor, val_ids: Se
     }
     optimizer = make_optimizer(model, c)
     history = History()
+    start = 0
+    if resume and checkpoint is not None and Path(checkpoint).is_file():
+        state = load_checkpoint(checkpoint)
+        saved = TrainConfig(**state["train_config"])
+        if saved != c:
+            diff = {f.name: (getattr(saved, f.name), getattr(c, f.name)) for f in fields(c)
+                    if getattr(saved, f.name) != getattr(c, f.name)}
+            raise ValueError(f"{checkpoint} was saved with another TrainConfig (saved, now): {diff}")
+        _load_model_state(model, state["model"], str(checkpoint))
+        optimizer.load_state_dict(state["optimizer"])
+        _set_rng_state(state["rng"], batch_gen)
+        history = History(**state["history"])
+        start = state["step"]
+    amp = c.mixed_precision
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    per_rank = c.batch_size // world
+    micro = per_rank // c.grad_accum
 
     def record(step: int) -> None:
         history.steps.append(step)
-        history.train_loss.append(_mean_loss(model, eval_sets["train"], device))
-        history.val_loss.append(_mean_loss(model, eval_sets["val"], device))
+        history.train_loss.append(_mean_loss(model, eval_sets["train"], device, amp))
+        history.val_loss.append(_mean_loss(model, eval_sets["val"], device, amp))
         history.lr.append(lr_at(max(step - 1, 0), c))
+        if log is not None and rank == 0:
+            log(f"step {step:>6}  train {history.train_loss[-1]:.4f}  val {history.val_loss[-1]:.4f} nats/token")
 
+    def save(step: int) -> None:
+        if checkpoint is not None and rank == 0:
+            save_checkpoint(checkpoint, model, optimizer, step, c, history, batch_gen)
+
+    end = c.steps if stop_at is None else min(stop_at, c.steps)
+    bar = _progress(c.steps, start, progress) if rank == 0 and start < end else None
     model.train()
-    record(0)
-    for step in range(c.steps):
+    if start == 0:
+        record(0)
+    for step in range(start, end):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, c)
-        x, y = random_windows(train_ids, c.batch_size, c.context_length, generator=batch_gen)
-        loss = mean_nll(model(x.to(device)), y.to(device))
+        x, y = random_windows(train_ids, c.batch_size, c.context_length, generator=batch_gen)  # global batch
+        x, y = x[rank * per_rank:(rank + 1) * per_rank], y[rank * per_rank:(rank + 1) * per_rank]  # my shard
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total = 0.0
+        for k in range(c.grad_accum):
+            xk, yk = x[k * micro:(k + 1) * micro].to(device), y[k * micro:(k + 1) * micro].to(device)
+            sync = k == c.grad_accum - 1 or world == 1
+            with (nullcontext() if sync else net.no_sync()), _autocast(device, amp):
+                loss = mean_nll(net(xk).float(), yk) / c.grad_accum
+            loss.backward()
+            total += loss.item()
         if c.grad_clip > 0:
             nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
         optimizer.step()
         done = step + 1
-        if log_every and done % log_every == 0:
-            print(f"step {done:>6}  loss {loss.item():.4f}  lr {lr_at(step, c):.2e}")
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{total:.3f}")
+        if log_every and done % log_every == 0 and rank == 0:
+            print(f"step {done:>6}  loss {total:.4f}  lr {lr_at(step, c):.2e}", flush=True)
         if done % c.eval_every == 0 or done == c.steps:
             record(done)
+        if checkpoint_every and done % checkpoint_every == 0 and done < end:
+            save(done)
+    if bar is not None:
+        bar.close()
+    if start < end or not (checkpoint and Path(checkpoint).is_file()):
+        save(end)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
     model.eval()
     return history
+
+
+# ----------------------------------------------------------------------------------
+# Named runs, the shipped GPT and the command line
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A named training run: the model, how to train it, and where it goes."""
+
+    model: object  # a GPTConfig
+    train: TrainConfig
+    shipped: bool = False  # writes lmcourse/checkpoints/NAME.pt and its manifest entry by default
+    eval_tokens: int | None = None  # validation tokens for the final (streamed) evaluation; None: all
+
+
+def _gpt_configs() -> dict[str, RunSpec]:
+    from .transformer import GPTConfig
+
+    return {
+        "tiny": RunSpec(GPTConfig(vocab_size=75, context_length=32, d_model=32, n_layers=1, n_heads=2),
+                        TrainConfig(steps=40, batch_size=8, context_length=32, lr=3e-3, min_lr=3e-4, warmup_steps=4,
+                                    eval_every=20, eval_batches=2), eval_tokens=4000),
+        "small": RunSpec(GPTConfig(vocab_size=75, context_length=64, d_model=64, n_layers=2, n_heads=4),
+                         TrainConfig(steps=300, batch_size=16, context_length=64, lr=3e-3, min_lr=3e-4,
+                                     warmup_steps=30, eval_every=100, eval_batches=4), eval_tokens=20000),
+        "gpt_char": RunSpec(GPTConfig(vocab_size=75, context_length=128, d_model=128, n_layers=4, n_heads=4,
+                                      dropout=0.0, tie_weights=True, positional="learned"),
+                            TrainConfig(steps=4000, batch_size=32, context_length=128, lr=3e-3, min_lr=3e-4,
+                                        warmup_steps=100, weight_decay=0.1, grad_clip=1.0, eval_every=200,
+                                        eval_batches=8, seed=0), shipped=True),
+    }
+
+
+CONFIGS = ("tiny", "small", "gpt_char", "lstm_char")
+REPRODUCE = "python -m lmcourse.train --config gpt_char"
+
+
+def save_weights(model: nn.Module, path: str | Path, dtype: torch.dtype = torch.float16, **extra) -> None:
+    """Config + weights only (stored as ``dtype`` to keep the file small), written atomically."""
+    weights = {k: v.detach().cpu().to(dtype) for k, v in model.state_dict().items()}
+    atomic_save({"config": _model_config(model), "state_dict": weights, **extra}, path)
+
+
+def load_pretrained(name: str = "gpt_char", device: torch.device | str | None = None) -> nn.Module:
+    """A shipped model by name (``gpt_char``, ``lstm_char``), float32, in eval mode.
+
+    Raises ``FileNotFoundError`` (with the command that rebuilds it) if the file is
+    missing and ``ValueError`` if its weights do not fit the architecture.
+    """
+    device = device if device is not None else "cpu"
+    if name == "lstm_char":
+        from .lstm import load_pretrained_lstm
+
+        return load_pretrained_lstm(device=device)
+    from .transformer import GPT, GPTConfig
+
+    path = Path(name) if str(name).endswith(".pt") else CHECKPOINT_DIR / f"{name}.pt"
+    rebuild = f"python -m lmcourse.train --config {path.stem}"
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint {path}; rebuild it with:  {rebuild}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
+        raise ValueError(f"{path} is not an lmcourse model checkpoint (no config/state_dict)")
+    try:
+        model = GPT(GPTConfig(**ckpt["config"]))
+    except TypeError as err:
+        raise ValueError(f"{path} holds a config that is not a GPTConfig ({err}); rebuild it with:  {rebuild}") from None
+    _load_model_state(model, {k: v.float() for k, v in ckpt["state_dict"].items()}, str(path))
+    return model.to(device).eval()
+
+
+def _write_manifest_entry(folder: Path, entry: dict) -> None:
+    """Read-modify-write one entry of ``folder/manifest.json`` (other entries untouched)."""
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.is_file() else {}
+    manifest[entry["name"]] = entry
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lmcourse.train",
+                                     description="Train one of the course's named models (also under torchrun).")
+    parser.add_argument("--config", required=True, choices=CONFIGS)
+    parser.add_argument("--steps", type=int, default=None, help="override the config's number of steps")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for NAME.pt, manifest.json and the resumable NAME.state.pt (default: the "
+                             "package's checkpoints for shipped models, with the state in runs/NAME; runs/NAME otherwise)")
+    parser.add_argument("--resume", action="store_true", help="continue from the saved NAME.state.pt if it exists")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: lmcourse.device.get_device)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads per process (1: fastest on a busy CPU)")
+    parser.add_argument("--checkpoint-every", type=int, default=250)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    if args.config == "lstm_char":  # one command family for every shipped model
+        from .lstm import main as lstm_main
+
+        extra = ["--steps", str(args.steps)] if args.steps else []
+        extra += ["--out", str(args.out / "lstm_char.pt")] if args.out else []
+        return lstm_main(["train", *extra, "--threads", str(args.threads)])
+
+    from dataclasses import replace
+
+    from .data import load_shakespeare
+    from .device import get_device
+    from .transformer import GPT
+    from .tokenization import shakespeare_char_tokenizer
+
+    spec = _gpt_configs()[args.config]
+    cfg = spec.train if args.steps is None else replace(spec.train, steps=args.steps,
+                                                        warmup_steps=min(spec.train.warmup_steps, args.steps - 1))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(args.device) if args.device else get_device()
+    if world > 1:
+        import torch.distributed as dist
+
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    rank, _ = _dist()
+    say = (lambda s: print(s, flush=True)) if rank == 0 else (lambda s: None)
+    out = args.out if args.out is not None else (CHECKPOINT_DIR if spec.shipped else Path("runs") / args.config)
+    # the resumable state (optimizer and all) stays out of the package folder
+    state_dir = Path("runs") / args.config if (spec.shipped and args.out is None) else out
+    state_path = state_dir / f"{args.config}.state.pt"
+
+    tok = shakespeare_char_tokenizer()
+    train_ids = as_tensor(tok.encode(load_shakespeare("train")))
+    val_ids = as_tensor(tok.encode(load_shakespeare("val")))
+    torch.manual_seed(cfg.seed)
+    model = GPT(spec.model)
+    say(f"{args.config}: {model.num_params():,} parameters, {cfg.steps} steps of {cfg.batch_size} x "
+        f"{cfg.context_length} tokens on {device} x {world}")
+    t0 = time.perf_counter()
+    history = train(model, train_ids, val_ids, cfg, device=device, checkpoint=state_path,
+                    checkpoint_every=args.checkpoint_every, resume=args.resume,
+                    log=lambda s: say(f"{s}  ({time.perf_counter() - t0:.0f} s)"))
+    seconds = time.perf_counter() - t0
+    if rank == 0:
+        weights = out / f"{args.config}.pt"
+        save_weights(model, weights)
+        stored = load_pretrained(str(weights))  # the number of the stored fp16 weights
+        ids = val_ids if spec.eval_tokens is None else val_ids[:spec.eval_tokens]
+        val = evaluate_stream(stored, ids, spec.model.context_length)
+        import hashlib
+
+        entry = {
+            "name": args.config, "file": weights.name,
+            "command": f"python -m lmcourse.train --config {args.config}" + (f" --steps {args.steps}" if args.steps else ""),
+            "config": asdict(spec.model), "train_config": asdict(cfg), "steps": cfg.steps,
+            "val_nats_per_char": round(val, 4), "val_perplexity": round(perplexity(val), 3),
+            "val_bits_per_char": round(bits_per_char(val), 4), "val_tokens": len(ids),
+            "val_eval": f"every validation token, windows of {spec.model.context_length} sliding by "
+                        f"{spec.model.context_length // 2}",
+            "parameters": model.num_params(), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+            "dtype": "float16", "train_seconds": round(seconds), "processes": world, "device": device.type,
+            "history": {"steps": history.steps, "train_loss": [round(v, 4) for v in history.train_loss],
+                        "val_loss": [round(v, 4) for v in history.val_loss]},  # fixed batches, see train()
+        }
+        _write_manifest_entry(out, entry)
+        print(json.dumps(entry, indent=1), flush=True)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

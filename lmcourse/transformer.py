@@ -14,7 +14,10 @@ With ``tie_weights`` the output head reuses the embedding matrix
 Language Models"): logits = h E^T, one tensor, ``V x D`` fewer parameters.
 
 The forward pass takes a position ``offset`` (the position of the first token)
-so a key/value cache can be added later without changing the blocks' interface.
+and, for generation (chapter 8), a key/value ``cache``
+(:class:`lmcourse.generation.KVCache`): then ``ids`` are only the *new* tokens,
+at positions ``offset = cache.length ..``, and each layer attends to its cached
+keys and values as well as the new ones.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .attention import MultiHeadAttention
+from .attention import KVStore, MultiHeadAttention
 from .positions import ALiBi, LearnedPositions, RotaryEmbedding, SinusoidalPositions
 
 POSITIONAL = ("learned", "sinusoidal", "rope", "alibi")
@@ -91,8 +94,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, *, bias: torch.Tensor | None = None, rotary: RotaryEmbedding | None = None,
-                offset: int = 0, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-        a = self.attn(self.ln1(x), bias=bias, rotary=rotary, offset=offset, need_weights=need_weights)
+                offset: int = 0, need_weights: bool = False,
+                cache: KVStore | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        a = self.attn(self.ln1(x), bias=bias, rotary=rotary, offset=offset, need_weights=need_weights, cache=cache)
         a, w = a if need_weights else (a, None)
         x = x + a
         x = x + self.mlp(self.ln2(x))
@@ -167,9 +171,16 @@ class GPT(nn.Module):
         """The number of distinct parameters (a tied matrix counts once)."""
         return sum(p.numel() for p in self.parameters())
 
-    def _run(self, ids: torch.Tensor, offset: int, need_weights: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _run(self, ids: torch.Tensor, offset: int, need_weights: bool,
+             cache=None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         if ids.dim() != 2:
             raise ValueError(f"ids must be (B, T), got shape {tuple(ids.shape)}")
+        if cache is not None:
+            if len(cache.layers) != len(self.blocks):
+                raise ValueError(f"the cache has {len(cache.layers)} layers, the model {len(self.blocks)}")
+            if offset != cache.length:
+                raise ValueError(f"with a cache the new tokens start at offset = cache.length = {cache.length}, "
+                                 f"got offset={offset}")
         T = ids.shape[1]
         if offset + T > self.config.context_length:
             raise ValueError(
@@ -180,17 +191,26 @@ class GPT(nn.Module):
         if self.pos_emb is not None:
             x = x + self.pos_emb(T, offset)  # (T, C) broadcast over the batch
         x = self.drop(x)
-        bias = self.alibi(T) if self.alibi is not None else None  # (H, T, T), relative: no offset
+        if self.alibi is None:
+            bias = None
+        else:  # relative, so no offset; with a cache the T new queries see offset + T keys
+            bias = self.alibi(T) if cache is None else self.alibi(T, offset + T)  # (H, T, Tk)
         maps = []
-        for block in self.blocks:
-            x, w = block(x, bias=bias, rotary=self.rotary, offset=offset, need_weights=need_weights)
+        for i, block in enumerate(self.blocks):
+            x, w = block(x, bias=bias, rotary=self.rotary, offset=offset, need_weights=need_weights,
+                         cache=None if cache is None else cache.layers[i])
             if w is not None:
                 maps.append(w)
         return self.head(self.ln_f(x)), maps  # (B, T, V)
 
-    def forward(self, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """Logits ``(B, T, V)`` for token ids ``(B, T)`` at positions ``offset .. offset+T-1``."""
-        return self._run(ids, offset, need_weights=False)[0]
+    def forward(self, ids: torch.Tensor, offset: int = 0, cache=None) -> torch.Tensor:
+        """Logits ``(B, T, V)`` for token ids ``(B, T)`` at positions ``offset .. offset+T-1``.
+
+        With a ``cache`` (:class:`lmcourse.generation.KVCache` holding the keys and
+        values of positions ``0 .. offset-1``), ``ids`` are the new tokens only; their
+        keys and values are appended to it.
+        """
+        return self._run(ids, offset, need_weights=False, cache=cache)[0]
 
     @torch.no_grad()
     def attention_maps(self, ids: torch.Tensor) -> list[torch.Tensor]:

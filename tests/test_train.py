@@ -91,3 +91,72 @@ def test_history_plot():
     matplotlib.use("Agg")
     ax = History(steps=[0, 1], train_loss=[2.0, 1.0], val_loss=[2.1, 1.5], lr=[0.0, 1.0]).plot(label="x")
     assert len(ax.lines) == 2
+
+
+def test_grad_accumulation_matches_one_big_batch():
+    g = torch.Generator().manual_seed(0)
+    text = torch.randint(0, 9, (600,), generator=g)
+    results = []
+    for accum in (1, 4):
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(vocab_size=9, context_length=16, d_model=16, n_layers=1, n_heads=2))
+        cfg = TrainConfig(steps=6, batch_size=8, context_length=16, lr=1e-2, min_lr=1e-3, warmup_steps=1,
+                          eval_every=3, eval_batches=2, grad_accum=accum)
+        results.append((train(model, (text[:400], text[400:]), cfg), model))  # the (train, val) form
+    (h1, m1), (h4, m4) = results
+    assert h4.val_loss == pytest.approx(h1.val_loss, rel=1e-5)
+    for a, b in zip(m1.parameters(), m4.parameters()):
+        assert torch.allclose(a, b, atol=1e-4)
+    with pytest.raises(ValueError, match="multiple of grad_accum"):
+        TrainConfig(batch_size=10, grad_accum=4)
+
+
+def test_history_metrics_and_quiet_by_default(capsys):
+    _, history = _tiny_run(steps=20)
+    assert history.val_perplexity == pytest.approx([math.exp(v) for v in history.val_loss])
+    assert history.val_bits_per_char == pytest.approx([v / math.log(2) for v in history.val_loss])
+    out, err = capsys.readouterr()
+    assert out == "" and err == ""  # no progress bar when stderr is not a terminal
+
+
+def test_evaluate_stream_scores_every_token_once():
+    from lmcourse.metrics import mean_nll
+    from lmcourse.train import evaluate_stream
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=9, context_length=16, d_model=16, n_layers=1, n_heads=2)).eval()
+    ids = torch.randint(0, 9, (13,))
+    with torch.no_grad():
+        whole = mean_nll(model(ids[None, :-1]), ids[None, 1:]).item()
+    assert evaluate_stream(model, ids, 16) == pytest.approx(whole, rel=1e-6)  # one window holds it all
+    ids = torch.randint(0, 9, (101,))
+    with torch.no_grad():  # stride = T: disjoint windows, the last one shifted back to end at the end
+        chunks = [mean_nll(model(ids[None, s:s + 16]), ids[None, s + 1:s + 17]).item() * 16 for s in range(0, 96, 16)]
+        last = torch.nn.functional.cross_entropy(model(ids[None, 84:100])[0], ids[85:101], reduction="none")
+    expected = (sum(chunks) + last[12:].sum().item()) / 100  # targets 97..100 are new
+    assert evaluate_stream(model, ids, 16, stride=16) == pytest.approx(expected, rel=1e-5)
+
+
+def test_command_line_writes_weights_and_only_its_manifest_entry(tmp_path, capsys):
+    import json
+
+    from lmcourse.train import load_pretrained, main
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"other": {"name": "other", "keep": 1}}))
+    assert main(["--config", "tiny", "--steps", "6", "--out", str(tmp_path)]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["other"] == {"name": "other", "keep": 1}  # read-modify-write: others untouched
+    entry = manifest["tiny"]
+    assert entry["steps"] == 6 and entry["command"] == "python -m lmcourse.train --config tiny --steps 6"
+    model = load_pretrained(str(tmp_path / "tiny.pt"))
+    assert model.num_params() == entry["parameters"] and 0 < entry["val_nats_per_char"] < 5
+    assert (tmp_path / "tiny.state.pt").is_file()
+    assert "step      6" in capsys.readouterr().out
+
+
+def test_bench_train_reports_both_steps(capsys):
+    from lmcourse.bench.train import main
+
+    assert main(["--configs", "tiny", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "measured peak" in out and "tiny" in out and "x" in out.splitlines()[-1]

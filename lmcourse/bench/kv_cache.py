@@ -1,0 +1,126 @@
+"""Benchmark of the KV cache (chapter 8): generation speed with and without it.
+
+    python -m lmcourse.bench kv-cache [--lengths 64,128,256,512,1024] [--max-uncached 512]
+                                      [--threads 1] [--repeats 1] [--batch 1] [--device cpu]
+
+For the course's GPT shapes (randomly initialised: speed does not depend on the
+weights), greedy generation from a 16-token prompt, for each number of new
+tokens: tokens per second without a cache (the whole window re-run every step),
+with the preallocated cache of :mod:`lmcourse.generation`, and with the
+``torch.cat`` teaching cache (:class:`~lmcourse.generation.ConcatLayerKVCache`),
+all in the same run, so the ratios are comparable. The models' context length is
+set to hold the whole generation, so this measures the cache, not the sliding
+window. With one sequence the ``torch.cat`` copies are small; a second run at a
+larger batch (``--big-batch``) compares the two caches where they are not, and so
+does the time of one step with a long cache (alternating blocks of steps). Then the
+cache memory, ``2 x layers x B x H x T x Dh x 4`` bytes, from the
+formula and from the tensors. The uncached path costs O(T^2) per generation, so it
+is timed up to ``--max-uncached`` new tokens only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import torch
+
+from ..generation import KVCache, kv_cache_bytes, tokens_per_second
+from ..transformer import GPT, GPTConfig
+
+SIZES = {  # name: (n_layers, d_model, n_heads), vocabulary of the character tokenizer
+    "4 layers x 128 (gpt_char)": (4, 128, 4),
+    "6 layers x 192": (6, 192, 6),
+}
+PROMPT = 16
+
+
+def _interleaved(model: GPT, prompt: torch.Tensor, n: int, repeats: int) -> tuple[float, float]:
+    """Best tokens/s of the preallocated and the torch.cat cache, runs alternating (a busy machine drifts)."""
+    best = [0.0, 0.0]
+    for _ in range(repeats):
+        for i, concat in enumerate((False, True)):
+            best[i] = max(best[i], tokens_per_second(model, prompt, n, 1, concat_cache=concat))
+    return best[0], best[1]
+
+
+@torch.no_grad()
+def step_ms(model: GPT, batch: int, cached_len: int, blocks: int = 6, steps: int = 10) -> tuple[float, float]:
+    """Milliseconds of one cached step with ``cached_len`` positions cached: (preallocated, torch.cat).
+
+    Blocks of ``steps`` steps alternate between the two caches and the best block counts, so a
+    machine whose load drifts treats both alike.
+    """
+    import time
+
+    x = torch.zeros(batch, 1, dtype=torch.long, device=next(model.parameters()).device)
+    caches = []
+    for concat in (False, True):
+        cache = KVCache.for_model(model, batch, max_len=cached_len + blocks * steps, concat=concat)
+        model(torch.zeros(batch, cached_len, dtype=torch.long, device=x.device), cache=cache)
+        caches.append(cache)
+    best = [float("inf"), float("inf")]
+    for _ in range(blocks):
+        for i, cache in enumerate(caches):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                model(x, offset=cache.length, cache=cache)
+            best[i] = min(best[i], (time.perf_counter() - t0) / steps * 1e3)
+    return best[0], best[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lmcourse.bench kv-cache", description=__doc__.split("\n")[0])
+    ap.add_argument("--lengths", default="64,128,256,512,1024", help="numbers of new tokens, comma-separated")
+    ap.add_argument("--max-uncached", type=int, default=512, help="time the uncached path up to this many tokens")
+    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
+    ap.add_argument("--repeats", type=int, default=3, help="cached runs: best of this many, alternating (uncached: one run)")
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--big-batch", type=int, default=8, help="then cache vs torch.cat cache at this batch size")
+    ap.add_argument("--big-batch-lengths", default="256,1024")
+    args = ap.parse_args(argv)
+    lengths = [int(n) for n in args.lengths.split(",")]
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"device {device}, torch threads {torch.get_num_threads()}, batch {args.batch}, prompt {PROMPT} tokens, "
+          f"load average {load:.1f} on {os.cpu_count()} CPUs")
+    for name, (L, D, H) in SIZES.items():
+        torch.manual_seed(0)
+        config = GPTConfig(vocab_size=75, context_length=PROMPT + max(lengths), d_model=D, n_layers=L, n_heads=H)
+        model = GPT(config).to(device).eval()
+        prompt = torch.randint(0, 75, (args.batch, PROMPT), generator=torch.Generator().manual_seed(0)).to(device)
+        print(f"\n{name}: {model.num_params() / 1e6:.2f}M parameters, context {config.context_length}")
+        print(f"{'new':>6} {'no cache':>10} {'cache':>10} {'cat cache':>10} {'speed-up':>9} {'vs cat':>7}  (tokens/s)")
+        tokens_per_second(model, prompt, 8)  # warm-up
+        for n in lengths:
+            cached, concat = _interleaved(model, prompt, n, args.repeats)
+            if n <= args.max_uncached:
+                plain = tokens_per_second(model, prompt, n, 1, use_cache=False)
+                ratio = f"{cached / plain:8.1f}x"
+                plain_s = f"{plain:10.0f}"
+            else:
+                plain_s, ratio = f"{'-':>10}", f"{'-':>9}"
+            print(f"{n:6d} {plain_s} {cached:10.0f} {concat:10.0f} {ratio} {cached / concat:6.2f}x", flush=True)
+        if args.big_batch > 0:
+            big = torch.randint(0, 75, (args.big_batch, PROMPT), generator=torch.Generator().manual_seed(1)).to(device)
+            for n in [int(n) for n in args.big_batch_lengths.split(",")]:
+                cached, concat = _interleaved(model, big, n, args.repeats)
+                print(f"batch {args.big_batch}, {n} new tokens: cache {cached:.0f} tokens/s, torch.cat cache "
+                      f"{concat:.0f} tokens/s: {cached / concat:.2f}x", flush=True)
+        for b in (1, args.big_batch):
+            pre, cat = step_ms(model, b, max(lengths) - 64)
+            print(f"one step, batch {b}, {max(lengths) - 64} positions cached: preallocated {pre:.2f} ms, "
+                  f"torch.cat {cat:.2f} ms: {cat / pre:.2f}x", flush=True)
+        cache = KVCache.for_model(model, args.batch)
+        formula = kv_cache_bytes(L, args.batch, H, config.context_length, D // H, 4)
+        assert cache.nbytes() == formula, (cache.nbytes(), formula)
+        per_token = kv_cache_bytes(L, 1, H, 1, D // H, 4)
+        print(f"cache memory: {per_token} bytes per token per sequence; preallocated for T={config.context_length}: "
+              f"{formula / 2**20:.2f} MiB (formula) = {cache.nbytes() / 2**20:.2f} MiB (tensors)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

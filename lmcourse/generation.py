@@ -1,0 +1,296 @@
+"""Generating text with a key/value cache.
+
+A decoder generates one token at a time: feed ``x_1..x_t``, take the last
+position's logits, pick ``x_{t+1}``, repeat. Done naively, step t runs the whole
+model on all t tokens again, although the keys and values of positions ``1..t-1``
+are exactly what the previous step computed: causal attention means an earlier
+position never sees a later one, so nothing about it changes. The **KV cache**
+keeps, for every layer, the keys and values ``(B, H, T, Dh)`` of the positions
+seen so far; each step then runs the model on the *one* new token at position
+``offset = cache.length``, appends its key and value, and lets its query attend to
+all the cached ones. Per new token the work drops from a forward over ``t``
+tokens to a forward over 1 (plus one attention row over ``t`` keys).
+
+Design choices, and why:
+
+* **Preallocated, not grown.** :class:`LayerKVCache` allocates its ``(B, H, T_max, Dh)``
+  key and value tensors once, for the model's context length, and writes each
+  new key into the next free slot; attention reads the view ``[:, :, :length]``.
+  Growing by ``torch.cat`` (:class:`ConcatLayerKVCache`, kept as the teaching
+  variant and benchmarked against) copies the whole cache at every step: O(t)
+  memory traffic per token, O(T^2) over a generation, and a new allocation each
+  time. Preallocation costs the full ``2 * layers * B * H * T_max * Dh`` elements
+  up front (:func:`kv_cache_bytes`), which is also the most the cache can ever take.
+* **Keys are cached after RoPE.** A rotary key is rotated by its own position
+  once, when it is made; ALiBi's bias is relative, so the new queries get the
+  bias rows for keys ``0 .. offset+T-1``; learned and sinusoidal positions are
+  added to the new token's embedding at position ``offset``. All four schemes of
+  chapter 5 work unchanged.
+* **Past the context length, the window slides and the cache is rebuilt.** The
+  model only ever sees ``context_length`` (C) tokens. Keeping the cached keys and
+  dropping the oldest one would *not* equal running the model on the last C
+  tokens: from layer 2 on, every cached key was computed by attending to tokens
+  that have now left the window (and with learned or sinusoidal positions, at old
+  absolute positions). So when the next token does not fit, :func:`generate`
+  keeps the last ``C - slide + 1`` tokens, re-prefills the cache from them at
+  positions ``0..``, and goes on one token at a time. ``slide=1`` (the default)
+  is the exact sliding window that the uncached path computes with
+  ``ids[:, -C:]`` (nanoGPT's crop), at the price of one C-token prefill per new
+  token once the window is full; a larger ``slide`` re-prefills only every
+  ``slide`` tokens (the model then sees between ``C - slide + 1`` and C tokens).
+  The uncached path follows the same rule, so cached == uncached for every slide.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .decoding import apply_repetition_penalty, sample_next
+
+
+class LayerKVCache:
+    """One layer's keys and values in preallocated ``(B, H, max_len, Dh)`` tensors.
+
+    >>> c = LayerKVCache(batch_size=1, n_heads=2, max_len=8, d_head=4)
+    >>> k, v = c.append(torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4))
+    >>> k.shape, c.length
+    (torch.Size([1, 2, 3, 4]), 3)
+    """
+
+    def __init__(self, batch_size: int, n_heads: int, max_len: int, d_head: int,
+                 dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> None:
+        if min(batch_size, n_heads, max_len, d_head) < 1:
+            raise ValueError("batch_size, n_heads, max_len and d_head must all be >= 1")
+        self.k = torch.zeros(batch_size, n_heads, max_len, d_head, dtype=dtype, device=device)  # (B, H, T_max, Dh)
+        self.v = torch.zeros_like(self.k)  # (B, H, T_max, Dh)
+        self.length = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``k, v`` ``(B, H, T_new, Dh)`` after the cached ones; return all ``(B, H, length, Dh)``."""
+        n = self.length + k.shape[-2]
+        if n > self.k.shape[-2]:
+            raise ValueError(f"the cache holds {self.k.shape[-2]} positions; {n} were asked for")
+        if k.shape[:2] != self.k.shape[:2] or k.shape[-1] != self.k.shape[-1]:
+            raise ValueError(f"keys of shape {tuple(k.shape)} do not fit a cache of shape {tuple(self.k.shape)}")
+        self.k[:, :, self.length : n] = k
+        self.v[:, :, self.length : n] = v
+        self.length = n
+        return self.k[:, :, :n], self.v[:, :, :n]  # views, no copy
+
+    def reset(self) -> None:
+        self.length = 0  # the old entries are simply overwritten
+
+    def nbytes(self) -> int:
+        return self.k.numel() * self.k.element_size() + self.v.numel() * self.v.element_size()
+
+
+class ConcatLayerKVCache:
+    """Teaching variant: the cache grown by ``torch.cat`` at every step (copies it all).
+
+    >>> c = ConcatLayerKVCache()
+    >>> k, v = c.append(torch.ones(1, 2, 3, 4), torch.ones(1, 2, 3, 4))
+    >>> k, v = c.append(torch.ones(1, 2, 1, 4), torch.ones(1, 2, 1, 4))
+    >>> k.shape, c.length
+    (torch.Size([1, 2, 4, 4]), 4)
+    """
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k is None else self.k.shape[-2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=-2)  # (B, H, length, Dh), a new copy
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=-2)
+        return self.k, self.v
+
+    def reset(self) -> None:
+        self.k = self.v = None
+
+    def nbytes(self) -> int:
+        return 0 if self.k is None else 2 * self.k.numel() * self.k.element_size()
+
+
+class KVCache:
+    """The key/value caches of all layers of a model; ``model(ids, offset, cache=...)`` fills it.
+
+    >>> from lmcourse.transformer import GPT, GPTConfig
+    >>> model = GPT(GPTConfig(vocab_size=10, context_length=8, d_model=16, n_layers=2, n_heads=2))
+    >>> cache = KVCache.for_model(model, batch_size=3)
+    >>> _ = model(torch.zeros(3, 5, dtype=torch.long), cache=cache)
+    >>> cache.length, tuple(cache.layers[0].k.shape), cache.nbytes()
+    (5, (3, 2, 8, 8), 6144)
+    """
+
+    def __init__(self, layers: list[LayerKVCache] | list[ConcatLayerKVCache]) -> None:
+        self.layers = layers
+
+    @classmethod
+    def for_model(cls, model: nn.Module, batch_size: int, max_len: int | None = None,
+                  concat: bool = False) -> "KVCache":
+        """An empty cache for ``model`` (a :class:`~lmcourse.transformer.GPT`), on its device and dtype.
+
+        ``max_len`` defaults to the context length; ``concat=True`` gives the
+        ``torch.cat`` teaching variant instead of preallocated tensors.
+        """
+        c = model.config
+        if concat:
+            return cls([ConcatLayerKVCache() for _ in range(c.n_layers)])
+        p = next(model.parameters())
+        T = c.context_length if max_len is None else max_len
+        return cls([LayerKVCache(batch_size, c.n_heads, T, c.d_model // c.n_heads, p.dtype, p.device)
+                    for _ in range(c.n_layers)])
+
+    @property
+    def length(self) -> int:
+        """The number of positions cached (the same in every layer between forward passes)."""
+        return self.layers[0].length
+
+    def reset(self) -> None:
+        for layer in self.layers:
+            layer.reset()
+
+    def nbytes(self) -> int:
+        """Bytes held by the key and value tensors of all layers."""
+        return sum(layer.nbytes() for layer in self.layers)
+
+
+def kv_cache_bytes(n_layers: int, batch_size: int, n_heads: int, seq_len: int, d_head: int,
+                   bytes_per_element: int = 4) -> int:
+    """Memory of a KV cache: ``2 (K and V) x layers x B x H x T x Dh x bytes``.
+
+    >>> kv_cache_bytes(n_layers=2, batch_size=3, n_heads=2, seq_len=8, d_head=8)
+    6144
+    """
+    return 2 * n_layers * batch_size * n_heads * seq_len * d_head * bytes_per_element
+
+
+def flops_per_new_token(config, t: int, use_cache: bool) -> tuple[int, int]:
+    """FLOPs to get the next token's logits when the window holds ``t`` tokens: ``(linear, attention)``.
+
+    One token through the linear layers costs ``2 x`` (multiply-adds) per weight:
+    ``24 L D^2`` per token for the blocks (Q, K, V and output ``4 D^2``, the MLP
+    ``8 D^2``, per layer) plus ``2 D V`` for the head. Attention of one query on
+    ``t`` keys costs ``4 t D`` per layer (scores ``q k^T`` and the weighted sum of
+    values). Without a cache all ``t`` positions are recomputed: ``t`` times the
+    linear work and ``4 L t^2 D`` in attention (the dense ``t x t`` products; a causal
+    kernel may skip about half). With a cache: one position, ``4 L t D``.
+
+    >>> from lmcourse.transformer import GPTConfig
+    >>> c = GPTConfig(vocab_size=10, d_model=16, n_layers=2)
+    >>> flops_per_new_token(c, 5, use_cache=True), flops_per_new_token(c, 5, use_cache=False)
+    ((12608, 640), (63040, 3200))
+    """
+    if t < 1:
+        raise ValueError(f"t must be >= 1, got {t}")
+    L, D, V = config.n_layers, config.d_model, config.vocab_size
+    per_token = 24 * L * D * D + 2 * D * V
+    if use_cache:
+        return per_token, 4 * L * t * D
+    return t * per_token, 4 * L * t * t * D
+
+
+def _slid(start: int, n: int, context_length: int, slide: int) -> int:
+    """The window's new first index once ``n`` tokens exist (the window is ``ids[start:n]``)."""
+    if n - start > context_length:  # the newest token does not fit: keep the last C - slide + 1
+        return n - (context_length - slide + 1)
+    return start
+
+
+@torch.no_grad()
+def generate(
+    model: nn.Module,
+    prompt_ids: torch.Tensor,
+    max_new_tokens: int,
+    *,
+    do_sample: bool = True,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float | None = None,
+    use_cache: bool = True,
+    generator: torch.Generator | None = None,
+    slide: int = 1,
+    concat_cache: bool = False,
+) -> torch.Tensor:
+    """Continue ``prompt_ids`` ``(B, T)`` by ``max_new_tokens``; returns ids ``(B, T + max_new_tokens)``.
+
+    Each step takes the last position's logits, applies the repetition penalty
+    (over every id so far, prompt included), then :func:`lmcourse.decoding.sample_next`
+    (temperature, top-k, top-p, draw; greedy with ``do_sample=False``). With
+    ``use_cache`` the model runs on one new token per step against a
+    :class:`KVCache`; without, on the whole window every step. Both give the same
+    tokens. Past the context length the window slides (see the module docstring;
+    ``slide`` tokens at a time). ``concat_cache`` selects the ``torch.cat`` teaching
+    cache. The model runs in eval mode (restored afterwards).
+
+    >>> from lmcourse.transformer import GPT, GPTConfig
+    >>> _ = torch.manual_seed(0)
+    >>> model = GPT(GPTConfig(vocab_size=10, context_length=8, d_model=16, n_layers=2, n_heads=2))
+    >>> prompt = torch.tensor([[1, 2, 3]])
+    >>> out = generate(model, prompt, 10, do_sample=False)
+    >>> out.shape, torch.equal(out, generate(model, prompt, 10, do_sample=False, use_cache=False))
+    (torch.Size([1, 13]), True)
+    """
+    if prompt_ids.dim() != 2 or prompt_ids.shape[1] < 1:
+        raise ValueError(f"prompt_ids must be (B, T) with T >= 1, got shape {tuple(prompt_ids.shape)}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+    C = model.config.context_length
+    if not 1 <= slide <= C:
+        raise ValueError(f"slide must be in [1, context_length={C}], got {slide}")
+    B, T0 = prompt_ids.shape
+    device = next(model.parameters()).device
+    ids = torch.empty(B, T0 + max_new_tokens, dtype=torch.long, device=device)  # (B, T + new)
+    ids[:, :T0] = prompt_ids
+    was_training = model.training
+    model.eval()  # dropout would make every step (and cached vs uncached) differ
+    try:
+        start = max(0, T0 - C)  # a prompt longer than the context: its last C tokens
+        cache = KVCache.for_model(model, B, concat=concat_cache) if use_cache else None
+        logits = model(ids[:, start:T0], cache=cache)[:, -1]  # (B, V); fills the cache (prefill)
+        for n in range(T0, T0 + max_new_tokens):  # n tokens exist; choose token n
+            if repetition_penalty is not None:
+                logits = apply_repetition_penalty(logits, ids[:, :n], repetition_penalty)
+            ids[:, n] = sample_next(logits, do_sample=do_sample, temperature=temperature,
+                                    top_k=top_k, top_p=top_p, generator=generator)
+            if n + 1 == T0 + max_new_tokens:
+                break
+            new_start = _slid(start, n + 1, C, slide)
+            if cache is None:
+                start = new_start
+                logits = model(ids[:, start : n + 1])[:, -1]  # the whole window again
+            elif new_start != start:  # the window moved: rebuild the cache from it
+                start = new_start
+                cache.reset()
+                logits = model(ids[:, start : n + 1], cache=cache)[:, -1]
+            else:  # one token, at position cache.length, against the cache
+                logits = model(ids[:, n : n + 1], offset=cache.length, cache=cache)[:, -1]
+    finally:
+        model.train(was_training)
+    return ids
+
+
+def tokens_per_second(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int, repeats: int = 1,
+                      **generate_kwargs) -> float:
+    """Generated tokens per second (all rows counted) of greedy :func:`generate`, best of ``repeats``.
+
+    Synchronises a CUDA device around each run so the clock measures the work.
+    """
+    import time
+
+    device = next(model.parameters()).device
+    best = float("inf")
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        generate(model, prompt_ids, max_new_tokens, do_sample=False, **generate_kwargs)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t0)
+    return prompt_ids.shape[0] * max_new_tokens / best

@@ -1,0 +1,61 @@
+"""Scale-out: two CPU processes under torchrun (gloo) train like one process with the same global batch.
+
+This file is also the worker that torchrun launches: ``torchrun ... tests/test_ddp.py OUTDIR``.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmcourse.train import TrainConfig, train
+from lmcourse.transformer import GPT, GPTConfig
+
+CFG = TrainConfig(steps=12, batch_size=8, context_length=16, lr=1e-2, min_lr=1e-3, warmup_steps=2,
+                  eval_every=4, eval_batches=2, grad_accum=2)
+
+
+def _setup():
+    g = torch.Generator().manual_seed(0)
+    text = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7] * 64)
+    text = torch.where(torch.rand(len(text), generator=g) < 0.1, 8, text)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=9, context_length=16, d_model=16, n_layers=1, n_heads=2))
+    return model, text[:400], text[400:]
+
+
+def _worker(out: Path) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    model, train_ids, val_ids = _setup()
+    history = train(model, train_ids, val_ids, CFG, device="cpu")
+    torch.save({"state": model.state_dict(), "val_loss": history.val_loss, "train_loss": history.train_loss},
+               out / f"rank{dist.get_rank()}.pt")
+    dist.destroy_process_group()
+
+
+
+def test_two_processes_match_one(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([str(torchrun), "--nproc_per_node", "2", "--standalone", __file__, str(tmp_path)],
+                   check=True, env=env, timeout=110, capture_output=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for n, a in r0["state"].items():
+        assert torch.equal(a, r1["state"][n]), n  # both ranks end with identical weights
+
+    model, train_ids, val_ids = _setup()
+    history = train(model, train_ids, val_ids, CFG)  # one process, the same global batch of 8
+    assert r0["val_loss"] == pytest.approx(history.val_loss, rel=1e-5)
+    assert r0["train_loss"] == pytest.approx(history.train_loss, rel=1e-5)
+    for n, a in model.state_dict().items():
+        assert torch.allclose(a, r0["state"][n], atol=1e-4), n  # Adam magnifies float rounding in tiny gradients
+
+
+if __name__ == "__main__":
+    _worker(Path(sys.argv[1]))

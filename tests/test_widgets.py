@@ -1,0 +1,179 @@
+"""The interactive figures: their data, their HTML, and (in headless Chromium) their JS.
+
+The Python side is checked against lmcourse.decoding; the JavaScript is run in a
+real browser where Chromium and Playwright are installed, and its probabilities
+must equal decoding's filtered ones to 1e-6 for every slider setting tried.
+"""
+
+import json
+import re
+import shutil
+
+import pytest
+import torch
+
+from lmcourse.decoding import sample_next
+from lmcourse.widgets import (attention_data, attention_explorer, filtered_distribution, readable_label,
+                              temperature_data, temperature_explorer)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+
+
+def _logits(V=12, seed=0):
+    return torch.randn(V, generator=torch.Generator().manual_seed(seed)) * 2
+
+
+def _embedded(html: str) -> dict:
+    return json.loads(re.search(r'<script type="application/json">(.*?)</script>', html, re.S).group(1))
+
+
+def test_filtered_distribution_is_what_sample_next_draws_from():
+    z = _logits(8)
+    for t, k, p in [(1.0, None, None), (0.5, 3, None), (2.0, None, 0.7), (0.8, 5, 0.5), (1.0, 1, None)]:
+        probs = filtered_distribution(z, t, k, p)
+        assert abs(probs.sum().item() - 1) < 1e-12
+        # draws from sample_next land only on tokens with probability > 0, with those frequencies
+        g = torch.Generator().manual_seed(1)
+        draws = sample_next(z[None].repeat(20000, 1), temperature=t, top_k=k, top_p=p, generator=g)
+        freq = torch.bincount(draws, minlength=8).double() / 20000
+        assert torch.all(freq[probs == 0] == 0)
+        assert (freq - probs).abs().max() < 0.02
+
+
+def test_filtered_distribution_greedy_and_errors():
+    z = torch.tensor([1.0, 3.0, 3.0, 0.0])
+    assert filtered_distribution(z, 0).tolist() == [0.0, 1.0, 0.0, 0.0]  # ties to the lower id
+    with pytest.raises(ValueError, match="one row"):
+        filtered_distribution(z[None])
+
+
+def test_temperature_data_rounds_and_checks():
+    z = torch.tensor([1.23456789, -0.00001, 2.0])
+    d = temperature_data(z, ["a", " ", "\n"], top_k=10)
+    assert d["logits"] == [1.2346, 0.0, 2.0] and str(d["logits"][1]) == "0.0"  # no -0.0
+    assert d["labels"] == ["a", "␣", "\\n"] and d["top_k"] == 3 and d["top_p"] == 1.0
+    with pytest.raises(ValueError, match="labels"):
+        temperature_data(z, ["a"])
+    with pytest.raises(ValueError, match="finite"):
+        temperature_data(torch.tensor([0.0, float("-inf")]), ["a", "b"])
+    with pytest.raises(ValueError, match="temperature"):
+        temperature_data(z, ["a", "b", "c"], temperature=-1)
+
+
+def test_temperature_explorer_html_is_self_contained_and_deterministic():
+    z = _logits()
+    labels = [chr(97 + i) for i in range(12)]
+    html = temperature_explorer(z, labels, max_bars=5, title="a < b").data
+    assert html == temperature_explorer(z.clone(), list(labels), max_bars=5, title="a < b").data
+    assert html != temperature_explorer(z + 1, labels, max_bars=5).data  # id and data follow the data
+    assert 'data-lmcourse-interactive="temperature"' in html
+    assert len(re.findall(r'<input type="range" name="(temperature|top_k|top_p)"', html)) == 3
+    assert not re.search(r"https?://|src=|import\(|fetch\(|XMLHttpRequest", html)  # no requests
+    assert "a &lt; b" in html
+    ids = set(re.findall(r'id="(lmc-[^"]+)"', html))
+    assert len(ids) == 1 and ids.pop() in html.split("<script>")[1]  # the script finds its own element
+    assert _embedded(html) == temperature_data(z, labels, max_bars=5)
+
+
+def test_embedded_json_cannot_close_the_script():
+    html = temperature_explorer(torch.zeros(2), ["</script>", "b"]).data
+    assert html.count("</script>") == 2  # only the two real closing tags
+    assert _embedded(html)["labels"][0] == "</script>"
+
+
+def test_readable_label():
+    assert [readable_label(s) for s in ["x", " ", "\n", "\t", "", "ab c"]] == ["x", "␣", "\\n", "\\t", "''", "ab␣c"]
+
+
+def test_attention_data_and_html():
+    w = torch.softmax(torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)), -1)  # (L, H, T, T)
+    d = attention_data(w, list("abcd"))
+    assert (d["layers"], d["heads"], d["T"], d["query"]) == (2, 3, 4, 3)
+    flat = torch.tensor(d["weights"]).reshape(2, 3, 4, 4)
+    assert torch.equal(flat, (w * 1000).round().long())  # [layer][head][query][key]
+    assert attention_data(w[0], list("abcd"))["layers"] == 1  # (H, T, T) is one layer
+    html = attention_explorer(w, list("abcd"), layer_names=["first", "second"]).data
+    assert html == attention_explorer(w.clone(), list("abcd"), layer_names=["first", "second"]).data
+    assert 'data-lmcourse-interactive="attention"' in html
+    assert html.count("<select") == 2 and 'name="query"' in html and ">second</option>" in html
+    assert not re.search(r"https?://|src=|fetch\(", html)
+    for bad, msg in [(torch.ones(4, 4), "shape"), (torch.ones(1, 4, 3), "shape")]:
+        with pytest.raises(ValueError, match=msg):
+            attention_data(bad, list("abcd"))
+    with pytest.raises(ValueError, match="labels"):
+        attention_data(w, list("abc"))
+    with pytest.raises(ValueError, match="query"):
+        attention_data(w, list("abcd"), query=4)
+
+
+# --- the JavaScript, in a real browser ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def page():
+    if CHROMIUM is None:
+        pytest.skip("no Chromium installed (apt-get install chromium); widget JS check skipped")
+    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        pg = browser.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.on("request", lambda r: r.url.startswith(("data:", "about:")) or errors.append(f"request: {r.url}"))
+        pg.errors = errors
+        yield pg
+        browser.close()
+
+
+def _set(page, selector: str, value) -> None:
+    page.eval_on_selector(selector, """(e, v) => { e.value = v;
+        e.dispatchEvent(new Event('input', {bubbles: true})); }""", str(value))
+
+
+def test_temperature_widget_js_matches_decoding(page):
+    z = _logits(30, seed=3)
+    labels = [f"t{i}" for i in range(30)]
+    html = temperature_explorer(z, labels, max_bars=30).data
+    page.set_content(f"<html><body>{html}</body></html>")
+    rounded = torch.tensor(temperature_data(z, labels)["logits"], dtype=torch.float64)
+    root = "[data-lmcourse-interactive=temperature]"
+    widths = []
+    for t, k, p in [(1.0, 30, 1.0), (0.5, 30, 1.0), (2.0, 30, 1.0), (1.0, 5, 1.0), (1.0, 30, 0.6),
+                    (0.7, 8, 0.8), (0.0, 30, 1.0), (3.0, 2, 1.0), (1.5, 12, 0.95)]:
+        _set(page, f"{root} input[name=temperature]", t)
+        _set(page, f"{root} input[name=top_k]", k)
+        _set(page, f"{root} input[name=top_p]", p)
+        js = torch.tensor(json.loads(page.get_attribute(root, "data-probs")), dtype=torch.float64)
+        ref = filtered_distribution(rounded, t, k if k < 30 else None, p if p < 1 else None)
+        assert (js - ref).abs().max() < 1e-6, (t, k, p)
+        assert torch.equal(js > 0, ref > 0), (t, k, p)  # the same tokens kept
+        rows = page.eval_on_selector_all(f"{root} .lmc-row[data-token-id]", """rs => rs.map(r =>
+            [+r.dataset.tokenId, +r.dataset.prob, r.querySelector('.lmc-bar').style.width])""")
+        assert len(rows) == 30
+        assert all(abs(prob - ref[i].item()) < 1e-6 for i, prob, _ in rows)
+        widths.append([w for _, _, w in rows])
+    assert all(a != b for a, b in zip(widths, widths[1:]))  # every change of setting redraws the bars
+    summary = page.inner_text(f"{root} .lmc-summary")
+    assert summary.startswith(f"{int((ref > 0).sum())} of 30 tokens can be drawn")  # the last setting
+    assert not page.errors, page.errors
+
+
+def test_attention_widget_js_follows_the_controls(page):
+    w = torch.softmax(torch.randn(2, 2, 5, 5, generator=torch.Generator().manual_seed(0)), -1)
+    w = w.masked_fill(~torch.ones(5, 5, dtype=torch.bool).tril(), 0)
+    w = w / w.sum(-1, keepdim=True)
+    html = attention_explorer(w, list("abcde")).data
+    page.set_content(f"<html><body>{html}</body></html>")
+    root = "[data-lmcourse-interactive=attention]"
+    for layer, head, query in [(0, 0, 4), (1, 0, 4), (1, 1, 2), (0, 1, 0)]:
+        page.select_option(f"{root} select[name=layer]", str(layer))
+        page.select_option(f"{root} select[name=head]", str(head))
+        _set(page, f"{root} input[name=query]", query)
+        row = torch.tensor(json.loads(page.get_attribute(root, "data-row")), dtype=torch.float64)
+        assert torch.allclose(row, (w[layer, head, query].double() * 1000).round() / 1000, atol=1e-12)
+        assert f"layer {layer + 1}, head {head + 1}: position {query} " in page.inner_text(f"{root} .lmc-summary")
+    page.click(f"{root} .lmc-seq span:nth-child(2)")  # clicking a token picks it as the query
+    assert page.eval_on_selector(f"{root} input[name=query]", "e => e.value") == "1"
+    assert not page.errors, page.errors
