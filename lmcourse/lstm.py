@@ -27,7 +27,6 @@ reproduces the checkpoint the package ships (seeded, on the CPU).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import time
@@ -39,10 +38,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .shipped import CHECKPOINT_DIR, load_weights, sha256, write_manifest_entry
+from .shipped import save_weights as save_checkpoint  # config + float16 weights, written atomically
 from .data import as_tensor, stream_batches
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (L, B, H)
-CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 PRETRAINED = "lstm_char"
 
 
@@ -313,17 +313,6 @@ PRETRAINED_TRAIN = TrainConfig(steps=3000)
 REPRODUCE = "python -m lmcourse.lstm train"
 
 
-def sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (the manifest records it for each checkpoint)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def save_checkpoint(model: LSTMLM, path: str | Path, dtype: torch.dtype = torch.float16, **extra) -> None:
-    """Save config + weights (stored as ``dtype`` to keep the file small)."""
-    weights = {k: v.detach().cpu().to(dtype) for k, v in model.state_dict().items()}
-    torch.save({"config": asdict(model.config), "state_dict": weights, **extra}, path)
-
-
 def load_pretrained_lstm(path: str | Path | None = None, device: torch.device | str = "cpu") -> LSTMLM:
     """The shipped character-level LSTM (float32, eval mode).
 
@@ -331,17 +320,7 @@ def load_pretrained_lstm(path: str | Path | None = None, device: torch.device | 
     weights do not fit the architecture its config describes.
     """
     path = Path(path) if path is not None else CHECKPOINT_DIR / f"{PRETRAINED}.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no LSTM checkpoint at {path}; rebuild it with:  {REPRODUCE}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not an lmcourse LSTM checkpoint (no config/state_dict)")
-    try:
-        model = LSTMLM(LSTMConfig(**ckpt["config"]))
-        model.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
-    except (TypeError, RuntimeError) as err:
-        raise ValueError(f"{path} does not match the LSTMLM architecture: {err}") from None
-    return model.to(device).eval()
+    return load_weights(path, lambda cfg: LSTMLM(LSTMConfig(**cfg)), "LSTMLM", REPRODUCE, device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -378,10 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         "val_bits_per_char": round(bits_per_char(val), 4), "parameters": num_params(model),
         "sha256": sha256(args.out), "dtype": "float16", "train_seconds": round(seconds),
     }
-    manifest_path = args.out.parent / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    manifest[entry["name"]] = entry
-    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    write_manifest_entry(entry, args.out.parent)
     print(json.dumps(entry, indent=1))
     return 0
 

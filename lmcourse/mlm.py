@@ -30,7 +30,6 @@ so every character's id is one more than in the plain tokenizer of chapters 1-6.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import time
@@ -42,13 +41,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .shipped import CHECKPOINT_DIR, load_weights, sha256, write_manifest_entry
+from .shipped import save_weights as save_checkpoint  # config + float16 weights, written atomically
 from .data import as_tensor, random_windows
 from .positions import ALiBi, LearnedPositions, RotaryEmbedding, SinusoidalPositions
 from .transformer import INIT_STD, Block, GPTConfig
 
 MASK_TOKEN = "[MASK]"
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index; Hugging Face uses it too
-CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 PRETRAINED = "mlm_char"
 
 
@@ -315,31 +315,10 @@ def mask_tokenizer():
     return shakespeare_char_tokenizer(special_tokens=[MASK_TOKEN])
 
 
-def sha256(path: str | Path) -> str:
-    """Hex SHA-256 of a file (the manifest records it)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def save_checkpoint(model: MaskedLM, path: str | Path, dtype: torch.dtype = torch.float16) -> None:
-    """Save config + weights (stored as ``dtype`` to keep the file small)."""
-    weights = {k: v.detach().cpu().to(dtype) for k, v in model.state_dict().items()}
-    torch.save({"config": asdict(model.config), "state_dict": weights}, path)
-
-
 def load_pretrained_mlm(path: str | Path | None = None, device: torch.device | str = "cpu") -> MaskedLM:
     """The shipped character-level masked LM (float32, eval mode); use it with :func:`mask_tokenizer`."""
     path = Path(path) if path is not None else CHECKPOINT_DIR / f"{PRETRAINED}.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"no MLM checkpoint at {path}; rebuild it with:  {REPRODUCE}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not an lmcourse MLM checkpoint (no config/state_dict)")
-    try:
-        model = MaskedLM(GPTConfig(**ckpt["config"]))
-        model.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
-    except (TypeError, RuntimeError) as err:
-        raise ValueError(f"{path} does not match the MaskedLM architecture: {err}") from None
-    return model.to(device).eval()
+    return load_weights(path, lambda cfg: MaskedLM(GPTConfig(**cfg)), "MaskedLM", REPRODUCE, device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -378,10 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         "parameters": model.num_params(), "sha256": sha256(args.out), "dtype": "float16",
         "train_seconds": round(seconds),
     }
-    manifest_path = args.out.parent / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}  # read-modify-write
-    manifest[entry["name"]] = entry
-    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    write_manifest_entry(entry, args.out.parent)
     print(json.dumps(entry, indent=1))
     return 0
 

@@ -35,7 +35,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
@@ -47,8 +46,9 @@ from torch import nn
 
 from .data import as_tensor, random_windows
 from .metrics import bits_per_char, mean_nll, perplexity
+from .shipped import (CHECKPOINT_DIR, atomic_save, load_weights, model_config, save_weights, sha256,
+                      write_manifest_entry)
 
-CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 STATE_KIND = "lmcourse-train-state"
 
 
@@ -271,43 +271,12 @@ def _set_rng_state(state: dict, batch_gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def atomic_save(obj, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``.
-
-    An interrupted save leaves the previous file (or none) behind, never half a file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it a normal file's mode
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _model_config(model: nn.Module) -> dict | None:
-    cfg = getattr(model, "config", None)
-    try:
-        return asdict(cfg) if cfg is not None else None
-    except TypeError:
-        return None
-
-
 def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
                     config: TrainConfig, history: History, batch_gen: torch.Generator) -> None:
     """Everything needed to continue training exactly: see the module docstring."""
     atomic_save({
         "kind": STATE_KIND, "step": step, "model_class": type(model).__name__,
-        "model_config": _model_config(model), "train_config": asdict(config),
+        "model_config": model_config(model), "train_config": asdict(config),
         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "rng": _rng_state(batch_gen), "history": asdict(history),
     }, path)
@@ -513,12 +482,6 @@ CONFIGS = ("tiny", "small", "gpt_char", "lstm_char")
 REPRODUCE = "python -m lmcourse.train --config gpt_char"
 
 
-def save_weights(model: nn.Module, path: str | Path, dtype: torch.dtype = torch.float16, **extra) -> None:
-    """Config + weights only (stored as ``dtype`` to keep the file small), written atomically."""
-    weights = {k: v.detach().cpu().to(dtype) for k, v in model.state_dict().items()}
-    atomic_save({"config": _model_config(model), "state_dict": weights, **extra}, path)
-
-
 def load_pretrained(name: str = "gpt_char", device: torch.device | str | None = None) -> nn.Module:
     """A shipped model by name (``gpt_char``, ``lstm_char``), float32, in eval mode.
 
@@ -533,28 +496,8 @@ def load_pretrained(name: str = "gpt_char", device: torch.device | str | None = 
     from .transformer import GPT, GPTConfig
 
     path = Path(name) if str(name).endswith(".pt") else CHECKPOINT_DIR / f"{name}.pt"
-    rebuild = f"python -m lmcourse.train --config {path.stem}"
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint {path}; rebuild it with:  {rebuild}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(f"{path} is not an lmcourse model checkpoint (no config/state_dict)")
-    try:
-        model = GPT(GPTConfig(**ckpt["config"]))
-    except TypeError as err:
-        raise ValueError(f"{path} holds a config that is not a GPTConfig ({err}); rebuild it with:  {rebuild}") from None
-    _load_model_state(model, {k: v.float() for k, v in ckpt["state_dict"].items()}, str(path))
-    return model.to(device).eval()
-
-
-def _write_manifest_entry(folder: Path, entry: dict) -> None:
-    """Read-modify-write one entry of ``folder/manifest.json`` (other entries untouched)."""
-    path = folder / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.is_file() else {}
-    manifest[entry["name"]] = entry
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    return load_weights(path, lambda cfg: GPT(GPTConfig(**cfg)), "GPT",
+                        f"python -m lmcourse.train --config {path.stem}", device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -624,8 +567,6 @@ def main(argv: list[str] | None = None) -> int:
         stored = load_pretrained(str(weights))  # the number of the stored fp16 weights
         ids = val_ids if spec.eval_tokens is None else val_ids[:spec.eval_tokens]
         val = evaluate_stream(stored, ids, spec.model.context_length)
-        import hashlib
-
         entry = {
             "name": args.config, "file": weights.name,
             "command": f"python -m lmcourse.train --config {args.config}" + (f" --steps {args.steps}" if args.steps else ""),
@@ -634,12 +575,12 @@ def main(argv: list[str] | None = None) -> int:
             "val_bits_per_char": round(bits_per_char(val), 4), "val_tokens": len(ids),
             "val_eval": f"every validation token, windows of {spec.model.context_length} sliding by "
                         f"{spec.model.context_length // 2}",
-            "parameters": model.num_params(), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+            "parameters": model.num_params(), "sha256": sha256(weights),
             "dtype": "float16", "train_seconds": round(seconds), "processes": world, "device": device.type,
             "history": {"steps": history.steps, "train_loss": [round(v, 4) for v in history.train_loss],
                         "val_loss": [round(v, 4) for v in history.val_loss]},  # fixed batches, see train()
         }
-        _write_manifest_entry(out, entry)
+        write_manifest_entry(entry, out)
         print(json.dumps(entry, indent=1), flush=True)
     if world > 1:
         import torch.distributed as dist
