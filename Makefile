@@ -35,8 +35,11 @@ chromium:
 	  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
 	  echo "note: chromium could not be installed; the browser test will be skipped"
 
+# One torch thread unless you say otherwise: on 2 cores, torch's default 2 threads
+# run up to 35x slower as soon as anything else holds a core, and the stored
+# outputs are the same either way.
 test: $(STAMP) $(MATHJAX) chromium
-	$(PY) -m pytest --nbval --doctest-modules lmcourse tests book
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest --nbval --doctest-modules lmcourse tests book
 
 # Authoring helpers
 notebooks: $(STAMP)
