@@ -44,8 +44,7 @@ from torch import nn
 from .shipped import CHECKPOINT_DIR, load_weights, sha256, write_manifest_entry
 from .shipped import save_weights as save_checkpoint  # config + float16 weights, written atomically
 from .data import as_tensor, random_windows
-from .positions import ALiBi, LearnedPositions, RotaryEmbedding, SinusoidalPositions
-from .transformer import INIT_STD, Block, GPTConfig
+from .transformer import INIT_STD, Block, GPTConfig, position_modules
 
 MASK_TOKEN = "[MASK]"
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index; Hugging Face uses it too
@@ -139,17 +138,7 @@ class MaskedLM(nn.Module):
             raise ValueError("MaskedLM's head is the tied embedding; use tie_weights=True")
         self.config = c = config
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
-        self.pos_emb: LearnedPositions | SinusoidalPositions | None = None
-        self.rotary: RotaryEmbedding | None = None
-        self.alibi: ALiBi | None = None
-        if c.positional == "learned":
-            self.pos_emb = LearnedPositions(c.context_length, c.d_model)
-        elif c.positional == "sinusoidal":
-            self.pos_emb = SinusoidalPositions(c.d_model, c.context_length, scale=INIT_STD)  # as GPT does
-        elif c.positional == "rope":
-            self.rotary = RotaryEmbedding(c.d_model // c.n_heads, c.context_length)
-        else:
-            self.alibi = ALiBi(c.n_heads)  # -m |i - j|: already symmetric, so it suits an encoder
+        self.pos_emb, self.rotary, self.alibi = position_modules(c)  # as GPT does
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c, causal=False) for _ in range(c.n_layers))
         self.ln_f = nn.LayerNorm(c.d_model, bias=c.bias)

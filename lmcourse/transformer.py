@@ -103,6 +103,27 @@ class Block(nn.Module):
         return x, w  # (B, T, C), (B, H, T, T) or None
 
 
+def position_modules(c: GPTConfig) -> tuple[LearnedPositions | SinusoidalPositions | None,
+                                            RotaryEmbedding | None, ALiBi | None]:
+    """The modules of ``c.positional`` as ``(pos_emb, rotary, alibi)``: exactly one is not None.
+
+    Added positions (learned, sinusoidal) go in ``pos_emb``; RoPE rotates queries and
+    keys; ALiBi biases the scores. The fixed ones hold non-persistent buffers. The GPT
+    and the masked LM of chapter 10 build their positions with this one function.
+    """
+    if c.positional == "learned":
+        return LearnedPositions(c.context_length, c.d_model), None, None
+    if c.positional == "sinusoidal":
+        # The table's entries are O(1) while token embeddings start at std 0.02: added
+        # unscaled, positions drown the tokens and a briefly trained model learns far
+        # slower. We scale the table to the embeddings' size (Vaswani et al. instead
+        # multiply the embeddings by sqrt(D), which suits their initialisation).
+        return SinusoidalPositions(c.d_model, c.context_length, scale=INIT_STD), None, None
+    if c.positional == "rope":
+        return None, RotaryEmbedding(c.d_model // c.n_heads, c.context_length), None
+    return None, None, ALiBi(c.n_heads)  # -m |i - j|: symmetric, so it also suits an encoder
+
+
 class GPT(nn.Module):
     """A GPT-style language model: ``model(ids)`` gives logits ``(B, T, V)``.
 
@@ -118,22 +139,7 @@ class GPT(nn.Module):
         self.config = config
         c = config
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
-        # Exactly one of these is set, by c.positional; the fixed ones hold non-persistent buffers.
-        self.pos_emb: LearnedPositions | SinusoidalPositions | None = None
-        self.rotary: RotaryEmbedding | None = None
-        self.alibi: ALiBi | None = None
-        if c.positional == "learned":
-            self.pos_emb = LearnedPositions(c.context_length, c.d_model)
-        elif c.positional == "sinusoidal":
-            # The table's entries are O(1) while token embeddings start at std 0.02: added
-            # unscaled, positions drown the tokens and a briefly trained model learns far
-            # slower. We scale the table to the embeddings' size (Vaswani et al. instead
-            # multiply the embeddings by sqrt(D), which suits their initialisation).
-            self.pos_emb = SinusoidalPositions(c.d_model, c.context_length, scale=INIT_STD)
-        elif c.positional == "rope":
-            self.rotary = RotaryEmbedding(c.d_model // c.n_heads, c.context_length)
-        else:
-            self.alibi = ALiBi(c.n_heads)
+        self.pos_emb, self.rotary, self.alibi = position_modules(c)
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
         self.ln_f = nn.LayerNorm(c.d_model, bias=c.bias)
