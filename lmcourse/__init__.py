@@ -12,6 +12,7 @@ One module per concept, in the order the book teaches them:
 * :mod:`lmcourse.positions`: learned, sinusoidal, rotary (RoPE) and ALiBi positions.
 * :mod:`lmcourse.transformer`: the decoder-only GPT, with optional weight tying.
 * :mod:`lmcourse.train`: the training engine (AdamW, warmup + cosine, checkpoints, exact resume, torchrun).
+* :mod:`lmcourse.runs`: the named runs, the shipped GPT and ``python -m lmcourse.train``.
 * :mod:`lmcourse.generation`: the KV cache and ``generate()``.
 * :mod:`lmcourse.decoding`: temperature, top-k, top-p, repetition penalty, beam search.
 * :mod:`lmcourse.mlm`: masked language modeling (BERT-style masking, encoder, fill-mask).

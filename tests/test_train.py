@@ -140,7 +140,7 @@ def test_evaluate_stream_scores_every_token_once():
 def test_command_line_writes_weights_and_only_its_manifest_entry(tmp_path, capsys):
     import json
 
-    from lmcourse.train import load_pretrained, main
+    from lmcourse.runs import load_pretrained, main
 
     (tmp_path / "manifest.json").write_text(json.dumps({"other": {"name": "other", "keep": 1}}))
     assert main(["--config", "tiny", "--steps", "6", "--out", str(tmp_path)]) == 0
@@ -152,6 +152,18 @@ def test_command_line_writes_weights_and_only_its_manifest_entry(tmp_path, capsy
     assert model.num_params() == entry["parameters"] and 0 < entry["val_nats_per_char"] < 5
     assert (tmp_path / "tiny.state.pt").is_file()
     assert "step      6" in capsys.readouterr().out
+
+
+def test_python_m_lmcourse_train_runs_the_named_runs_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "lmcourse.train", "--config", "tiny", "--steps", "2",
+                             "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "tiny.pt").is_file() and "tiny: 16,192 parameters" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "lmcourse.train", "--config", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr
 
 
 def test_bench_train_reports_both_steps(capsys):

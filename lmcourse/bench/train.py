@@ -24,7 +24,8 @@ from torch import nn
 
 from ..data import random_windows
 from ..metrics import mean_nll
-from ..train import _autocast, _gpt_configs, lr_at, make_optimizer
+from ..runs import named_runs
+from ..train import _autocast, lr_at, make_optimizer
 
 
 class _TextbookBlock(nn.Module):
@@ -102,7 +103,7 @@ def _time_steps(step, steps: int, device: torch.device) -> float:
 def bench(name: str, steps: int, device: torch.device) -> dict:
     from ..transformer import GPT
 
-    spec = _gpt_configs()[name]
+    spec = named_runs()[name]
     m, c = spec.model, spec.train
     ids = torch.randint(0, m.vocab_size, (100_000,), generator=torch.Generator().manual_seed(0))
     gen = torch.Generator().manual_seed(0)
@@ -154,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
-    unknown = set(names) - set(_gpt_configs())
+    unknown = set(names) - set(named_runs())
     if unknown:
-        parser.error(f"unknown configs {sorted(unknown)}; choose from {sorted(_gpt_configs())}")
+        parser.error(f"unknown configs {sorted(unknown)}; choose from {sorted(named_runs())}")
     peak, dtype = peak_flops(device)
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads")
     print(f"measured peak: {peak / 1e9:.1f} GFLOP/s ({dtype} matrix product)")
