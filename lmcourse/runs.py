@@ -46,10 +46,10 @@ def named_runs() -> dict[str, RunSpec]:
         "small": RunSpec(GPTConfig(vocab_size=75, context_length=64, d_model=64, n_layers=2, n_heads=4),
                          TrainConfig(steps=300, batch_size=16, context_length=64, lr=3e-3, min_lr=3e-4,
                                      warmup_steps=30, eval_every=100, eval_batches=4), eval_tokens=20000),
-        "gpt_char": RunSpec(GPTConfig(vocab_size=75, context_length=128, d_model=128, n_layers=4, n_heads=4,
+        "gpt_char": RunSpec(GPTConfig(vocab_size=75, context_length=128, d_model=160, n_layers=6, n_heads=5,
                                       dropout=0.0, tie_weights=True, positional="learned"),
-                            TrainConfig(steps=4000, batch_size=32, context_length=128, lr=3e-3, min_lr=3e-4,
-                                        warmup_steps=100, weight_decay=0.1, grad_clip=1.0, eval_every=200,
+                            TrainConfig(steps=6500, batch_size=32, context_length=128, lr=2.5e-3, min_lr=2.5e-4,
+                                        warmup_steps=200, weight_decay=0.1, grad_clip=1.0, eval_every=250,
                                         eval_batches=8, seed=0), shipped=True),
     }
 
