@@ -193,17 +193,29 @@ def evaluate(model: nn.Module, ids: Sequence[int] | torch.Tensor, context_length
     return _mean_loss(model, batches, device)
 
 
-@torch.no_grad()
 def evaluate_stream(model: nn.Module, ids: Sequence[int] | torch.Tensor, context_length: int,
                     stride: int | None = None, batch_size: int = 32,
                     device: torch.device | str | None = None) -> float:
     """Mean NLL (nats per token) of *every* token of ``ids`` after the first, in order.
 
+    The mean of :func:`stream_token_nll`, which says how the windows are laid out.
+    This is the number to compare with a recurrent model that reads the whole stream.
+    """
+    return stream_token_nll(model, ids, context_length, stride, batch_size, device).mean().item()
+
+
+@torch.no_grad()
+def stream_token_nll(model: nn.Module, ids: Sequence[int] | torch.Tensor, context_length: int,
+                     stride: int | None = None, batch_size: int = 32,
+                     device: torch.device | str | None = None) -> torch.Tensor:
+    """The NLL (nats) of each token of ``ids`` after the first: a float32 CPU tensor of ``len(ids) - 1``.
+
+    Entry ``i`` is ``-ln P(ids[i + 1] | the window's tokens up to ids[i])``.
+
     Windows of ``context_length`` tokens slide by ``stride`` (default half a
     window); each window scores only the tokens the previous one did not, so
     every scored token (after the first window) sees at least
-    ``context_length - stride`` tokens of context. This is the number to compare
-    with a recurrent model that reads the whole stream.
+    ``context_length - stride`` tokens of context.
     """
     ids = as_tensor(ids)
     T = context_length
@@ -225,19 +237,18 @@ def evaluate_stream(model: nn.Module, ids: Sequence[int] | torch.Tensor, context
         s += stride
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    out = torch.empty(n - 1)
     width = min(T, n - 1)
     for i in range(0, len(starts), batch_size):
         chunk = list(zip(starts[i:i + batch_size], firsts[i:i + batch_size]))
         x = torch.stack([ids[s:s + width] for s, _ in chunk]).to(device)
         y = torch.stack([ids[s + 1:s + 1 + width] for s, _ in chunk]).to(device)
         logp = torch.log_softmax(model(x).float(), dim=-1)
-        nll = -logp.gather(-1, y[..., None])[..., 0]  # (b, T)
-        for row, (_, first) in enumerate(chunk):
-            total += nll[row, first:].sum().item()
-            count += width - first
+        nll = -logp.gather(-1, y[..., None])[..., 0].cpu()  # (b, T)
+        for row, (s, first) in enumerate(chunk):
+            out[s + first:s + width] = nll[row, first:]  # targets ids[s + first + 1 ..]
     model.train(was_training)
-    return total / count
+    return out
 
 
 # ----------------------------------------------------------------------------------

@@ -137,6 +137,24 @@ def test_evaluate_stream_scores_every_token_once():
     assert evaluate_stream(model, ids, 16, stride=16) == pytest.approx(expected, rel=1e-5)
 
 
+def test_stream_token_nll_gives_each_token_its_own_loss():
+    from lmcourse.train import evaluate_stream, stream_token_nll
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=9, context_length=16, d_model=16, n_layers=1, n_heads=2)).eval()
+    ids = torch.randint(0, 9, (12,))
+    with torch.no_grad():
+        direct = torch.nn.functional.cross_entropy(model(ids[None, :-1])[0], ids[1:], reduction="none")
+    assert torch.allclose(stream_token_nll(model, ids, 16), direct, atol=1e-6)  # one window: token by token
+    ids = torch.randint(0, 9, (60,))
+    nll = stream_token_nll(model, ids, 16, stride=4)
+    assert nll.shape == (59,) and torch.isfinite(nll).all()
+    assert nll.mean().item() == pytest.approx(evaluate_stream(model, ids, 16, stride=4), rel=1e-6)
+    with torch.no_grad():  # target ids[40] is scored by the window ids[24:40] (starts 0, 4, ..., 24 cover it last-new)
+        logp = torch.log_softmax(model(ids[None, 24:40])[0, -1], -1)
+    assert nll[39].item() == pytest.approx(-logp[ids[40]].item(), abs=1e-5)
+
+
 def test_command_line_writes_weights_and_only_its_manifest_entry(tmp_path, capsys):
     import json
 
