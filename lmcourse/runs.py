@@ -55,7 +55,6 @@ def named_runs() -> dict[str, RunSpec]:
 
 
 CONFIGS = ("tiny", "small", "gpt_char", "lstm_char")
-REPRODUCE = "python -m lmcourse.train --config gpt_char"
 
 
 def load_pretrained(name: str = "gpt_char", device: torch.device | str | None = None) -> nn.Module:
