@@ -1,6 +1,9 @@
 # Two commands on a fresh machine (each sets itself up):
 #   make book   build the HTML book into _build/html (offline MathJax included)
-#   make test   unit tests + doctests, strict nbval of book/, exercise sync, grading
+#   make test   ruff, then unit tests + doctests, strict nbval of book/, exercise sync, grading
+# and while working:
+#   make lint   ruff (bugbear included) on the package, the tests and the notebooks
+#   make check  ruff, then the fast tests and doctests (no notebooks, no slow tests)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +11,7 @@ STAMP  := $(VENV)/.installed
 MATHJAX_VERSION := 3.2.2
 MATHJAX := book/_static/mathjax/tex-chtml.js
 
-.PHONY: setup book test chromium notebooks exercises clean
+.PHONY: setup book lint test check chromium notebooks exercises clean
 
 setup: $(STAMP)
 
@@ -38,15 +41,23 @@ chromium:
 # One torch thread unless you say otherwise: on 2 cores, torch's default 2 threads
 # run up to 35x slower as soon as anything else holds a core, and the stored
 # outputs are the same either way.
-test: $(STAMP) $(MATHJAX) chromium
+test: $(STAMP) lint $(MATHJAX) chromium
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest --nbval --doctest-modules lmcourse tests book
+
+# Settings in pyproject.toml; book/ and solutions/ hold their code lines to the width
+# of a code cell in the HTML book (book/ruff.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+check: lint
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -m "not slow" --doctest-modules lmcourse tests
 
 # Authoring helpers
 notebooks: $(STAMP)
-	$(PY) -m lmcourse.notebooks run book/*.ipynb
+	$(PY) -m lmcourse notebooks run book/*.ipynb
 
 exercises: $(STAMP)
-	$(PY) -m lmcourse.exercises
+	$(PY) -m lmcourse exercises
 
 clean:
 	rm -rf _build

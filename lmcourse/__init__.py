@@ -10,18 +10,26 @@ One module per concept, in the order the book teaches them:
 * :mod:`lmcourse.lstm`: the LSTM cell from its gates, the LSTM language model, TBPTT.
 * :mod:`lmcourse.attention`: scaled dot-product attention, the causal mask, multi-head attention.
 * :mod:`lmcourse.positions`: learned, sinusoidal, rotary (RoPE) and ALiBi positions.
-* :mod:`lmcourse.transformer`: the decoder-only GPT, with optional weight tying.
-* :mod:`lmcourse.train`: the training engine (AdamW, warmup + cosine, checkpoints, exact resume, torchrun).
-* :mod:`lmcourse.runs`: the named runs, the shipped GPT and ``python -m lmcourse.train``.
+* :mod:`lmcourse.transformer`: the transformer (causal GPT or bidirectional encoder), tying, modern options.
+* :mod:`lmcourse.optim`: Muon (orthogonalised momentum) beside AdamW.
+* :mod:`lmcourse.train`: the one training engine (objectives clm, tbptt, mlm; warmup + cosine, resume, torchrun).
+* :mod:`lmcourse.runs`: the named runs, the registry of shipped models, ``python -m lmcourse train``.
 * :mod:`lmcourse.generation`: the KV cache and ``generate()``.
 * :mod:`lmcourse.decoding`: temperature, top-k, top-p, repetition penalty, beam search.
 * :mod:`lmcourse.mlm`: masked language modeling (BERT-style masking, encoder, fill-mask).
 * :mod:`lmcourse.widgets`: interactive figures that work in the static HTML book.
 * :mod:`lmcourse.device`: which device the course runs on.
-* :mod:`lmcourse.exercises`: writes ``exercises/`` from ``solutions/``.
-* :mod:`lmcourse.grade`: grades submitted exercise notebooks.
-* :mod:`lmcourse.notebooks`: executes the book's notebooks and stores stable outputs.
-* :mod:`lmcourse.bench`: benchmarks, ``python -m lmcourse.bench NAME``.
+* :mod:`lmcourse.bench`: benchmarks, ``python -m lmcourse bench NAME``.
+
+Course tooling lives apart, in :mod:`lmcourse.course`: exercise generation
+(``exercises``), the grader (``grade``, ``grade_runner``), the learner's
+self-check (``check``) and the notebook runner (``notebooks``).
+
+One command line for all of it: ``python -m lmcourse COMMAND`` (``train``,
+``check``, ``grade``, ``exercises``, ``notebooks``, ``bench``; ``--help`` lists them).
 """
 
+from .runs import load_pretrained
+
+__all__ = ["load_pretrained"]
 __version__ = "0.1.0"

@@ -146,7 +146,9 @@ class HeadLoopAttention(nn.Module):
     torch.Size([1, 5, 8])
     """
 
-    def __init__(self, d_model: int, n_heads: int, causal: bool = True, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(
+        self, d_model: int, n_heads: int, causal: bool = True, dropout: float = 0.0, bias: bool = True
+    ) -> None:
         super().__init__()
         _check_heads(d_model, n_heads)
         self.d_model, self.n_heads, self.causal = d_model, n_heads, causal
@@ -197,10 +199,15 @@ class MultiHeadAttention(nn.Module):
     (torch.Size([1, 5, 8]), torch.Size([1, 2, 5, 5]))
     """
 
-    def __init__(self, d_model: int, n_heads: int, causal: bool = True, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(self, d_model: int, n_heads: int, causal: bool = True, dropout: float = 0.0, bias: bool = True,
+                 qk_norm: bool = False) -> None:
         super().__init__()
         _check_heads(d_model, n_heads)
         self.d_model, self.n_heads, self.causal, self.dropout = d_model, n_heads, causal, dropout
+        # QK-norm (Henry et al., 2020; Dehghani et al., 2023): RMSNorm each head's queries and
+        # keys, so no score can blow up; the learned gains set how sharp attention may get.
+        self.q_norm = nn.RMSNorm(d_model // n_heads) if qk_norm else None
+        self.k_norm = nn.RMSNorm(d_model // n_heads) if qk_norm else None
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)  # [W_q; W_k; W_v], head-major inside each
         self.proj = nn.Linear(d_model, d_model, bias=bias)
         self.attn_dropout = nn.Dropout(dropout)
@@ -218,6 +225,8 @@ class MultiHeadAttention(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         B, T, _ = x.shape  # (B, T, C)
         q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_heads)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)  # (B, H, T, Dh), before RoPE
         if rotary is not None:
             q, k = rotary(q, k, offset=offset)  # (B, H, T, Dh)
         if cache is not None:
@@ -245,7 +254,9 @@ class MultiHeadAttention(nn.Module):
         y = self.resid_dropout(self.proj(rearrange(out, "b h t d -> b t (h d)")))  # (B, T, C)
         return (y, w) if need_weights else y
 
-    def _cached_fast(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    def _cached_fast(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         """Attention of ``T`` new queries ``(B, H, T, Dh)`` on ``Tk`` keys that end with theirs."""
         B, H, T, Dh = q.shape
         p = self.dropout if self.training else 0.0
@@ -255,7 +266,8 @@ class MultiHeadAttention(nn.Module):
             attn_mask = None if bias is None else bias.to(q.dtype)  # (H, T, Tk)
             if self.causal and T > 1:  # one new query (T = 1) may see every key: no mask needed
                 allowed = _mask_for(T, k.shape[-2], q.device)  # query i sits at key index i + Tk - T
-                blocked = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
+                blocked = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
+                blocked = blocked.masked_fill(~allowed, float("-inf"))
                 attn_mask = blocked if attn_mask is None else attn_mask + blocked
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # (B, H, T, Dh)
         return self.resid_dropout(self.proj(out.transpose(1, 2).reshape(B, T, H * Dh)))  # (B, T, C)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from .data import as_tensor
+from .data import as_tensor, check_ids
 
 
 def uniform_probs(vocab_size: int) -> torch.Tensor:
@@ -71,7 +71,7 @@ def token_log_probs(ids, probs: torch.Tensor) -> torch.Tensor:
     if len(t) < 2:
         raise ValueError("need at least two tokens: one for context, one to predict")
     V = probs.shape[-1]
-    _checked(t, V)
+    check_ids(t, V)
     if probs.dim() == 1:
         p = probs[t[1:]]
     elif probs.dim() == 2 and probs.shape[0] == V:
@@ -87,8 +87,7 @@ def sequence_log_prob(ids, probs: torch.Tensor) -> float:
 
 
 def _checked(ids, vocab_size: int) -> torch.Tensor:
+    """``ids`` as a 1-D long tensor, every id checked to lie in ``0 .. vocab_size - 1``."""
     t = as_tensor(ids)
-    if len(t) and (int(t.min()) < 0 or int(t.max()) >= vocab_size):
-        bad = int(t.max()) if int(t.max()) >= vocab_size else int(t.min())
-        raise ValueError(f"token id {bad} is outside the vocabulary (0..{vocab_size - 1})")
+    check_ids(t, vocab_size)
     return t

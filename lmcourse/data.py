@@ -155,6 +155,32 @@ def as_tensor(ids: Sequence[int] | torch.Tensor) -> torch.Tensor:
     return t
 
 
+def check_ids(ids: torch.Tensor, vocab_size: int, batched: bool = False) -> None:
+    """Raise a ``ValueError`` naming the first id outside ``0 .. vocab_size - 1``.
+
+    Every public entry point that takes token ids calls this, so a bad id is
+    reported here, not as an ``IndexError`` from deep inside an embedding lookup.
+    ``batched=True`` also requires the shape ``(B, T)``.
+
+    >>> check_ids(torch.tensor([[1, 2, 80]]), vocab_size=75, batched=True)
+    Traceback (most recent call last):
+    ...
+    ValueError: token id 80 is out of range for a vocabulary of 75 ids (valid: 0..74)
+    """
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(f"token ids must be a torch tensor, got {type(ids).__name__}")
+    if batched and ids.dim() != 2:
+        raise ValueError(f"ids must be (B, T), got shape {tuple(ids.shape)}")
+    if ids.dtype not in (torch.long, torch.int, torch.int16, torch.int8, torch.uint8):
+        raise ValueError(f"token ids must be integers (torch.long), got {ids.dtype}")
+    if ids.numel():
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= vocab_size:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"token id {bad} is out of range for a vocabulary of {vocab_size} ids "
+                             f"(valid: 0..{vocab_size - 1})")
+
+
 def next_token_pairs(ids: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and targets shifted by one: ``x = ids[:-1]``, ``y = ids[1:]``.
 

@@ -11,8 +11,11 @@ probability 0), every row on its own:
   reaches p (Holtzman et al., 2020, "The Curious Case of Neural Text Degeneration");
 * repetition penalty: push down tokens already generated (Keskar et al., 2019, CTRL).
 
-:func:`sample_next` chains them the usual way; :func:`beam_search` searches for a
-likely sequence instead of sampling one; :func:`distinct_n` measures repetition.
+:func:`filter_logits` chains the first three the usual way (temperature, then
+top-k, then top-p): :func:`sample_next` draws from its output and
+:func:`lmcourse.widgets.filtered_distribution` plots it. :func:`beam_search`
+searches for a likely sequence instead of sampling one; :func:`distinct_n`
+measures repetition.
 :func:`naive_top_p_filter_pooled` is a deliberately *wrong* nucleus filter that
 shows a classic batch bug. Ties between equal logits always go to the lower id.
 """
@@ -23,12 +26,39 @@ from typing import Callable, Sequence
 
 import torch
 
+from .data import check_ids
+
 NEG_INF = float("-inf")
 
 
 def _check_logits(logits: torch.Tensor) -> None:
     if logits.dim() != 2:
         raise ValueError(f"logits must be (B, V), got shape {tuple(logits.shape)}")
+
+
+def _check_temperature(temperature: float) -> None:
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+
+
+def _check_chain(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """The arguments of :func:`filter_logits`, checked before any work (also when greedy)."""
+    _check_logits(logits)
+    _check_temperature(temperature)
+    if top_k is not None:
+        _check_k(top_k)
+    if top_p is not None:
+        _check_p(top_p)
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"top-k needs k >= 1, got k={k}")
+
+
+def _check_p(p: float) -> None:
+    if not 0 < p <= 1:
+        raise ValueError(f"top-p needs 0 < p <= 1, got p={p}")
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -43,8 +73,7 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     tensor([[-inf, 2., -inf]])
     """
     _check_logits(logits)
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+    _check_temperature(temperature)
     if temperature == 0:
         best = logits.argmax(dim=-1, keepdim=True)  # (B, 1), the first maximum of each row
         return torch.full_like(logits, NEG_INF).scatter(-1, best, logits.gather(-1, best))
@@ -69,8 +98,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     tensor([[-inf, 2., 2.]])
     """
     _check_logits(logits)
-    if k < 1:
-        raise ValueError(f"top-k needs k >= 1, got k={k}")
+    _check_k(k)
     if k >= logits.shape[-1]:
         return logits.clone()
     top = _sorted_desc(logits)[1][:, :k]  # (B, k) ids of each row's k largest
@@ -81,8 +109,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 def _nucleus_sorted(logits: torch.Tensor, p: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Ids sorted by logit, and which of them the nucleus keeps (both ``(B, V)``)."""
     _check_logits(logits)
-    if not 0 < p <= 1:
-        raise ValueError(f"top-p needs 0 < p <= 1, got p={p}")
+    _check_p(p)
     sorted_logits, sorted_ids = _sorted_desc(logits)  # (B, V)
     if p == 1:  # everything; no rounding in the cumulative sum may drop a token
         return sorted_ids, torch.ones_like(sorted_ids, dtype=torch.bool)
@@ -150,12 +177,43 @@ def apply_repetition_penalty(logits: torch.Tensor, previous_ids: torch.Tensor, p
             f"previous_ids must be (B, T) with B = {logits.shape[0]} rows like the logits, "
             f"got shape {tuple(previous_ids.shape)}"
         )
+    check_ids(previous_ids, logits.shape[-1])
     ids = previous_ids.long()
-    if ids.numel() and (ids.min() < 0 or ids.max() >= logits.shape[-1]):
-        raise ValueError(f"previous_ids must be token ids in [0, {logits.shape[-1]})")
     seen = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, ids, True)  # (B, V)
     penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
     return torch.where(seen, penalised, logits)
+
+
+def filter_logits(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> torch.Tensor:
+    """The sampling filter chain: temperature, then top-k, then top-p; logits ``(B, V)``.
+
+    Returns new logits ``(B, V)``, the removed tokens at ``-inf``; their softmax is
+    the distribution :func:`sample_next` draws from. ``None`` skips a filter.
+    ``temperature = 0`` is greedy: the result is :func:`apply_temperature`'s, every
+    logit but each row's first maximum at ``-inf`` (so its softmax is one-hot and
+    its argmax the greedy token); top-k and top-p are not applied then (neither
+    could remove that token), but their arguments are still checked.
+
+    >>> z = torch.tensor([[1.0, 3.0, 2.0, 0.0]])
+    >>> filter_logits(z, temperature=0.5, top_k=2)
+    tensor([[-inf, 6., 4., -inf]])
+    >>> filter_logits(z, temperature=0)
+    tensor([[-inf, 3., -inf, -inf]])
+    """
+    _check_chain(logits, temperature, top_k, top_p)
+    z = apply_temperature(logits, temperature)  # (B, V)
+    if temperature == 0:
+        return z
+    if top_k is not None:
+        z = top_k_filter(z, top_k)
+    if top_p is not None:
+        z = top_p_filter(z, top_p)
+    return z
 
 
 def sample_next(
@@ -167,24 +225,22 @@ def sample_next(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Next token ids ``(B,)``: temperature, then top-k, then top-p, then a draw.
+    """Next token ids ``(B,)``: :func:`filter_logits` (temperature, top-k, top-p), then a draw.
 
     Greedy (each row's argmax, lowest id on ties) when ``do_sample=False`` or
     ``temperature == 0``; otherwise ``torch.multinomial`` on the filtered softmax,
     which never draws a ``-inf`` token. ``generator`` must be on the logits' device.
+    The arguments are checked in both cases.
 
     >>> sample_next(torch.tensor([[0.0, 5.0, 1.0]]), do_sample=False)
     tensor([1])
     >>> sample_next(torch.tensor([[0.0, 5.0, 1.0]]), top_k=1, generator=torch.Generator().manual_seed(0))
     tensor([1])
     """
-    z = apply_temperature(logits, temperature)  # (B, V); checks shape and temperature
     if not do_sample or temperature == 0:
+        _check_chain(logits, temperature, top_k, top_p)
         return logits.argmax(dim=-1)  # (B,); no filter can drop the argmax
-    if top_k is not None:
-        z = top_k_filter(z, top_k)
-    if top_p is not None:
-        z = top_p_filter(z, top_p)
+    z = filter_logits(logits, temperature, top_k, top_p)  # (B, V); checks shape and arguments
     probs = torch.softmax(z, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
 
@@ -213,6 +269,9 @@ def beam_search(
     included; shorter ones padded with ``eos_id``) and their ``scores (num_beams,)``
     (float64); fewer rows if fewer hypotheses exist. For a batch, call it per row.
     The model (in eval mode) runs on the full sequences each step (no key/value cache).
+    The prompt's ids are checked (:func:`lmcourse.data.check_ids`) against
+    ``model.config.vocab_size`` when the model has one, else against the ``V`` of
+    the first logits.
 
     >>> table = torch.log(torch.tensor([[0.1, 0.9], [0.6, 0.4]]))  # P(next | last token)
     >>> seqs, scores = beam_search(lambda ids: table[ids], torch.tensor([[0]]), 2, num_beams=2)
@@ -226,6 +285,9 @@ def beam_search(
         )
     if max_new_tokens < 1 or num_beams < 1:
         raise ValueError(f"need max_new_tokens >= 1 and num_beams >= 1, got {max_new_tokens} and {num_beams}")
+    config_V = getattr(getattr(model, "config", None), "vocab_size", None)
+    if config_V is not None:
+        check_ids(prompt_ids, config_V, batched=True)
     beams = prompt_ids.long()  # (N, T + t) the live hypotheses
     sums = torch.zeros(1, dtype=torch.float64, device=beams.device)  # (N,) sum of new log-probs
     done: list[tuple[float, torch.Tensor]] = []  # (score, sequence) of finished hypotheses
@@ -234,16 +296,21 @@ def beam_search(
         for t in range(1, max_new_tokens + 1):
             logp = torch.log_softmax(model(beams)[:, -1, :].double(), dim=-1)  # (N, V)
             V = logp.shape[-1]
+            if t == 1 and config_V is None:
+                check_ids(prompt_ids, V, batched=True)
             cand = (sums[:, None] + logp).flatten()  # (N * V,) candidate (beam, token) pairs
             width = min(num_beams - len(done), int(torch.isfinite(cand).sum()))
             best = _sorted_desc(cand[None])[1][0, :width]  # (width,) ties to the lower index
             seqs = torch.cat([beams[best // V], (best % V)[:, None]], dim=1)  # (width, T + t)
             finished = seqs[:, -1] == eos_id if eos_id is not None else torch.zeros_like(best, dtype=torch.bool)
-            done += [(cand[i].item() / t**length_penalty, s) for i, s in zip(best[finished], seqs[finished])]
+            done += [
+                (cand[i].item() / t**length_penalty, s)
+                for i, s in zip(best[finished], seqs[finished], strict=True)
+            ]
             beams, sums = seqs[~finished], cand[best[~finished]]
             if len(beams) == 0:
                 break
-    hyps = done + [(s.item() / t**length_penalty, b) for s, b in zip(sums, beams)]
+    hyps = done + [(s.item() / t**length_penalty, b) for s, b in zip(sums, beams, strict=True)]
     if not hyps:
         raise ValueError("the model gave every next token probability 0: no hypothesis to return")
     hyps.sort(key=lambda h: -h[0])  # stable: equal scores keep the order they were found in

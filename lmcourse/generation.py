@@ -46,7 +46,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .data import check_ids
 from .decoding import apply_repetition_penalty, sample_next
+from .device import best_time, eval_mode
 
 
 class LayerKVCache:
@@ -226,7 +228,8 @@ def generate(
     :class:`KVCache`; without, on the whole window every step. Both give the same
     tokens. Past the context length the window slides (see the module docstring;
     ``slide`` tokens at a time). ``concat_cache`` selects the ``torch.cat`` teaching
-    cache. The model runs in eval mode (restored afterwards).
+    cache. The model runs in eval mode (restored afterwards). The prompt's ids are
+    checked against ``model.config.vocab_size`` (:func:`lmcourse.data.check_ids`).
 
     >>> from lmcourse.transformer import GPT, GPTConfig
     >>> _ = torch.manual_seed(0)
@@ -238,6 +241,7 @@ def generate(
     """
     if prompt_ids.dim() != 2 or prompt_ids.shape[1] < 1:
         raise ValueError(f"prompt_ids must be (B, T) with T >= 1, got shape {tuple(prompt_ids.shape)}")
+    check_ids(prompt_ids, model.config.vocab_size, batched=True)
     if max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     C = model.config.context_length
@@ -247,9 +251,7 @@ def generate(
     device = next(model.parameters()).device
     ids = torch.empty(B, T0 + max_new_tokens, dtype=torch.long, device=device)  # (B, T + new)
     ids[:, :T0] = prompt_ids
-    was_training = model.training
-    model.eval()  # dropout would make every step (and cached vs uncached) differ
-    try:
+    with eval_mode(model):  # dropout would make every step (and cached vs uncached) differ
         start = max(0, T0 - C)  # a prompt longer than the context: its last C tokens
         cache = KVCache.for_model(model, B, concat=concat_cache) if use_cache else None
         logits = model(ids[:, start:T0], cache=cache)[:, -1]  # (B, V); fills the cache (prefill)
@@ -270,8 +272,6 @@ def generate(
                 logits = model(ids[:, start : n + 1], cache=cache)[:, -1]
             else:  # one token, at position cache.length, against the cache
                 logits = model(ids[:, n : n + 1], offset=cache.length, cache=cache)[:, -1]
-    finally:
-        model.train(was_training)
     return ids
 
 
@@ -279,18 +279,9 @@ def tokens_per_second(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens
                       **generate_kwargs) -> float:
     """Generated tokens per second (all rows counted) of greedy :func:`generate`, best of ``repeats``.
 
-    Synchronises a CUDA device around each run so the clock measures the work.
+    Timed by :func:`lmcourse.device.best_time` on the model's device (synchronised).
     """
-    import time
-
     device = next(model.parameters()).device
-    best = float("inf")
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        generate(model, prompt_ids, max_new_tokens, do_sample=False, **generate_kwargs)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - t0)
-    return prompt_ids.shape[0] * max_new_tokens / best
+    seconds = best_time(lambda: generate(model, prompt_ids, max_new_tokens, do_sample=False, **generate_kwargs),
+                        repeats=repeats, device=device)
+    return prompt_ids.shape[0] * max_new_tokens / seconds

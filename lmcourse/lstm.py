@@ -15,35 +15,30 @@ Schmidhuber, 1997; forget gate from Gers et al., 2000) makes ``f`` a set of
 :func:`lstm_cell` is that step written out; :class:`ScratchLSTM` loops it over
 layers and time with ``torch.nn.LSTM``'s parameter names and layout, so the two
 load each other's weights and are tested equal. :class:`LSTMLM` puts an embedding
-in front and a linear layer to logits behind. :func:`train_lstm` trains it on a
-contiguous token stream (Zaremba et al., 2014): the hidden state is carried from
-batch to batch and *detached*, so gradients flow back at most ``bptt`` steps.
+in front and a linear layer to logits behind. The engine of :mod:`lmcourse.train`
+trains it on a contiguous token stream with ``TrainConfig(objective="tbptt")``
+(Zaremba et al., 2014): the hidden state is carried from batch to batch and
+*detached*, so gradients flow back at most ``bptt`` steps.
 
-    python -m lmcourse.lstm train [--steps N] [--out PATH]
+    python -m lmcourse train --config lstm_char
 
 reproduces the checkpoint the package ships (seeded, on the CPU).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .shipped import CHECKPOINT_DIR, load_weights, sha256, write_manifest_entry
-from .shipped import save_weights as save_checkpoint  # config + float16 weights, written atomically
-from .data import as_tensor, stream_batches
+from .data import check_ids, stream_batches
+from .decoding import sample_next
+from .device import eval_mode
 
 State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (L, B, H)
-PRETRAINED = "lstm_char"
 
 
 @dataclass(frozen=True)
@@ -178,8 +173,7 @@ class LSTMLM(nn.Module):
                 torch.zeros(shape, device=device or p.device, dtype=p.dtype))
 
     def forward(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        if idx.dim() != 2:
-            raise ValueError(f"expected token ids of shape (B, T), got {tuple(idx.shape)}")
+        check_ids(idx, self.config.vocab_size, batched=True)
         if state is None:
             state = self.init_state(idx.shape[0], idx.device)
         x = self.drop(self.embed(idx))  # (B, T, E)
@@ -200,167 +194,40 @@ def num_params(model: nn.Module) -> int:
 @torch.no_grad()
 def evaluate(model: LSTMLM, ids, batch_size: int = 32, bptt: int = 256) -> float:
     """Mean NLL (nats per token) of ``ids`` in stream order, state carried across chunks."""
-    was_training = model.training
-    model.eval()
     device = model.head.weight.device
     state, total, count = None, 0.0, 0
-    for x, y in stream_batches(ids, batch_size, bptt):
-        logits, state = model(x.to(device), state)
-        total += F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten(), reduction="sum").item()
-        count += y.numel()
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in stream_batches(ids, batch_size, bptt):
+            logits, state = model(x.to(device), state)
+            total += F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten(), reduction="sum").item()
+            count += y.numel()
     return total / count
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """How :func:`train_lstm` trains: batching, optimizer, clipping, evaluation."""
-
-    steps: int = 2000  # optimizer steps (one bptt chunk of every row each)
-    batch_size: int = 32  # B: rows of the contiguous stream, trained in parallel
-    bptt: int = 128  # T: steps the gradient flows back before the state is detached
-    lr: float = 3e-3  # AdamW peak learning rate, cosine-decayed to lr/10
-    weight_decay: float = 0.01  # AdamW decoupled weight decay
-    clip: float = 1.0  # max global gradient norm
-    eval_every: int = 500  # evaluate on the validation ids every this many steps
-    seed: int = 0  # torch.manual_seed when training starts: the dropout masks (seed before building the model too)
-
-
-def _stream(ids: torch.Tensor, batch_size: int, bptt: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, bool]]:
-    """Endless epochs of :func:`stream_batches`; the flag marks the first chunk of an epoch."""
-    while True:
-        for k, (x, y) in enumerate(stream_batches(ids, batch_size, bptt)):
-            yield x, y, k == 0
-
-
-def train_lstm(
-    model: LSTMLM, train_ids, val_ids=None, config: TrainConfig = TrainConfig(),
-    log: Callable[[str], None] | None = None,
-) -> dict[str, list]:
-    """Train ``model`` in place with TBPTT, AdamW and gradient clipping.
-
-    Returns a history: ``step``, ``train_loss`` (every step, nats/token) and
-    ``val_step``, ``val_loss`` (every ``eval_every`` steps and at the end, if
-    ``val_ids`` is given).
-    """
-    torch.manual_seed(config.seed)
-    device = model.head.weight.device
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(  # cosine from lr to lr/10
-        opt, lambda s: 0.1 + 0.45 * (1 + math.cos(math.pi * min(s, config.steps) / config.steps)))
-    hist: dict[str, list] = {"step": [], "train_loss": [], "val_step": [], "val_loss": []}
-    batches = _stream(as_tensor(train_ids), config.batch_size, config.bptt)
-    model.train()
-    state = None
-    for step in range(1, config.steps + 1):
-        x, y, new_epoch = next(batches)
-        x, y = x.to(device), y.to(device)
-        if new_epoch:
-            state = None  # row b restarts at the top of its slice: forget the old text
-        else:
-            state = detach_state(state)  # keep the values, drop the graph (truncation)
-        logits, state = model(x, state)  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), config.clip)  # rescale if ||g|| > clip
-        opt.step()
-        sched.step()
-        hist["step"].append(step)
-        hist["train_loss"].append(loss.item())
-        if val_ids is not None and (step % config.eval_every == 0 or step == config.steps):
-            hist["val_step"].append(step)
-            hist["val_loss"].append(evaluate(model, val_ids))
-            if log:
-                log(f"step {step}: train {loss.item():.3f}  val {hist['val_loss'][-1]:.3f} nats/token")
-    model.eval()
-    return hist
 
 
 @torch.no_grad()
 def generate(
     model: LSTMLM, prompt: list[int], n: int, temperature: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | None = None, top_k: int | None = None, top_p: float | None = None,
 ) -> list[int]:
     """Sample ``n`` tokens after ``prompt`` one at a time, carrying the state.
 
-    Sampling draws from ``generator`` on the CPU, so a seed gives the same text on
-    every device (as far as the logits agree).
+    Each token is drawn by :func:`lmcourse.decoding.sample_next` (temperature,
+    top-k, top-p: the same chain as the GPT's ``generate``) from float64 logits on
+    the CPU, so a seed gives the same text on every device (as far as the logits agree).
     """
     if not prompt:
         raise ValueError("the prompt needs at least one token")
     if temperature <= 0:
         raise ValueError(f"temperature must be positive, got {temperature}")
-    was_training = model.training
-    model.eval()
     device = model.head.weight.device
-    logits, state = model(torch.tensor([prompt], device=device))  # read the whole prompt
+    ids = torch.tensor([prompt])
+    check_ids(ids, model.config.vocab_size, batched=True)
     out: list[int] = []
-    for _ in range(n):
-        probs = torch.softmax(logits[0, -1].double().cpu() / temperature, dim=-1)  # (V,)
-        nxt = int(torch.multinomial(probs, 1, generator=generator))
-        out.append(nxt)
-        logits, state = model(torch.tensor([[nxt]], device=device), state)
-    model.train(was_training)
+    with eval_mode(model):
+        logits, state = model(ids.to(device))  # read the whole prompt
+        for _ in range(n):
+            nxt = sample_next(logits[:, -1].double().cpu(), temperature=temperature, top_k=top_k, top_p=top_p,
+                              generator=generator)  # (1,)
+            out.append(int(nxt))
+            logits, state = model(nxt[:, None].to(device), state)
     return out
-
-
-# ----------------------------------------------------------------------------------
-# The shipped checkpoint
-
-PRETRAINED_CONFIG = LSTMConfig(vocab_size=75, embed_dim=64, hidden_size=256, num_layers=2, dropout=0.1)
-PRETRAINED_TRAIN = TrainConfig(steps=3000)
-REPRODUCE = "python -m lmcourse.lstm train"
-
-
-def load_pretrained_lstm(path: str | Path | None = None, device: torch.device | str = "cpu") -> LSTMLM:
-    """The shipped character-level LSTM (float32, eval mode).
-
-    Raises ``FileNotFoundError`` if the file is missing and ``ValueError`` if its
-    weights do not fit the architecture its config describes.
-    """
-    path = Path(path) if path is not None else CHECKPOINT_DIR / f"{PRETRAINED}.pt"
-    return load_weights(path, lambda cfg: LSTMLM(LSTMConfig(**cfg)), "LSTMLM", REPRODUCE, device)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lmcourse.lstm")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="train the shipped character LSTM (seeded, CPU)")
-    p.add_argument("--steps", type=int, default=PRETRAINED_TRAIN.steps)
-    p.add_argument("--out", type=Path, default=CHECKPOINT_DIR / f"{PRETRAINED}.pt")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads (1: bit-reproducible, and fastest on a busy CPU)")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-
-    from .data import load_shakespeare
-    from .metrics import bits_per_char, perplexity
-    from .tokenization import shakespeare_char_tokenizer
-
-    tok = shakespeare_char_tokenizer()
-    train_ids = as_tensor(tok.encode(load_shakespeare("train")))
-    val_ids = as_tensor(tok.encode(load_shakespeare("val")))
-    cfg = PRETRAINED_TRAIN.__class__(**{**asdict(PRETRAINED_TRAIN), "steps": args.steps})
-    torch.manual_seed(cfg.seed)
-    model = LSTMLM(PRETRAINED_CONFIG)
-    start = time.perf_counter()
-    train_lstm(model, train_ids, val_ids, cfg,
-               log=lambda s: print(f"{s}  ({time.perf_counter() - start:.0f} s)", flush=True))
-    seconds = time.perf_counter() - start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(model, args.out)
-    val = evaluate(load_pretrained_lstm(args.out), val_ids)  # the number of the stored fp16 weights
-    entry = {
-        "name": args.out.stem, "file": args.out.name, "command": f"{REPRODUCE} --steps {args.steps}",
-        "config": asdict(PRETRAINED_CONFIG), "train_config": asdict(cfg), "steps": cfg.steps,
-        "val_nats_per_char": round(val, 4), "val_perplexity": round(perplexity(val), 3),
-        "val_bits_per_char": round(bits_per_char(val), 4), "parameters": num_params(model),
-        "sha256": sha256(args.out), "dtype": "float16", "train_seconds": round(seconds),
-    }
-    write_manifest_entry(entry, args.out.parent)
-    print(json.dumps(entry, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

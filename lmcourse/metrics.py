@@ -19,6 +19,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .data import check_ids
+
 LN2 = math.log(2.0)
 
 
@@ -57,10 +59,19 @@ def mean_nll(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
     ``logits`` is ``(..., V)`` and ``targets`` the matching ``(...)`` ids. The same
     number as ``F.cross_entropy``: cross-entropy *is* the mean NLL.
+
+    Targets on the CPU are checked against ``V`` (:func:`lmcourse.data.check_ids`);
+    on a GPU the check would cost a synchronisation every training step, so there
+    an out-of-range id is left to ``F.cross_entropy``.
+
+    >>> mean_nll(torch.zeros(1, 2, 3), torch.tensor([[0, 2]]))  # uniform over 3: ln 3
+    tensor(1.0986)
     """
     if logits.shape[:-1] != targets.shape:
         raise ValueError(
             f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} do not match: "
             "expected logits (..., V) for targets (...)"
         )
+    if targets.device.type == "cpu":
+        check_ids(targets, logits.shape[-1])
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))

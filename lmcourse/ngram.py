@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from . import metrics
+from .data import check_ids
 
 SMOOTHINGS = ("mle", "add_k", "interpolated", "kneser_ney", "modified_kneser_ney")
 
@@ -82,7 +83,7 @@ def _discounts(counts: torch.Tensor, modified: bool) -> tuple[float, float, floa
     d = [1 - 2 * y * n[1] / n[0], 2 - 3 * y * n[2] / n[1], 3 - 4 * y * n[3] / max(n[2], 1.0)]
     # Keep 0 < D(r) <= r: c - D(c) >= 0, so the freed mass is exactly sum D, and it is
     # positive, so no token ever gets probability 0 (a non-positive estimate falls back to y).
-    return tuple(min(di if di > 0 else y, r) for r, di in zip((1, 2, 3), d))  # type: ignore[return-value]
+    return tuple(min(di if di > 0 else y, r) for r, di in zip((1, 2, 3), d, strict=True))  # type: ignore[return-value]
 
 
 class NGramLM:
@@ -123,14 +124,15 @@ class NGramLM:
 
     # ------------------------------------------------------------------ checks
     def _ids(self, tokens, what: str, allow_empty: bool = False) -> torch.Tensor:
+        """``tokens`` as a 1-D long tensor, checked against ``vocab_size`` once it is known."""
         t = torch.as_tensor(tokens, dtype=torch.long).reshape(-1) if len(tokens) else torch.zeros(0, dtype=torch.long)
         if not allow_empty and len(t) == 0:
             raise ValueError(f"{what} is empty: need at least one token")
-        if self.vocab_size is not None and len(t):
-            lo, hi = int(t.min()), int(t.max())
-            if lo < 0 or hi >= self.vocab_size:
-                bad = lo if lo < 0 else hi
-                raise ValueError(f"token id {bad} in {what} is outside the vocabulary (0..{self.vocab_size - 1})")
+        if self.vocab_size is not None:  # unknown before fit() infers it: nothing to check against
+            try:
+                check_ids(t, self.vocab_size)
+            except ValueError as e:  # say which argument held the bad id
+                raise ValueError(f"in {what}: {e}") from None
         return t
 
     def _fitted(self) -> int:
@@ -206,7 +208,10 @@ class NGramLM:
         """``P(w_i | ctx_i)`` for a batch: ``ctx`` (N, n - 1) padded with -1 on the left, ``w`` (N,)."""
         V = self._fitted()
         N = len(w)
-        p = torch.zeros(N, dtype=torch.float64) if self.smoothing == "mle" else torch.full((N,), 1.0 / V, dtype=torch.float64)
+        if self.smoothing == "mle":
+            p = torch.zeros(N, dtype=torch.float64)
+        else:
+            p = torch.full((N,), 1.0 / V, dtype=torch.float64)
         h = torch.zeros(N, dtype=torch.long)  # (N,) code of the context of the current order
         for m, o in enumerate(self._orders, start=1):
             if m > 1:
@@ -218,7 +223,9 @@ class NGramLM:
             c = _lookup(o.keys, o.counts, h * V + w)  # (N,) c(h w)
             ctx_idx = torch.searchsorted(o.ctx_keys, h).clamp_(max=max(len(o.ctx_keys) - 1, 0))
             seen = o.ctx_keys[ctx_idx] == h if len(o.ctx_keys) else torch.zeros(N, dtype=torch.bool)
-            ch = torch.where(seen, o.ctx_total[ctx_idx] if len(o.ctx_keys) else 0.0, torch.zeros((), dtype=torch.float64))
+            ch = torch.where(
+                seen, o.ctx_total[ctx_idx] if len(o.ctx_keys) else 0.0, torch.zeros((), dtype=torch.float64)
+            )
             safe = ch.clamp(min=1.0)
             if self.smoothing == "mle":
                 new = c / safe  # 0 for an unseen context: MLE has no estimate there
@@ -238,7 +245,9 @@ class NGramLM:
     def _contexts(self, t: torch.Tensor) -> torch.Tensor:
         """(T - 1, n - 1): for each position 1..T-1, the n - 1 tokens before it (-1 before the start)."""
         padded = torch.cat([torch.full((self.n - 1,), -1, dtype=torch.long), t])
-        return padded.unfold(0, self.n - 1, 1)[1 : len(t)] if self.n > 1 else torch.zeros(len(t) - 1, 0, dtype=torch.long)
+        if self.n > 1:
+            return padded.unfold(0, self.n - 1, 1)[1 : len(t)]
+        return torch.zeros(len(t) - 1, 0, dtype=torch.long)
 
     def prob(self, context: Sequence[int] | torch.Tensor, token: int) -> float:
         """``P(token | context)``; only the last ``n - 1`` tokens of ``context`` matter."""
@@ -247,7 +256,10 @@ class NGramLM:
     def distribution(self, context: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """``(V,)`` float64 next-token probabilities after ``context``."""
         V = self._fitted()
-        c = self._ids(context, "the context", allow_empty=True)[-(self.n - 1) :] if self.n > 1 else torch.zeros(0, dtype=torch.long)
+        if self.n > 1:
+            c = self._ids(context, "the context", allow_empty=True)[-(self.n - 1) :]
+        else:
+            c = torch.zeros(0, dtype=torch.long)
         row = torch.cat([torch.full((self.n - 1 - len(c),), -1, dtype=torch.long), c])  # (n - 1,)
         return self._probs(row.expand(V, -1), torch.arange(V))
 

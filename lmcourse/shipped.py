@@ -82,14 +82,18 @@ def load_weights(path: str | Path, build: Callable[[dict], nn.Module], what: str
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - truncated or foreign files fail in many ways
-        raise ValueError(f"{path} is not a readable checkpoint ({type(err).__name__}); rebuild it with:  {rebuild}") from None
+        raise ValueError(
+            f"{path} is not a readable checkpoint ({type(err).__name__}); rebuild it with:  {rebuild}"
+        ) from None
     if not isinstance(ckpt, dict) or "config" not in ckpt or "state_dict" not in ckpt:
         raise ValueError(f"{path} is not an lmcourse {what} checkpoint (no config/state_dict)")
     try:
         model = build(ckpt["config"])
         model.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()})
     except (TypeError, ValueError, RuntimeError) as err:
-        raise ValueError(f"{path} does not match the architecture of {what}: {err}; rebuild it with:  {rebuild}") from None
+        raise ValueError(
+            f"{path} does not match the architecture of {what}: {err}; rebuild it with:  {rebuild}"
+        ) from None
     return model.to(device).eval()
 
 

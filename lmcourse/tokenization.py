@@ -20,6 +20,8 @@ import re
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
+from .data import load_shakespeare
+
 
 class Tokenizer(Protocol):
     """What every course tokenizer offers."""
@@ -252,6 +254,4 @@ def shakespeare_char_tokenizer(special_tokens: Sequence[str] = ()) -> CharTokeni
     rare character in a held-out play (a digit, a ``$``) is never out of
     vocabulary; this reveals nothing a model could learn from.
     """
-    from .data import load_shakespeare
-
     return CharTokenizer(load_shakespeare(), special_tokens=special_tokens)

@@ -1,49 +1,64 @@
-"""The training engine: AdamW, warmup + cosine decay, clipping, accumulation, checkpoints.
+"""The training engine: one loop for every model of the course.
 
     history = train(model, train_ids, val_ids, TrainConfig(steps=300))
     history = train(model, (train_ids, val_ids), config)            # the same
 
-Each step draws one *global* batch of ``batch_size`` random windows
-(:func:`lmcourse.data.random_windows`) from a seeded CPU generator, so the same
-seed gives the same batches on every device, with any number of processes and any
-amount of gradient accumulation: the batch is cut into ``grad_accum`` micro-batches
-and, under ``torchrun``, into one shard per process. The learning rate rises
-linearly for ``warmup_steps`` and then follows a half cosine down to ``min_lr`` at
-``steps`` (Loshchilov & Hutter, 2017):
+One :class:`Trainer` trains the GPT, the LSTM and the masked LM; what differs is
+the *objective* (``TrainConfig.objective``), which says how a batch is drawn and
+what the loss is:
+
+* ``"clm"``: next-token prediction on random windows (the GPT, chapters 4-7);
+* ``"tbptt"``: next-token prediction on a contiguous stream cut into
+  ``batch_size`` rows, the recurrent state carried from batch to batch and
+  detached (truncated backpropagation through time, chapter 3);
+* ``"mlm"``: BERT's masked-token loss on freshly masked random windows
+  (:func:`lmcourse.mlm.mask_tokens`, chapter 10).
+
+Each step draws one *global* batch from a seeded CPU generator, so the same seed
+gives the same batches on every device, with any number of processes and any
+amount of gradient accumulation: the batch is cut into ``grad_accum``
+micro-batches and, under ``torchrun``, into one shard per process. The learning
+rate rises linearly for ``warmup_steps`` and then follows a half cosine down to
+``min_lr`` at ``steps`` (Loshchilov & Hutter, 2017):
 
     lr(s) = lr * (s + 1) / warmup                                  s < warmup
     lr(s) = min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2,        p = (s - warmup) / (steps - warmup)
 
 AdamW (Loshchilov & Hutter, 2019) decays only the matrices (2-D parameters:
-embeddings and linear weights), never biases or LayerNorm gains. Every
+embeddings and linear weights), never biases or norm gains; ``optimizer="muon"``
+trains the blocks' matrices with Muon instead (:mod:`lmcourse.optim`). Every
 ``eval_every`` steps the mean loss on a fixed set of train and validation batches
 is recorded in a :class:`History`.
 
 A checkpoint (:func:`save_checkpoint`) holds the model, the optimizer, the step,
-the history and every random state (torch's CPU and CUDA generators and the batch
-generator, which is the position in the data), so a run stopped at step k and
-resumed ends bit for bit where the uninterrupted run ends (on the CPU).
+the history, the objective's own state (the stream position and carried state of
+``tbptt``) and every random state (torch's CPU and CUDA generators and the batch
+generator), so a run stopped at step k and resumed ends bit for bit where the
+uninterrupted run ends (on the CPU).
 
-The named runs (the shipped GPT among them) and the command line
-``python -m lmcourse.train --config NAME`` live in :mod:`lmcourse.runs`.
+The named runs (the shipped models) and their command line
+``python -m lmcourse train --config NAME`` live in :mod:`lmcourse.runs`.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .data import as_tensor, random_windows
+from .device import eval_mode
+from .lstm import detach_state
 from .metrics import bits_per_char, mean_nll, perplexity
-from .runs import load_pretrained  # noqa: F401  (the shipped GPT; defined with the named runs)
-from .shipped import CHECKPOINT_DIR, atomic_save, model_config, save_weights  # noqa: F401
+from .mlm import IGNORE_INDEX, mask_tokens, mlm_loss
+from .optim import MuonAdamW, muon_groups
+from .shipped import atomic_save, model_config
 
 STATE_KIND = "lmcourse-train-state"
 
@@ -65,6 +80,11 @@ class TrainConfig:
     seed: int = 0  # seeds batches, evaluation batches and dropout
     grad_accum: int = 1  # micro-batches per update: batch_size / grad_accum windows go through at once
     mixed_precision: bool = True  # bf16 autocast on CUDA (the CPU always computes in float32)
+    optimizer: str = "adamw"  # "adamw" | "muon" (Muon on the blocks' matrices, AdamW on the rest)
+    muon_lr: float = 0.02  # Muon's peak learning rate (scheduled like lr)
+    objective: str = "clm"  # "clm" | "tbptt" (recurrent models; context_length = bptt) | "mlm"
+    mlm_probability: float = 0.15  # "mlm": share of positions chosen for prediction
+    mask_token_id: int = 0  # "mlm": the id of [MASK]
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "context_length", "eval_every", "eval_batches", "grad_accum"):
@@ -74,6 +94,10 @@ class TrainConfig:
             raise ValueError(f"warmup_steps must be in [0, steps), got {self.warmup_steps} for {self.steps} steps")
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"need 0 <= min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}, got {self.objective!r}")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ValueError(f"optimizer must be 'adamw' or 'muon', got {self.optimizer!r}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum})")
 
@@ -147,21 +171,34 @@ def lr_at(step: int, config: TrainConfig) -> float:
     return c.min_lr + (c.lr - c.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with two groups: 2-D parameters decayed, the rest (biases, norms) not.
 
+    With ``config.optimizer == "muon"``: :class:`lmcourse.optim.MuonAdamW`, Muon
+    (peak ``muon_lr``) on the matrices inside the blocks, AdamW on the rest.
+    Each group keeps its peak rate as ``"peak_lr"``; :func:`set_lr` scales it.
     A tied matrix is one parameter and appears once (``model.parameters()`` skips repeats).
     """
+    if config.optimizer == "muon":
+        opt = MuonAdamW(muon_groups(model, config.lr, config.muon_lr, config.weight_decay), betas=(0.9, 0.95))
+        for group in opt.param_groups:
+            group["peak_lr"] = group["lr"]
+        return opt
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95))
+    for group in opt.param_groups:
+        group["peak_lr"] = group["lr"]
+    return opt
 
 
-def _fixed_batches(ids: torch.Tensor, batch_size: int, context_length: int, n: int, seed: int):
-    g = torch.Generator().manual_seed(seed)
-    return [random_windows(ids, batch_size, context_length, generator=g) for _ in range(n)]
+def set_lr(optimizer: torch.optim.Optimizer, step: int, config: TrainConfig) -> None:
+    """Set every group's rate for update ``step``: its peak rate times ``lr_at(step) / lr``."""
+    factor = lr_at(step, config) / config.lr
+    for group in optimizer.param_groups:
+        group["lr"] = group.get("peak_lr", config.lr) * factor
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -171,14 +208,130 @@ def _autocast(device: torch.device, enabled: bool):
     return nullcontext()
 
 
-@torch.no_grad()
-def _mean_loss(model: nn.Module, batches, device: torch.device, amp: bool = False) -> float:
-    was_training = model.training
-    model.eval()
-    with _autocast(device, amp):
-        losses = [mean_nll(model(x.to(device)).float(), y.to(device)).item() for x, y in batches]
-    model.train(was_training)
-    return sum(losses) / len(losses)
+def _logits(out) -> torch.Tensor:
+    """A model's logits: recurrent models return ``(logits, state)``."""
+    return out[0] if isinstance(out, tuple) else out
+
+
+# ----------------------------------------------------------------------------------
+# Objectives: how a batch is drawn and what its loss is
+
+
+class NextToken:
+    """``"clm"``: random windows, mean next-token NLL (a GPT, or any model of ids -> logits)."""
+
+    def __init__(self, config: TrainConfig, train_ids: torch.Tensor, vocab_size: int) -> None:
+        self.c, self.ids = config, train_ids
+
+    def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next global training batch ``(x, y)``, each ``(B, T)``."""
+        return random_windows(self.ids, self.c.batch_size, self.c.context_length, generator=generator)
+
+    def eval_batch(self, ids: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """One fixed evaluation batch of ``ids``."""
+        return random_windows(ids, self.c.batch_size, self.c.context_length, generator=generator)
+
+    def loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int = 0) -> torch.Tensor:
+        """The training loss of one micro-batch (``rows``: its first row in the global batch).
+
+        The engine divides it by ``grad_accum`` and DistributedDataParallel averages it
+        over processes, so the update follows the mean over the global batch.
+        """
+        return self.eval_loss(net, x, y)
+
+    def eval_loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The mean loss of one batch: mean next-token NLL."""
+        return mean_nll(_logits(net(x)).float(), y)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class Stream(NextToken):
+    """``"tbptt"``: the token stream cut into ``batch_size`` rows, read in order.
+
+    Row b of every batch continues where row b of the last one stopped
+    (:func:`lmcourse.data.stream_batches`), so a recurrent model carries its state
+    ``(h, c)`` from batch to batch; the state is *detached*, so gradients flow back
+    at most ``context_length`` steps (Zaremba et al., 2014). At the end of the
+    stream a new epoch starts from the top with a fresh state.
+    """
+
+    def __init__(self, config: TrainConfig, train_ids: torch.Tensor, vocab_size: int) -> None:
+        super().__init__(config, train_ids, vocab_size)
+        row_len = len(train_ids) // config.batch_size
+        if row_len < 2:
+            raise ValueError(f"{len(train_ids)} tokens are too few for {config.batch_size} rows")
+        self.rows = train_ids[: row_len * config.batch_size].view(config.batch_size, row_len)  # (B, L)
+        self.starts = list(range(0, row_len - 1, config.context_length))
+        self.chunk = 0  # index of the next chunk in self.starts
+        self.states: dict[int, tuple[torch.Tensor, ...]] = {}  # carried state, by first row of a micro-batch
+
+    def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        start = self.starts[self.chunk]
+        end = min(start + self.c.context_length, self.rows.shape[1] - 1)
+        if self.chunk == 0:
+            self.states = {}  # a new epoch: every row restarts at the top of its slice
+        self.chunk = (self.chunk + 1) % len(self.starts)
+        return self.rows[:, start:end], self.rows[:, start + 1:end + 1]  # (B, T) each
+
+    def loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int = 0) -> torch.Tensor:
+        state = self.states.get(rows)
+        logits, state = net(x, None if state is None else detach_state(state))  # (B, T, V)
+        self.states[rows] = state
+        return mean_nll(logits.float(), y)
+
+    def state_dict(self) -> dict:
+        return {"chunk": self.chunk, "states": {str(k): [t.detach().cpu() for t in v] for k, v in self.states.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.chunk = state["chunk"]
+        self.states = {int(k): tuple(v) for k, v in state["states"].items()}
+
+
+class Masked(NextToken):
+    """``"mlm"``: random windows corrupted by :func:`lmcourse.mlm.mask_tokens`, loss on chosen positions.
+
+    Every step draws new windows and a new mask (dynamic masking, as RoBERTa does).
+    """
+
+    def __init__(self, config: TrainConfig, train_ids: torch.Tensor, vocab_size: int) -> None:
+        super().__init__(config, train_ids, vocab_size)
+        self.vocab_size = vocab_size
+        self.chosen = 1  # positions with a label in the current global batch
+
+    def _mask(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return mask_tokens(x, mask_token_id=self.c.mask_token_id, vocab_size=self.vocab_size,
+                           mlm_probability=self.c.mlm_probability, generator=generator)
+
+    def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, labels = self._mask(super().sample(generator)[0], generator)
+        self.chosen = max(1, int((labels != IGNORE_INDEX).sum()))
+        return inputs, labels
+
+    def eval_batch(self, ids: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._mask(super().eval_batch(ids, generator)[0], generator)
+
+    def loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int = 0) -> torch.Tensor:
+        # Micro-batches and processes hold different numbers of chosen positions, so a mean
+        # per micro-batch would weight them unequally: sum here and divide by the global
+        # count, scaled back up by the engine's / grad_accum and DDP's mean over processes.
+        logits = _logits(net(x)).float()
+        total = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+        return total * (self.c.grad_accum * _dist()[1] / self.chosen)
+
+    def eval_loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return mlm_loss(_logits(net(x)).float(), y)
+
+
+OBJECTIVES = {"clm": NextToken, "tbptt": Stream, "mlm": Masked}
+
+
+# ----------------------------------------------------------------------------------
+# Evaluation
 
 
 def evaluate(model: nn.Module, ids: Sequence[int] | torch.Tensor, context_length: int, batch_size: int = 12,
@@ -189,8 +342,11 @@ def evaluate(model: nn.Module, ids: Sequence[int] | torch.Tensor, context_length
     arguments see the same text. The model is put in eval mode (and back).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    batches = _fixed_batches(as_tensor(ids), batch_size, context_length, num_batches, seed)
-    return _mean_loss(model, batches, device)
+    g = torch.Generator().manual_seed(seed)
+    batches = [random_windows(as_tensor(ids), batch_size, context_length, generator=g) for _ in range(num_batches)]
+    with eval_mode(model), torch.no_grad():
+        losses = [mean_nll(_logits(model(x.to(device))).float(), y.to(device)).item() for x, y in batches]
+    return sum(losses) / len(losses)
 
 
 def evaluate_stream(model: nn.Module, ids: Sequence[int] | torch.Tensor, context_length: int,
@@ -235,19 +391,17 @@ def stream_token_nll(model: nn.Module, ids: Sequence[int] | torch.Tensor, contex
         firsts.append(scored - s)  # index within the window of the first new target
         scored = min(s + T, n - 1)
         s += stride
-    was_training = model.training
-    model.eval()
     out = torch.empty(n - 1)
     width = min(T, n - 1)
-    for i in range(0, len(starts), batch_size):
-        chunk = list(zip(starts[i:i + batch_size], firsts[i:i + batch_size]))
-        x = torch.stack([ids[s:s + width] for s, _ in chunk]).to(device)
-        y = torch.stack([ids[s + 1:s + 1 + width] for s, _ in chunk]).to(device)
-        logp = torch.log_softmax(model(x).float(), dim=-1)
-        nll = -logp.gather(-1, y[..., None])[..., 0].cpu()  # (b, T)
-        for row, (s, first) in enumerate(chunk):
-            out[s + first:s + width] = nll[row, first:]  # targets ids[s + first + 1 ..]
-    model.train(was_training)
+    with eval_mode(model):
+        for i in range(0, len(starts), batch_size):
+            chunk = list(zip(starts[i:i + batch_size], firsts[i:i + batch_size], strict=True))
+            x = torch.stack([ids[s:s + width] for s, _ in chunk]).to(device)
+            y = torch.stack([ids[s + 1:s + 1 + width] for s, _ in chunk]).to(device)
+            logp = torch.log_softmax(_logits(model(x)).float(), dim=-1)
+            nll = -logp.gather(-1, y[..., None])[..., 0].cpu()  # (b, T)
+            for row, (s, first) in enumerate(chunk):
+                out[s + first:s + width] = nll[row, first:]  # targets ids[s + first + 1 ..]
     return out
 
 
@@ -278,17 +432,6 @@ def _set_rng_state(state: dict, batch_gen: torch.Generator) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    config: TrainConfig, history: History, batch_gen: torch.Generator) -> None:
-    """Everything needed to continue training exactly: see the module docstring."""
-    atomic_save({
-        "kind": STATE_KIND, "step": step, "model_class": type(model).__name__,
-        "model_config": model_config(model), "train_config": asdict(config),
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "rng": _rng_state(batch_gen), "history": asdict(history),
-    }, path)
-
-
 def load_checkpoint(path: str | Path) -> dict:
     """The saved training state; clear errors for a missing file or a file of another kind."""
     path = Path(path)
@@ -316,44 +459,134 @@ def _load_model_state(model: nn.Module, state: dict, source: str) -> None:
 # The loop
 
 
+class Trainer:
+    """One training run's moving parts: model, optimizer, objective, batch generator.
+
+    :meth:`step` is one optimizer update (what ``python -m lmcourse bench train``
+    times); :func:`train` loops it, evaluates and saves. Under ``torchrun`` the
+    model is wrapped in DistributedDataParallel and each process trains on its
+    own rows of every global batch.
+    """
+
+    def __init__(self, model: nn.Module, train_ids: torch.Tensor, config: TrainConfig,
+                 device: torch.device | str | None = None) -> None:
+        c = self.config = config
+        self.rank, self.world = _dist()
+        if c.batch_size % (c.grad_accum * self.world):
+            raise ValueError(f"batch_size ({c.batch_size}) must be a multiple of grad_accum x processes "
+                             f"({c.grad_accum} x {self.world})")
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model.to(self.device)
+        vocab = model.config.vocab_size
+        self.objective = OBJECTIVES[c.objective](c, as_tensor(train_ids), vocab)
+        # evaluation never touches the stream's position or carried state: a recurrent
+        # model is scored on random windows from a fresh state
+        self.probe = NextToken(c, as_tensor(train_ids), vocab) if isinstance(self.objective, Stream) else self.objective
+        torch.manual_seed(c.seed)
+        self.batch_gen = torch.Generator().manual_seed(c.seed)
+        self.optimizer = make_optimizer(model, c)
+        self.net = model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(model, device_ids=ids)
+        self.per_rank = c.batch_size // self.world
+        self.micro = self.per_rank // c.grad_accum
+
+    def step(self, step: int) -> float:
+        """Optimizer update number ``step`` (0-based); returns its mean training loss."""
+        c, dev = self.config, self.device
+        set_lr(self.optimizer, step, c)
+        x, y = self.objective.sample(self.batch_gen)  # the global batch
+        first = self.rank * self.per_rank
+        x, y = x[first:first + self.per_rank], y[first:first + self.per_rank]  # my shard
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for k in range(c.grad_accum):
+            rows = slice(k * self.micro, (k + 1) * self.micro)
+            sync = k == c.grad_accum - 1 or self.world == 1
+            with (nullcontext() if sync else self.net.no_sync()), _autocast(dev, c.mixed_precision):
+                loss = self.objective.loss(self.net, x[rows].to(dev), y[rows].to(dev), first + rows.start)
+                loss = loss / c.grad_accum
+            loss.backward()
+            total += loss.item()
+        if c.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        self.optimizer.step()
+        return total
+
+    @torch.no_grad()
+    def mean_loss(self, batches) -> float:
+        """The objective's mean loss over fixed batches, in eval mode."""
+        with eval_mode(self.model), _autocast(self.device, self.config.mixed_precision):
+            losses = [self.probe.eval_loss(self.model, x.to(self.device), y.to(self.device)).item()
+                      for x, y in batches]
+        return sum(losses) / len(losses)
+
+    def eval_batches(self, ids: torch.Tensor, seed: int) -> list:
+        """``eval_batches`` fixed batches of ``ids``, drawn from a generator seeded with ``seed``."""
+        g = torch.Generator().manual_seed(seed)
+        return [self.probe.eval_batch(ids, g) for _ in range(self.config.eval_batches)]
+
+    def state_dict(self, step: int, history: History) -> dict:
+        return {
+            "kind": STATE_KIND, "step": step, "model_class": type(self.model).__name__,
+            "model_config": model_config(self.model), "train_config": asdict(self.config),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "objective": self.objective.state_dict(), "rng": _rng_state(self.batch_gen),
+            "history": asdict(history),
+        }
+
+    def load_state_dict(self, state: dict, source: str) -> tuple[int, History]:
+        saved = TrainConfig(**state["train_config"])
+        if saved != self.config:
+            diff = {f.name: (getattr(saved, f.name), getattr(self.config, f.name)) for f in fields(self.config)
+                    if getattr(saved, f.name) != getattr(self.config, f.name)}
+            raise ValueError(f"{source} was saved with another TrainConfig (saved, now): {diff}")
+        _load_model_state(self.model, state["model"], source)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.objective.load_state_dict(state.get("objective", {}))
+        _set_rng_state(state["rng"], self.batch_gen)
+        return state["step"], History(**state["history"])
+
+
+def save_checkpoint(path: str | Path, trainer: Trainer, step: int, history: History) -> None:
+    """Everything needed to continue training exactly: see the module docstring."""
+    atomic_save(trainer.state_dict(step, history), path)
+
+
 def _split_data(train_ids, val_ids, config):
     if config is None and isinstance(val_ids, TrainConfig):  # train(model, (train_ids, val_ids), config)
         config, val_ids = val_ids, None
     if val_ids is None:
         if not (isinstance(train_ids, (tuple, list)) and len(train_ids) == 2):
-            raise TypeError("pass train(model, train_ids, val_ids, config) or train(model, (train_ids, val_ids), config)")
+            raise TypeError(
+                "pass train(model, train_ids, val_ids, config) or train(model, (train_ids, val_ids), config)"
+            )
         train_ids, val_ids = train_ids
     if config is None:
         raise TypeError("train() needs a TrainConfig")
     return as_tensor(train_ids), as_tensor(val_ids), config
 
 
-def _progress(total: int, initial: int, enabled: bool | None):
-    if enabled is None:  # a bar only on an interactive terminal, never in a notebook or a log file
-        enabled = sys.stderr.isatty()
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-
-
 def train(model: nn.Module, train_ids, val_ids=None, config: TrainConfig | None = None,
           device: torch.device | str | None = None, log_every: int = 0, *,
           checkpoint: str | Path | None = None, checkpoint_every: int = 0, resume: bool = False,
-          stop_at: int | None = None, progress: bool | None = None, log=None) -> History:
+          stop_at: int | None = None, log=None) -> History:
     """Train ``model`` in place for ``config.steps`` updates; returns the evaluation history.
 
-    ``model(x)`` must map ids ``(B, T)`` to logits ``(B, T, V)``. The model is moved to
-    ``device`` (default: where its parameters are). Seeds the global torch RNG with
-    ``config.seed`` (for dropout). With ``log_every > 0`` prints the training loss
-    every that many steps; otherwise prints nothing.
+    ``config.objective`` says what the model must do (see the module docstring):
+    ``"clm"`` and ``"mlm"`` models map ids ``(B, T)`` to logits ``(B, T, V)``;
+    ``"tbptt"`` models map ``(ids, state)`` to ``(logits, state)``. The model is
+    moved to ``device`` (default: where its parameters are). Seeds the global
+    torch RNG with ``config.seed`` (for dropout). With ``log_every > 0`` prints the
+    training loss every that many steps; otherwise prints nothing.
 
     ``checkpoint``: a file the full training state is written to every
     ``checkpoint_every`` steps (if > 0), at ``stop_at`` and at the end. With
     ``resume=True`` and that file present, training continues from it.
     ``stop_at``: stop (and save) after that many steps, as if interrupted.
-    ``progress``: a progress bar (default: only when stderr is a terminal).
     ``log``: called with a line of text after every evaluation (on rank 0).
 
     Under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped in
@@ -361,99 +594,43 @@ def train(model: nn.Module, train_ids, val_ids=None, config: TrainConfig | None 
     batch and only rank 0 writes the checkpoint and prints.
     """
     train_ids, val_ids, c = _split_data(train_ids, val_ids, config)
-    rank, world = _dist()
-    if c.batch_size % (c.grad_accum * world):
-        raise ValueError(f"batch_size ({c.batch_size}) must be a multiple of grad_accum x processes "
-                         f"({c.grad_accum} x {world})")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    model.to(device)
-    torch.manual_seed(c.seed)
-    batch_gen = torch.Generator().manual_seed(c.seed)
-    eval_sets = {
-        "train": _fixed_batches(train_ids, c.batch_size, c.context_length, c.eval_batches, c.seed + 1),
-        "val": _fixed_batches(val_ids, c.batch_size, c.context_length, c.eval_batches, c.seed + 2),
-    }
-    optimizer = make_optimizer(model, c)
+    t = Trainer(model, train_ids, c, device)
+    eval_sets = {"train": t.eval_batches(train_ids, c.seed + 1), "val": t.eval_batches(val_ids, c.seed + 2)}
     history = History()
     start = 0
     if resume and checkpoint is not None and Path(checkpoint).is_file():
-        state = load_checkpoint(checkpoint)
-        saved = TrainConfig(**state["train_config"])
-        if saved != c:
-            diff = {f.name: (getattr(saved, f.name), getattr(c, f.name)) for f in fields(c)
-                    if getattr(saved, f.name) != getattr(c, f.name)}
-            raise ValueError(f"{checkpoint} was saved with another TrainConfig (saved, now): {diff}")
-        _load_model_state(model, state["model"], str(checkpoint))
-        optimizer.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"], batch_gen)
-        history = History(**state["history"])
-        start = state["step"]
-    amp = c.mixed_precision
-    net = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    per_rank = c.batch_size // world
-    micro = per_rank // c.grad_accum
+        start, history = t.load_state_dict(load_checkpoint(checkpoint), str(checkpoint))
 
     def record(step: int) -> None:
         history.steps.append(step)
-        history.train_loss.append(_mean_loss(model, eval_sets["train"], device, amp))
-        history.val_loss.append(_mean_loss(model, eval_sets["val"], device, amp))
+        history.train_loss.append(t.mean_loss(eval_sets["train"]))
+        history.val_loss.append(t.mean_loss(eval_sets["val"]))
         history.lr.append(lr_at(max(step - 1, 0), c))
-        if log is not None and rank == 0:
+        if log is not None and t.rank == 0:
             log(f"step {step:>6}  train {history.train_loss[-1]:.4f}  val {history.val_loss[-1]:.4f} nats/token")
 
     def save(step: int) -> None:
-        if checkpoint is not None and rank == 0:
-            save_checkpoint(checkpoint, model, optimizer, step, c, history, batch_gen)
+        if checkpoint is not None and t.rank == 0:
+            save_checkpoint(checkpoint, t, step, history)
 
     end = c.steps if stop_at is None else min(stop_at, c.steps)
-    bar = _progress(c.steps, start, progress) if rank == 0 and start < end else None
     model.train()
     if start == 0:
         record(0)
     for step in range(start, end):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, c)
-        x, y = random_windows(train_ids, c.batch_size, c.context_length, generator=batch_gen)  # global batch
-        x, y = x[rank * per_rank:(rank + 1) * per_rank], y[rank * per_rank:(rank + 1) * per_rank]  # my shard
-        optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for k in range(c.grad_accum):
-            xk, yk = x[k * micro:(k + 1) * micro].to(device), y[k * micro:(k + 1) * micro].to(device)
-            sync = k == c.grad_accum - 1 or world == 1
-            with (nullcontext() if sync else net.no_sync()), _autocast(device, amp):
-                loss = mean_nll(net(xk).float(), yk) / c.grad_accum
-            loss.backward()
-            total += loss.item()
-        if c.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-        optimizer.step()
+        loss = t.step(step)
         done = step + 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{total:.3f}")
-        if log_every and done % log_every == 0 and rank == 0:
-            print(f"step {done:>6}  loss {total:.4f}  lr {lr_at(step, c):.2e}", flush=True)
+        if log_every and done % log_every == 0 and t.rank == 0:
+            print(f"step {done:>6}  loss {loss:.4f}  lr {lr_at(step, c):.2e}", flush=True)
         if done % c.eval_every == 0 or done == c.steps:
             record(done)
         if checkpoint_every and done % checkpoint_every == 0 and done < end:
             save(done)
-    if bar is not None:
-        bar.close()
     if start < end or not (checkpoint and Path(checkpoint).is_file()):
         save(end)
-    if world > 1:
+    if t.world > 1:
         import torch.distributed as dist
 
         dist.barrier()
     model.eval()
     return history
-
-
-if __name__ == "__main__":  # python -m lmcourse.train: the named runs' command line
-    from lmcourse.runs import main
-
-    raise SystemExit(main())

@@ -1,4 +1,4 @@
-"""A decoder-only transformer language model (GPT), with a choice of positions and tying.
+"""The transformer language model (GPT), with a choice of positions, norms, MLPs and tying.
 
 The architecture is GPT-2's (Radford et al., 2019) in its pre-norm form: token
 embedding (plus a position embedding, if the scheme adds one), ``n_layers``
@@ -13,6 +13,10 @@ With ``tie_weights`` the output head reuses the embedding matrix
 ``E in R^{V x D}`` (Press & Wolf, 2017, "Using the Output Embedding to Improve
 Language Models"): logits = h E^T, one tensor, ``V x D`` fewer parameters.
 
+``causal=False`` gives the bidirectional encoder of the masked LM (chapter 10);
+``norm``, ``mlp``, ``qk_norm`` and ``positional="rope"`` give today's recipe
+(chapter 11): RMSNorm, SwiGLU or ReLU^2, QK-norm, rotary positions.
+
 The forward pass takes a position ``offset`` (the position of the first token)
 and, for generation (chapter 8), a key/value ``cache``
 (:class:`lmcourse.generation.KVCache`): then ``ids`` are only the *new* tokens,
@@ -26,12 +30,16 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .attention import KVStore, MultiHeadAttention
+from .data import check_ids
 from .positions import ALiBi, LearnedPositions, RotaryEmbedding, SinusoidalPositions
 
 POSITIONAL = ("learned", "sinusoidal", "rope", "alibi")
+NORMS = ("layer", "rms")
+MLPS = ("gelu", "swiglu", "relu2")
 INIT_STD = 0.02  # GPT-2's initial standard deviation of every weight
 
 
@@ -48,6 +56,10 @@ class GPTConfig:
     tie_weights: bool = True  # output head shares the token embedding matrix (chapter 6)
     positional: str = "learned"  # "learned" | "sinusoidal" | "rope" | "alibi" (chapter 5)
     bias: bool = True  # biases in the linear layers and LayerNorms
+    norm: str = "layer"  # "layer" (LayerNorm, GPT-2) | "rms" (RMSNorm, Zhang & Sennrich 2019)
+    mlp: str = "gelu"  # "gelu" (GPT-2) | "swiglu" (Shazeer 2020) | "relu2" (So et al. 2021)
+    qk_norm: bool = False  # RMSNorm on each head's queries and keys before the scores
+    causal: bool = True  # False: every position sees every other (the encoder of chapter 10)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads"):
@@ -61,22 +73,50 @@ class GPTConfig:
             raise ValueError(f"sinusoidal positions need an even d_model, got {self.d_model}")
         if self.positional == "rope" and (self.d_model // self.n_heads) % 2:
             raise ValueError(f"RoPE needs an even head size, got {self.d_model // self.n_heads}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.mlp not in MLPS:
+            raise ValueError(f"mlp must be one of {MLPS}, got {self.mlp!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
+def make_norm(config: GPTConfig, dim: int | None = None) -> nn.Module:
+    """LayerNorm or RMSNorm over the last ``dim`` (default ``d_model``) features."""
+    dim = config.d_model if dim is None else dim
+    if config.norm == "rms":
+        return nn.RMSNorm(dim)  # x / rms(x) * g: no mean subtracted, no bias
+    return nn.LayerNorm(dim, bias=config.bias)
+
+
 class MLP(nn.Module):
-    """The position-wise feed-forward network: ``D -> 4D -> GELU -> D``."""
+    """The position-wise feed-forward network, ``D -> H -> D``.
+
+    * ``gelu``: ``proj(GELU(fc(x)))`` with ``H = 4D`` (GPT-2);
+    * ``relu2``: ``proj(ReLU(fc(x))^2)`` with ``H = 4D`` (So et al., 2021, "Primer");
+    * ``swiglu``: ``proj(SiLU(x W_gate) * (x W_up))`` with ``H = 8D/3`` rounded, so the
+      three matrices hold as many weights as the other two MLPs' two (Shazeer, 2020).
+      ``fc`` computes ``[x W_gate, x W_up]`` in one matrix.
+    """
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(config.d_model, 4 * config.d_model, bias=config.bias)
-        self.act = nn.GELU()
-        self.proj = nn.Linear(4 * config.d_model, config.d_model, bias=config.bias)
+        D, self.kind = config.d_model, config.mlp
+        hidden = 4 * D if self.kind != "swiglu" else round(8 * D / 3)
+        self.fc = nn.Linear(D, 2 * hidden if self.kind == "swiglu" else hidden, bias=config.bias)
+        self.proj = nn.Linear(hidden, D, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.proj(self.act(self.fc(x))))  # (B, T, C)
+        h = self.fc(x)  # (B, T, H) or (B, T, 2H)
+        if self.kind == "gelu":
+            h = F.gelu(h)
+        elif self.kind == "relu2":
+            h = F.relu(h).square()
+        else:
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        return self.dropout(self.proj(h))  # (B, T, C)
 
 
 class Block(nn.Module):
@@ -87,10 +127,11 @@ class Block(nn.Module):
 
     def __init__(self, config: GPTConfig, causal: bool = True) -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(config.d_model, bias=config.bias)
+        self.ln1 = make_norm(config)
         self.attn = MultiHeadAttention(config.d_model, config.n_heads, causal=causal,
-                                       dropout=config.dropout, bias=config.bias)
-        self.ln2 = nn.LayerNorm(config.d_model, bias=config.bias)
+                                       dropout=config.dropout, bias=config.bias,
+                                       qk_norm=config.qk_norm)
+        self.ln2 = make_norm(config)
         self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor, *, bias: torch.Tensor | None = None, rotary: RotaryEmbedding | None = None,
@@ -125,44 +166,44 @@ def position_modules(c: GPTConfig) -> tuple[LearnedPositions | SinusoidalPositio
 
 
 class GPT(nn.Module):
-    """A GPT-style language model: ``model(ids)`` gives logits ``(B, T, V)``.
+    """A transformer language model: ``model(ids)`` gives logits ``(B, T, V)``.
+
+    ``config.causal`` (default) makes it a decoder (GPT): position t attends to
+    0..t. ``causal=False`` makes every block bidirectional: the encoder of the
+    masked LM of chapter 10 (:mod:`lmcourse.mlm`) is this class.
+
+    With ``config.tie_weights`` there is no separate head: the logits are
+    ``F.linear(h, E)``, the hidden states times the embedding matrix transposed, so
+    the tie is one tensor used twice and survives ``.to()``, ``to_empty`` and
+    ``load_state_dict`` without any hook.
 
     >>> model = GPT(GPTConfig(vocab_size=10, context_length=8, d_model=16, n_layers=1, n_heads=2))
     >>> model(torch.zeros(2, 5, dtype=torch.long)).shape
     torch.Size([2, 5, 10])
-    >>> model.head.weight is model.tok_emb.weight
+    >>> model.head is None  # tied: the logits use tok_emb.weight
     True
     """
 
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.config = config
-        c = config
+        self.config = c = config
         self.tok_emb = nn.Embedding(c.vocab_size, c.d_model)
         self.pos_emb, self.rotary, self.alibi = position_modules(c)
         self.drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
-        self.ln_f = nn.LayerNorm(c.d_model, bias=c.bias)
-        self.head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.blocks = nn.ModuleList(Block(c, causal=c.causal) for _ in range(c.n_layers))
+        self.ln_f = make_norm(c)
+        # untied: a head of its own, V x D; tied: None, and logits() uses tok_emb.weight
+        self.head = None if c.tie_weights else nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.apply(self._init_weights)
         # GPT-2: scale the residual projections by 1/sqrt(2 * n_layers), one per residual add.
         for name, p in self.named_parameters():
             if name.endswith("proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=INIT_STD / math.sqrt(2 * c.n_layers))
-        self._tie()
-        # load_state_dict(..., assign=True) replaces parameters one by one: re-tie after it.
-        self.register_load_state_dict_post_hook(lambda module, _keys: module._tie())
 
-    def _tie(self) -> None:
-        if self.config.tie_weights:
-            self.head.weight = self.tok_emb.weight  # one tensor: E is (V, D), logits = h @ E^T
-
-    def _apply(self, fn, *args, **kwargs):
-        # .to()/.to_empty() may swap in new Parameter objects (meta -> cpu does), which
-        # would silently untie the head; restore the single shared tensor afterwards.
-        super()._apply(fn, *args, **kwargs)
-        self._tie()
-        return self
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        """The output layer: final norm, then ``D -> V`` (``h E^T`` when tied)."""
+        h = self.ln_f(h)  # (B, T, C)
+        return F.linear(h, self.tok_emb.weight) if self.head is None else self.head(h)  # (B, T, V)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -179,9 +220,10 @@ class GPT(nn.Module):
 
     def _run(self, ids: torch.Tensor, offset: int, need_weights: bool,
              cache=None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        if ids.dim() != 2:
-            raise ValueError(f"ids must be (B, T), got shape {tuple(ids.shape)}")
+        check_ids(ids, self.config.vocab_size, batched=True)
         if cache is not None:
+            if not self.config.causal:
+                raise ValueError("a key/value cache serves left-to-right generation: this model is bidirectional")
             if len(cache.layers) != len(self.blocks):
                 raise ValueError(f"the cache has {len(cache.layers)} layers, the model {len(self.blocks)}")
             if offset != cache.length:
@@ -207,7 +249,7 @@ class GPT(nn.Module):
                          cache=None if cache is None else cache.layers[i])
             if w is not None:
                 maps.append(w)
-        return self.head(self.ln_f(x)), maps  # (B, T, V)
+        return self.logits(x), maps  # (B, T, V)
 
     def forward(self, ids: torch.Tensor, offset: int = 0, cache=None) -> torch.Tensor:
         """Logits ``(B, T, V)`` for token ids ``(B, T)`` at positions ``offset .. offset+T-1``.

@@ -9,8 +9,9 @@ stored notebook output compares equal under strict nbval.
 
 * :func:`temperature_explorer`: next-token probabilities under temperature, top-k
   and top-p, with a slider for each. The JavaScript filters exactly as
-  :func:`lmcourse.decoding.sample_next` does (temperature, then top-k, then top-p,
-  ties to the lower id); :func:`filtered_distribution` is the Python reference.
+  :func:`lmcourse.decoding.filter_logits` does, the chain that
+  :func:`lmcourse.decoding.sample_next` draws from (temperature, then top-k, then
+  top-p, ties to the lower id); :func:`filtered_distribution` is the Python reference.
 * :func:`attention_explorer`: attention weights ``(H, T, T)`` or ``(L, H, T, T)``
   as a heatmap, with a layer and head selector and a query position slider.
 
@@ -28,7 +29,7 @@ from typing import Sequence
 import torch
 from IPython.display import HTML
 
-from .decoding import apply_temperature, top_k_filter, top_p_filter
+from .decoding import filter_logits
 
 LOGIT_DECIMALS = 4  # logits are embedded rounded to this many decimals
 WEIGHT_SCALE = 1000  # attention weights are embedded as integers in 1/1000
@@ -47,20 +48,15 @@ def filtered_distribution(logits: torch.Tensor, temperature: float = 1.0, top_k:
                           top_p: float | None = None) -> torch.Tensor:
     """The distribution :func:`lmcourse.decoding.sample_next` draws from, for one row ``(V,)``.
 
-    Temperature, then top-k, then top-p, then softmax; ``temperature = 0`` is the
-    one-hot greedy choice. Computed in float64 with the package's own filters.
+    :func:`lmcourse.decoding.filter_logits` (temperature, then top-k, then top-p),
+    then softmax; ``temperature = 0`` is the one-hot greedy choice. Computed in float64.
 
     >>> filtered_distribution(torch.tensor([2.0, 1.0, 0.0]), top_k=1).tolist()
     [1.0, 0.0, 0.0]
     """
     if logits.dim() != 1:
         raise ValueError(f"logits must be one row (V,), got shape {tuple(logits.shape)}")
-    z = apply_temperature(logits.double()[None], temperature)  # (1, V)
-    if temperature != 0:
-        if top_k is not None:
-            z = top_k_filter(z, top_k)
-        if top_p is not None:
-            z = top_p_filter(z, top_p)
+    z = filter_logits(logits.double()[None], temperature, top_k, top_p)  # (1, V)
     return torch.softmax(z, dim=-1)[0]  # (V,)
 
 
@@ -102,7 +98,8 @@ def temperature_data(logits: torch.Tensor, labels: Sequence[str], *, temperature
     }
 
 
-_TEMPERATURE_JS = r"""
+_TEMPERATURE_JS = (
+    r"""
 (function () {
   function filtered(z, T, k, p) {  // = lmcourse.widgets.filtered_distribution
     var V = z.length, i;
@@ -149,7 +146,8 @@ _TEMPERATURE_JS = r"""
     }
     var rest = document.createElement("div");
     rest.className = "lmc-row lmc-rest";
-    rest.innerHTML = '<span class="lmc-label">others</span><span class="lmc-track"><span class="lmc-bar"></span></span><span class="lmc-num"></span>';
+    rest.innerHTML = '<span class="lmc-label">others</span><span class="lmc-track">"""
+    r"""<span class="lmc-bar"></span></span><span class="lmc-num"></span>';
     if (d.max_bars < V) bars.appendChild(rest);
     function update() {
       var T = parseFloat(tIn.value), k = parseInt(kIn.value, 10), p = parseFloat(pIn.value);
@@ -177,10 +175,13 @@ _TEMPERATURE_JS = r"""
   document.querySelectorAll("[id='__ID__']").forEach(setup);
 })();
 """
+)
 
-_STYLE = """
+_STYLE = (
+    """
 <style>
-.lmc-widget{font-family:system-ui,sans-serif;font-size:13px;border:1px solid #ccc;border-radius:6px;padding:10px;margin:8px 0;max-width:640px;}
+.lmc-widget{font-family:system-ui,sans-serif;font-size:13px;border:1px solid #ccc;border-radius:6px;"""
+    """padding:10px;margin:8px 0;max-width:640px;}
 .lmc-widget label{display:inline-block;margin:2px 14px 2px 0;}
 .lmc-widget input[type=range]{vertical-align:middle;width:150px;}
 .lmc-widget .lmc-row{display:flex;align-items:center;height:18px;}
@@ -195,6 +196,7 @@ _STYLE = """
 .lmc-widget .lmc-seq span{font-family:monospace;padding:1px 0;cursor:pointer;}
 </style>
 """
+)
 
 
 def temperature_explorer(logits: torch.Tensor, labels: Sequence[str], *, temperature: float = 1.0,
@@ -216,17 +218,23 @@ def temperature_explorer(logits: torch.Tensor, labels: Sequence[str], *, tempera
     payload = _dumps(data)
     eid = _element_id("temperature", payload)
     V = len(data["logits"])
-    html = f"""{_STYLE}<div class="lmc-widget" id="{eid}" data-lmcourse-interactive="temperature">
+    html = (
+        f"""{_STYLE}<div class="lmc-widget" id="{eid}" data-lmcourse-interactive="temperature">
 <div class="lmc-note">{_html.escape(title)}</div>
-<label>temperature <input type="range" name="temperature" min="0" max="3" step="0.05" value="{data['temperature']}"> <span class="lmc-t"></span></label>
-<label>top-k <input type="range" name="top_k" min="1" max="{V}" step="1" value="{data['top_k']}"> <span class="lmc-k"></span></label>
-<label>top-p <input type="range" name="top_p" min="0.05" max="1" step="0.01" value="{data['top_p']}"> <span class="lmc-p"></span></label>
+<label>temperature <input type="range" name="temperature" min="0" max="3" step="0.05" """
+        f"""value="{data['temperature']}"> <span class="lmc-t"></span></label>
+<label>top-k <input type="range" name="top_k" min="1" max="{V}" step="1" value="{data['top_k']}"> """
+        f"""<span class="lmc-k"></span></label>
+<label>top-p <input type="range" name="top_p" min="0.05" max="1" step="0.01" value="{data['top_p']}"> """
+        f"""<span class="lmc-p"></span></label>
 <div class="lmc-summary"></div>
 <div class="lmc-bars"></div>
-<div class="lmc-note">Bars: probability after temperature, top-k, top-p (as <code>sample_next</code>); grey outline: the model at temperature 1.</div>
+<div class="lmc-note">Bars: probability after temperature, top-k, top-p (as <code>sample_next</code>); """
+        f"""grey outline: the model at temperature 1.</div>
 <script type="application/json">{payload}</script>
 <script>{_TEMPERATURE_JS.replace("__ID__", eid)}</script>
 </div>"""
+    )
     return HTML(html)
 
 
@@ -251,7 +259,8 @@ def attention_data(weights: torch.Tensor, labels: Sequence[str], *, query: int |
             "labels": [readable_label(s) for s in labels], "weights": w.flatten().tolist()}
 
 
-_ATTENTION_JS = r"""
+_ATTENTION_JS = (
+    r"""
 (function () {
   var VIRIDIS = [[68,1,84],[59,82,139],[33,145,140],[94,201,98],[253,231,37]];
   function color(x) {  // x in [0, 1] -> viridis
@@ -304,15 +313,18 @@ _ATTENTION_JS = r"""
       var best = row.indexOf(Math.max.apply(null, row));
       q(".lmc-q").textContent = t + " (" + d.labels[t] + ")";
       q(".lmc-summary").textContent = "layer " + (l + 1) + ", head " + (h + 1) + ": position " + t + " (" +
-        d.labels[t] + ") puts most weight, " + row[best].toFixed(3) + ", on position " + best + " (" + d.labels[best] + ")";
+        d.labels[t] + ") puts most weight, " + row[best].toFixed(3) + ", on position " + best + " (" + """
+    r"""d.labels[best] + ")";
       root.setAttribute("data-row", JSON.stringify(row));
     }
-    [lIn, hIn, qIn].forEach(function (el) { el.addEventListener("input", update); el.addEventListener("change", update); });
+    [lIn, hIn, qIn].forEach(function (el) { el.addEventListener("input", update); """
+    r"""el.addEventListener("change", update); });
     update();
   }
   document.querySelectorAll("[id='__ID__']").forEach(setup);
 })();
 """
+)
 
 
 def attention_explorer(weights: torch.Tensor, labels: Sequence[str], *, query: int | None = None,
@@ -337,16 +349,21 @@ def attention_explorer(weights: torch.Tensor, labels: Sequence[str], *, query: i
         raise ValueError(f"got {len(names)} layer names for {L} layers")
     layer_opts = "".join(f'<option value="{i}">{_html.escape(n)}</option>' for i, n in enumerate(names))
     head_opts = "".join(f'<option value="{h}">head {h + 1}</option>' for h in range(H))
-    html = f"""{_STYLE}<div class="lmc-widget" id="{eid}" data-lmcourse-interactive="attention">
+    html = (
+        f"""{_STYLE}<div class="lmc-widget" id="{eid}" data-lmcourse-interactive="attention">
 <div class="lmc-note">{_html.escape(title)}</div>
 <label><select name="layer">{layer_opts}</select></label>
 <label><select name="head">{head_opts}</select></label>
-<label>query position <input type="range" name="query" min="0" max="{T - 1}" step="1" value="{data['query']}"> <span class="lmc-q"></span></label>
+<label>query position <input type="range" name="query" min="0" max="{T - 1}" step="1" value="{data['query']}"> """
+        f"""<span class="lmc-q"></span></label>
 <div class="lmc-summary"></div>
 <div class="lmc-seq"></div>
-<canvas width="{size}" height="{size}" style="width:{size}px;height:{size}px;margin-top:6px;border:1px solid #ccc;"></canvas>
-<div class="lmc-note">Rows: query position t; columns: key position s; colour: weight (0 to 0.5 and above). The outlined row is the chosen query; the tokens above are shaded by its weights.</div>
+<canvas width="{size}" height="{size}" """
+        f"""style="width:{size}px;height:{size}px;margin-top:6px;border:1px solid #ccc;"></canvas>
+<div class="lmc-note">Rows: query position t; columns: key position s; colour: weight (0 to 0.5 and above). """
+        f"""The outlined row is the chosen query; the tokens above are shaded by its weights.</div>
 <script type="application/json">{payload}</script>
 <script>{_ATTENTION_JS.replace("__ID__", eid)}</script>
 </div>"""
+    )
     return HTML(html)

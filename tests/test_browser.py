@@ -6,7 +6,9 @@ For every page: no request to any other host, no HTTP error, no console error
 beyond ALLOWED_CONSOLE_ERRORS, every formula typeset by MathJax (no raw `$$` or
 `\\(` left, no MathJax error), every image loaded, and every interactive figure
 with its controls. A screenshot of chapter 1 is saved to
-_build/test-artifacts/chapter01.png.
+_build/test-artifacts/chapter01.png. And on every chapter, in a 1280-pixel-wide
+window, no code cell scrolls sideways (book/ruff.toml holds the notebooks' code
+lines to the 77 characters that fit).
 
 Skipped, with a message, only where Chromium or Playwright is not installed
 (`make test` installs both when it can).
@@ -32,14 +34,17 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 
 pytestmark = [
-    pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (apt-get install chromium); browser check skipped"),
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None,
+                       reason="no Chromium installed (apt-get install chromium); browser check skipped"),
 ]
 
 
 @pytest.fixture(scope="module")
 def site(html):
     if not (html / "_static" / "mathjax" / "tex-chtml.js").is_file():
-        pytest.fail("MathJax is not vendored: run `make book` (or `make test`), which fetches it into book/_static/mathjax")
+        pytest.fail("MathJax is not vendored: run `make book` (or `make test`), "
+                    "which fetches it into book/_static/mathjax")
     handler = functools.partial(_QuietHandler, directory=str(html))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -55,7 +60,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def browser():
-    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install playwright)")
+    playwright = pytest.importorskip("playwright.sync_api",
+                                     reason="Playwright is not installed (pip install playwright)")
     with playwright.sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
@@ -82,7 +88,8 @@ def _pages(html: Path) -> list[str]:
 def check_page(browser, base: str, page_path: str, screenshot: Path | None = None) -> dict:
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     problems: list[str] = []
-    page.on("request", lambda r: r.url.startswith((base, "data:", "blob:", "about:")) or problems.append(f"request to another host: {r.url}"))
+    page.on("request", lambda r: r.url.startswith((base, "data:", "blob:", "about:"))
+            or problems.append(f"request to another host: {r.url}"))
     page.on("response", lambda r: r.status >= 400 and problems.append(f"HTTP {r.status} for {r.url}"))
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("console", lambda m: m.type == "error" and not any(a in m.text for a in ALLOWED_CONSOLE_ERRORS)
@@ -97,7 +104,8 @@ def check_page(browser, base: str, page_path: str, screenshot: Path | None = Non
         const clone = document.body.cloneNode(true);
         clone.querySelectorAll('pre, code, script, style, .highlight, textarea').forEach(e => e.remove());
         const text = clone.innerText;
-        const images = [...document.images].map(i => ({src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0}));
+        const images = [...document.images].map(
+            i => ({src: i.currentSrc || i.src, ok: i.complete && i.naturalWidth > 0}));
         const interactive = [...document.querySelectorAll('[data-lmcourse-interactive]')].map(
             f => ({name: f.dataset.lmcourseInteractive, controls: f.querySelectorAll('input, select, button').length}));
         return {math, typeset, errors, text, images, interactive};
@@ -127,7 +135,8 @@ def test_every_page_in_a_real_browser(site, browser):
     assert not bad, bad
     assert sum(r["typeset"] for r in report.values()) > 20, "the book's formulas were typeset"
     print(f"\nchecked {len(pages)} pages in Chromium: "
-          f"{sum(r['typeset'] for r in report.values())} formulas, {sum(len(r['images']) for r in report.values())} images, "
+          f"{sum(r['typeset'] for r in report.values())} formulas, "
+          f"{sum(len(r['images']) for r in report.values())} images, "
           f"{sum(len(r['interactive']) for r in report.values())} interactive figures")
 
 
@@ -137,3 +146,28 @@ def test_screenshot_of_a_chapter(site, browser):
     result = check_page(browser, base, "book/01_chain_rule.html", screenshot=shot)
     assert not result["problems"], result["problems"]
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+# A 1280-pixel-wide window, the narrow end of a laptop screen. There a chapter's
+# code cell is 684 px wide, 652 px inside its padding: 77 characters of the 14 px
+# monospace font, the line length that book/ruff.toml holds the notebooks to.
+NARROW_WINDOW = {"width": 1280, "height": 800}
+
+
+def test_no_code_cell_scrolls_sideways_in_a_1280_pixel_window(site, browser):
+    html, base = site
+    chapters = sorted(p for p in _pages(html) if re.fullmatch(r"book/\d\d_\w+\.html", p))
+    assert len(chapters) >= 10, chapters
+    wide: list[str] = []
+    for chapter in chapters:
+        page = browser.new_page(viewport=NARROW_WINDOW)
+        page.goto(f"{base}/{chapter}", wait_until="load")
+        page.evaluate("() => document.fonts.ready.then(() => true)")
+        cells = page.evaluate("""() => [...document.querySelectorAll('.cell .cell_input pre')].map(
+            pre => ({scroll: pre.scrollWidth, client: pre.clientWidth, first: pre.innerText.split('\\n')[0]}))""")
+        page.close()
+        assert cells, f"{chapter}: no code cells found (has the theme's markup changed?)"
+        wide += [f"{chapter}: {c['first']!r} ({c['scroll']} px in a {c['client']} px cell)"
+                 for c in cells if c["scroll"] > c["client"]]
+    assert not wide, ("code cells that scroll sideways at 1280 px (break the lines; see book/ruff.toml):\n"
+                      + "\n".join(wide))

@@ -5,7 +5,9 @@ import os
 import pytest
 import torch
 
-from lmcourse.train import (TrainConfig, atomic_save, load_checkpoint, load_pretrained, save_weights, train)
+from lmcourse import load_pretrained
+from lmcourse.shipped import atomic_save, save_weights
+from lmcourse.train import TrainConfig, load_checkpoint, train
 from lmcourse.transformer import GPT, GPTConfig
 
 
@@ -43,7 +45,7 @@ def test_stopped_and_resumed_run_is_bit_identical(tmp_path):
 
     assert h_res.steps == h_full.steps == [0, 10, 20, 30]
     assert h_res.train_loss == h_full.train_loss and h_res.val_loss == h_full.val_loss  # exactly
-    for (n, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+    for (n, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
         assert torch.equal(a, b), n
     assert load_checkpoint(ckpt)["step"] == 30
 
@@ -68,16 +70,18 @@ def test_missing_or_foreign_files(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
-    with pytest.raises(FileNotFoundError, match="python -m lmcourse.train --config missing"):
+    with pytest.raises(FileNotFoundError, match="no model checkpoint"):
         load_pretrained(str(tmp_path / "missing.pt"))
+    with pytest.raises(ValueError, match="no shipped model 'nope'; the shipped models are: lstm_char, gpt_char"):
+        load_pretrained("nope")
 
 
 def test_shipped_weights_round_trip_and_mismatch(tmp_path):
     model = _model()
     save_weights(model, tmp_path / "m.pt")
     back = load_pretrained(str(tmp_path / "m.pt"))
-    assert not back.training and back.head.weight is back.tok_emb.weight
-    for a, b in zip(model.state_dict().values(), back.state_dict().values()):
+    assert not back.training and back.head is None  # tied: the logits use tok_emb.weight
+    for a, b in zip(model.state_dict().values(), back.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-3)
     state = torch.load(tmp_path / "m.pt", weights_only=True)
     state["config"]["d_model"] = 32
@@ -99,3 +103,31 @@ def test_interrupted_save_leaves_the_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(path)["v"] == 1
     assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("name", ["lstm_char", "gpt_char", "mlm_char"])
+def test_load_pretrained_loads_every_shipped_model_in_eval_mode(name):
+    import json
+
+    from lmcourse.lstm import LSTMLM
+    from lmcourse.runs import shipped_names
+    from lmcourse.shipped import CHECKPOINT_DIR, sha256
+
+    assert name in shipped_names()
+    model = load_pretrained(name)
+    entry = json.loads((CHECKPOINT_DIR / "manifest.json").read_text())[name]
+    assert not model.training and type(model).__name__ == entry["model_class"]
+    assert sum(p.numel() for p in model.parameters()) == entry["parameters"]
+    assert sha256(CHECKPOINT_DIR / entry["file"]) == entry["sha256"]
+    assert entry["command"] == f"python -m lmcourse train --config {name}"
+    assert isinstance(model, LSTMLM) == (name == "lstm_char")
+    if name == "mlm_char":
+        assert not model.config.causal
+
+
+def test_a_missing_shipped_file_names_the_command_that_rebuilds_it(tmp_path, monkeypatch):
+    import lmcourse.runs
+
+    monkeypatch.setattr(lmcourse.runs, "CHECKPOINT_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="python -m lmcourse train --config mlm_char"):
+        load_pretrained("mlm_char")

@@ -5,8 +5,15 @@ import pytest
 import torch
 
 from lmcourse import data
-from lmcourse.data import (SPLITS, load_shakespeare, markdown_to_text, next_token_pairs,
-                           random_windows, split_plays, stream_batches)
+from lmcourse.data import (
+    SPLITS,
+    load_shakespeare,
+    markdown_to_text,
+    next_token_pairs,
+    random_windows,
+    split_plays,
+    stream_batches,
+)
 
 
 def test_splits_are_disjoint_whole_plays_covering_everything():
@@ -46,9 +53,19 @@ def test_markdown_conversion_by_hand():
     assert markdown_to_text(md) == "A:\nHello,\n\nA:\nworld--yes.\n\nA:\nStill A.\n\nB:\nBye.\n\n"
 
 
-def test_deterministic():
+def test_deterministic_and_equal_to_the_files_read_afresh():
     data.load_play.cache_clear()
-    assert load_shakespeare("test") == load_shakespeare("test")
+    first = load_shakespeare("test")
+    data.load_play.cache_clear()  # computed again from the files, not served from the cache
+    second = load_shakespeare("test")
+    assert data.load_play.cache_info().hits == 0
+    assert second == first
+    # independently: read each test play's Markdown from disk and convert it
+    files = data.play_files()
+    direct = "".join(markdown_to_text(files[name].read_text(encoding="utf-8")) for name in data.TEST_PLAYS)
+    assert first == direct and len(direct) > 100_000
+    assert load_shakespeare("test") == direct  # the cached result is the same text
+    assert data.load_play.cache_info().hits == len(data.TEST_PLAYS)
 
 
 def test_bad_split():

@@ -12,6 +12,7 @@ from lmcourse.decoding import (
     apply_temperature,
     beam_search,
     distinct_n,
+    filter_logits,
     naive_top_p_filter_pooled,
     sample_next,
     top_k_filter,
@@ -177,7 +178,7 @@ def test_errors_are_value_errors_with_a_message():
             apply_repetition_penalty(z, torch.zeros(2, 3, dtype=torch.long), penalty)
     with pytest.raises(ValueError, match="B = 2 rows"):
         apply_repetition_penalty(z, torch.zeros(3, 3, dtype=torch.long), 1.2)
-    with pytest.raises(ValueError, match=r"token ids in \[0, 5\)"):
+    with pytest.raises(ValueError, match=r"token id 5 is out of range for a vocabulary of 5 ids \(valid: 0..4\)"):
         apply_repetition_penalty(z, torch.tensor([[0], [5]]), 1.2)
     with pytest.raises(ValueError, match=r"logits must be \(B, V\)"):
         top_k_filter(z[0], 2)
@@ -281,7 +282,7 @@ def test_beam_search_with_full_width_is_exhaustive_search(length_penalty, eos_id
     assert len(seqs) == len(ref) and scores.dtype == torch.float64
     torch.testing.assert_close(scores, torch.tensor([s for s, _ in ref], dtype=torch.float64), rtol=1e-12, atol=1e-12)
     pad = 0 if eos_id is None else eos_id
-    for row, (_, seq) in zip(seqs.tolist(), ref):
+    for row, (_, seq) in zip(seqs.tolist(), ref, strict=True):
         assert row == seq + [pad] * (len(prompt) + L - len(seq))
 
 
@@ -307,7 +308,7 @@ def test_narrow_beam_returns_sorted_consistent_scores_and_rejects_batches():
     model = TableModel(V, seed=13)
     seqs, scores = beam_search(model, torch.tensor([[0]]), L, num_beams=3, length_penalty=0.7, eos_id=4)
     assert len(seqs) == 3 and bool((scores[:-1] >= scores[1:]).all())
-    for row, score in zip(seqs.tolist(), scores.tolist()):
+    for row, score in zip(seqs.tolist(), scores.tolist(), strict=True):
         new = row[1 : row.index(4, 1) + 1] if 4 in row[1:] else row[1:]
         total = sum(model.log_prob(row[: 1 + t], tok) for t, tok in enumerate(new))
         assert math.isclose(score, total / len(new) ** 0.7, rel_tol=1e-12)
@@ -343,3 +344,54 @@ def test_distinct_n_hand_example():
         distinct_n(ids, 0)
     with pytest.raises(ValueError, match="no 4-grams"):
         distinct_n([1, 2, 3], 4)
+
+
+# ---------------------------------------------------------------- the filter chain, in one place
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_filter_logits_is_temperature_then_top_k_then_top_p(dtype):
+    z = randn(3, 9, seed=4).to(dtype)
+    for t, k, p in itertools.product([0.4, 1.0, 2.5], [None, 1, 4, 9], [None, 0.3, 0.8, 1.0]):
+        chain = apply_temperature(z, t)
+        if k is not None:
+            chain = top_k_filter(chain, k)
+        if p is not None:
+            chain = top_p_filter(chain, p)
+        assert torch.equal(filter_logits(z, t, k, p), chain)
+        # sample_next draws from exactly this: same generator state, same tokens
+        g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+        drawn = sample_next(z, temperature=t, top_k=k, top_p=p, generator=g1)
+        direct = torch.multinomial(torch.softmax(chain, dim=-1), 1, generator=g2).squeeze(-1)
+        assert torch.equal(drawn, direct)
+
+
+def test_filter_logits_greedy_and_argument_checks():
+    z = torch.tensor([[1.0, 3.0, 3.0, 0.0], [2.0, 0.0, 1.0, 5.0]])
+    greedy = filter_logits(z, temperature=0, top_k=3, top_p=0.5)  # top-k, top-p: nothing left to remove
+    assert torch.equal(greedy, apply_temperature(z, 0))
+    assert torch.equal(greedy.argmax(-1), sample_next(z, do_sample=False)) and greedy.argmax(-1).tolist() == [1, 3]
+    assert torch.equal(filter_logits(z), z)  # no filter: the logits themselves
+    for kwargs, msg in [({"temperature": -1}, "temperature must be >= 0"), ({"top_k": 0}, "k >= 1"),
+                        ({"top_p": 0.0}, "0 < p <= 1"), ({"temperature": 0, "top_k": 0}, "k >= 1")]:
+        with pytest.raises(ValueError, match=msg):
+            filter_logits(z, **kwargs)
+        with pytest.raises(ValueError, match=msg):
+            sample_next(z, **kwargs)
+    with pytest.raises(ValueError, match=r"logits must be \(B, V\)"):
+        filter_logits(z[0])
+
+
+# ---------------------------------------------------------------- token ids checked at every entry point
+def test_entry_points_reject_out_of_range_ids():
+    z = randn(1, 5)
+    with pytest.raises(ValueError, match="token id 9 is out of range for a vocabulary of 5 ids"):
+        apply_repetition_penalty(z, torch.tensor([[1, 9]]), 1.2)
+    with pytest.raises(ValueError, match="token id -1 is out of range"):
+        apply_repetition_penalty(z, torch.tensor([[-1]]), 1.2)
+    gpt = GPT(GPTConfig(vocab_size=9, context_length=8, d_model=16, n_layers=1, n_heads=2)).eval()
+    with pytest.raises(ValueError, match="token id 9 is out of range for a vocabulary of 9 ids"):
+        beam_search(gpt, torch.tensor([[1, 9]]), 2, num_beams=2)  # V from model.config
+    # a plain callable: checked against the V of its first logits
+    with pytest.raises(ValueError, match="token id 9 is out of range for a vocabulary of 5 ids"):
+        beam_search(lambda ids: torch.zeros(*ids.shape, 5), torch.tensor([[1, 9]]), 2, num_beams=2)
+    with pytest.raises(ValueError, match="token id -1 is out of range for a vocabulary of 4 ids"):
+        beam_search(TableModel(4), torch.tensor([[2, -1]]), 2, num_beams=2)  # -1 would index the table's end

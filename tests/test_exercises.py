@@ -5,7 +5,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from lmcourse.exercises import EXERCISES_DIR, SOLUTIONS_DIR, checks_of, generate, make_exercise
+from lmcourse.course.exercises import EXERCISES_DIR, SOLUTIONS_DIR, checks_of, generate, make_exercise
 
 
 def _nb(*cells):
@@ -13,7 +13,7 @@ def _nb(*cells):
 
 
 def test_exercises_are_in_sync_with_solutions():
-    result = subprocess.run([sys.executable, "-m", "lmcourse.exercises", "--check"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "lmcourse", "exercises", "--check"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmcourse.generation import KVCache, LayerKVCache, generate, kv_cache_bytes
+from lmcourse.generation import (
+    KVCache,
+    LayerKVCache,
+    generate,
+    kv_cache_bytes,
+    tokens_per_second,
+)
 from lmcourse.transformer import GPT, POSITIONAL, GPTConfig
 
 V, C = 13, 12
@@ -40,7 +46,11 @@ def test_chunked_prefill_equals_full_forward(positional):
     model = tiny(positional)
     x = prompt(B=2, T=C)
     cache = KVCache.for_model(model, batch_size=2)
-    parts = [model(x[:, :4], cache=cache), model(x[:, 4:9], offset=4, cache=cache), model(x[:, 9:], offset=9, cache=cache)]
+    parts = [
+        model(x[:, :4], cache=cache),
+        model(x[:, 4:9], offset=4, cache=cache),
+        model(x[:, 9:], offset=9, cache=cache),
+    ]
     torch.testing.assert_close(torch.cat(parts, dim=1), model(x), atol=1e-5, rtol=1e-5)
 
 
@@ -127,3 +137,21 @@ def test_bad_input_raises():
         generate(model, torch.zeros(3, dtype=torch.long), 2)
     with pytest.raises(ValueError, match="slide"):
         generate(model, prompt(), 2, slide=0)
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generate_rejects_out_of_range_ids_and_restores_the_mode(use_cache):
+    model = tiny("learned").train()
+    bad = torch.tensor([[1, 2, V]])  # V = model.config.vocab_size: one past the last id
+    with pytest.raises(ValueError, match=f"token id {V} is out of range for a vocabulary of {V} ids"):
+        generate(model, bad, 3, use_cache=use_cache)
+    with pytest.raises(ValueError, match="token id -1 is out of range"):
+        generate(model, torch.tensor([[-1, 2]]), 3, use_cache=use_cache)
+    assert model.training  # untouched by the failed calls
+    out = generate(model, prompt(), 3, use_cache=use_cache)
+    assert out.shape == (3, 8) and model.training  # eval inside, training mode restored
+
+
+def test_tokens_per_second_counts_all_rows():
+    model = tiny("rope")
+    assert tokens_per_second(model, prompt(B=2, T=3), 4, repeats=2) > 0

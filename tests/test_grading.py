@@ -9,8 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 import nbformat
 import pytest
 
-from lmcourse.exercises import EXERCISES_DIR, SOLUTIONS_DIR
-from lmcourse.grade import FIELDS, grade_notebook, write_csv
+from lmcourse.course.exercises import EXERCISES_DIR, SOLUTIONS_DIR
+from lmcourse.course.grade import FIELDS, find_notebooks, grade_notebook, write_csv
+
+pytestmark = pytest.mark.slow  # runs every solution and exercise notebook
 
 CHAPTERS = sorted(p.name for p in SOLUTIONS_DIR.glob("*.ipynb"))
 
@@ -21,7 +23,7 @@ def graded():
     paths = [SOLUTIONS_DIR / n for n in CHAPTERS] + [EXERCISES_DIR / n for n in CHAPTERS]
     with ThreadPoolExecutor(max_workers=2) as pool:
         rows = list(pool.map(grade_notebook, paths))
-    return dict(zip(paths, rows))
+    return dict(zip(paths, rows, strict=True))
 
 
 @pytest.mark.parametrize("name", CHAPTERS)
@@ -56,7 +58,7 @@ def test_notebook_raising_in_first_cell_scores_zero_and_batch_completes(tmp_path
     (tmp_path / "invalid" / "01_chain_rule.ipynb").write_text("{ this is not json")
     out = tmp_path / "grades.csv"
     result = subprocess.run(
-        [sys.executable, "-m", "lmcourse.grade", str(bad), str(tmp_path / "invalid"),
+        [sys.executable, "-m", "lmcourse.course.grade", str(bad), str(tmp_path / "invalid"),
          str(SOLUTIONS_DIR / "01_chain_rule.ipynb"), "--out", str(out), "--jobs", "2"],
         capture_output=True, text=True, timeout=600,
     )
@@ -120,7 +122,6 @@ def test_first_cell_raising_costs_only_what_depends_on_it(tmp_path):
 
 
 def test_submission_names_stay_unique(tmp_path):
-    from lmcourse.grade import find_notebooks
     for student in ("alice", "bob"):
         (tmp_path / student).mkdir()
         (tmp_path / student / "01_chain_rule.ipynb").write_text("{}")

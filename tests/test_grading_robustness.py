@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from lmcourse.exercises import SOLUTIONS_DIR
+from lmcourse.course.exercises import SOLUTIONS_DIR
 
 FIXTURES = Path(__file__).resolve().parent / "grading_fixtures"
 sys.path.insert(0, str(FIXTURES))
 from make_fixtures import EXPECTED  # noqa: E402
+
+pytestmark = pytest.mark.slow  # grades a batch of notebooks in subprocesses
 
 SOLUTION = str(SOLUTIONS_DIR / "01_chain_rule.ipynb")
 
@@ -23,7 +25,7 @@ SOLUTION = str(SOLUTIONS_DIR / "01_chain_rule.ipynb")
 @pytest.fixture(scope="module")
 def batch(tmp_path_factory):
     out = tmp_path_factory.mktemp("grades")
-    cmd = [sys.executable, "-m", "lmcourse.grade", str(FIXTURES), SOLUTION, "--chapter", "01",
+    cmd = [sys.executable, "-m", "lmcourse.course.grade", str(FIXTURES), SOLUTION, "--chapter", "01",
            "--jobs", "2", "--timeout", "60", "--memory", "2048",
            "--out", str(out / "grades.csv"), "--feedback", str(out / "feedback")]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=out)
@@ -50,7 +52,8 @@ def test_fixtures_are_up_to_date():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_submission_gets_the_points_it_earned(batch, name):
     rows = rows_of(batch, name)
-    assert len(rows) == 4 and {r["task"] for r in rows} == {"char_tokenizer", "sequence_log_prob", "perplexity", "bits_per_char"}
+    tasks = {"char_tokenizer", "sequence_log_prob", "perplexity", "bits_per_char"}
+    assert len(rows) == 4 and {r["task"] for r in rows} == tasks
     assert points(rows) == EXPECTED[name], [(r["task"], r["points"], r["status"], r["message"]) for r in rows]
 
 

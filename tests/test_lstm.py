@@ -6,11 +6,22 @@ import pytest
 import torch
 import torch.nn as nn
 
+from lmcourse import load_pretrained
 from lmcourse.lstm import (
-    CHECKPOINT_DIR, PRETRAINED, LSTMCell, LSTMConfig, LSTMLM, ScratchLSTM, TrainConfig,
-    detach_state, evaluate, generate, load_pretrained_lstm, lstm_cell, num_params,
-    save_checkpoint, sha256, train_lstm,
+    LSTMLM,
+    LSTMCell,
+    LSTMConfig,
+    ScratchLSTM,
+    detach_state,
+    evaluate,
+    generate,
+    lstm_cell,
+    num_params,
 )
+from lmcourse.shipped import CHECKPOINT_DIR, save_weights, sha256
+from lmcourse.train import TrainConfig, train
+
+PRETRAINED = "lstm_char"
 
 
 def _gen(seed=0):
@@ -36,7 +47,8 @@ def test_cell_gate_equations_by_hand():
     # One hidden unit, zero weights: every gate is sigmoid(b) or tanh(b).
     b = torch.tensor([0.0, 1.0, 0.5, -1.0], dtype=torch.float64)  # i, f, g, o
     z = torch.zeros
-    h, c = lstm_cell(z(1, 1, dtype=torch.float64), (z(1, 1, dtype=torch.float64), torch.full((1, 1), 2.0, dtype=torch.float64)),
+    state = (z(1, 1, dtype=torch.float64), torch.full((1, 1), 2.0, dtype=torch.float64))
+    h, c = lstm_cell(z(1, 1, dtype=torch.float64), state,
                      z(4, 1, dtype=torch.float64), z(4, 1, dtype=torch.float64), b, z(4, dtype=torch.float64))
     s = torch.sigmoid
     c_expected = s(b[1]) * 2.0 + s(b[0]) * torch.tanh(b[2])
@@ -67,7 +79,7 @@ def test_scratch_lstm_equals_nn_lstm_float64(num_layers):
     ours.zero_grad()
     ref(x, (h0, c0))[0].pow(2).sum().backward()
     ours(x, (h0, c0))[0].pow(2).sum().backward()
-    for (name, p_ref), p in zip(ref.named_parameters(), ours.parameters()):
+    for (name, p_ref), p in zip(ref.named_parameters(), ours.parameters(), strict=True):
         torch.testing.assert_close(p.grad, p_ref.grad, rtol=0, atol=1e-10, msg=name)
 
 
@@ -118,19 +130,25 @@ def test_bad_input_raises():
     model = LSTMLM(LSTMConfig(vocab_size=9, embed_dim=4, hidden_size=5))
     with pytest.raises(ValueError, match=r"\(B, T\)"):
         model(torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match="token id 9 is out of range for a vocabulary of 9"):
+        model(torch.tensor([[1, 9]]))
+    with pytest.raises(ValueError, match="token id 12 is out of range"):
+        generate(model, [1, 12], 3)
     with pytest.raises(ValueError, match="dropout"):
         LSTMConfig(dropout=1.0)
 
 
-def test_training_reduces_loss_on_a_periodic_stream():
+def test_engine_trains_the_lstm_with_tbptt_on_a_periodic_stream():
     ids = torch.tensor([0, 1, 2, 3, 4, 5, 6, 7] * 200)
     torch.manual_seed(0)
     model = LSTMLM(LSTMConfig(vocab_size=8, embed_dim=8, hidden_size=16, num_layers=1, dropout=0.0))
     before = evaluate(model, ids, batch_size=4, bptt=16)
-    hist = train_lstm(model, ids, ids, TrainConfig(steps=60, batch_size=4, bptt=16, lr=3e-2, eval_every=30))
-    assert hist["val_step"] == [30, 60]
+    cfg = TrainConfig(steps=60, batch_size=4, context_length=16, lr=3e-2, min_lr=3e-3, warmup_steps=0,
+                      eval_every=30, eval_batches=2, objective="tbptt")
+    hist = train(model, ids, ids, cfg)
+    assert hist.steps == [0, 30, 60]
     assert before > 1.8  # about ln 8 = 2.08 before training
-    assert hist["val_loss"][-1] < 0.3  # the next token is fully determined (ln 8 = 2.08 at chance)
+    assert evaluate(model, ids, batch_size=4, bptt=16) < 0.3  # the next token is fully determined
 
 
 def test_generate_is_seeded_and_the_right_length():
@@ -146,17 +164,18 @@ def test_generate_is_seeded_and_the_right_length():
 def test_checkpoint_round_trip_and_errors(tmp_path):
     model = LSTMLM(LSTMConfig(vocab_size=9, embed_dim=4, hidden_size=5))
     path = tmp_path / "m.pt"
-    save_checkpoint(model, path, dtype=torch.float32)
-    loaded = load_pretrained_lstm(path)
+    save_weights(model, path, dtype=torch.float32)
+    loaded = load_pretrained(str(path))
+    assert isinstance(loaded, LSTMLM) and not loaded.training
     idx = torch.randint(0, 9, (2, 4), generator=_gen())
     torch.testing.assert_close(loaded(idx)[0], model.eval()(idx)[0])
-    with pytest.raises(FileNotFoundError, match="python -m lmcourse.lstm train"):
-        load_pretrained_lstm(tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError, match="no model checkpoint"):
+        load_pretrained(str(tmp_path / "missing.pt"))
     ckpt = torch.load(path, weights_only=True)
     ckpt["config"]["hidden_size"] = 6  # the weights no longer fit
     torch.save(ckpt, path)
     with pytest.raises(ValueError, match="does not match"):
-        load_pretrained_lstm(path)
+        load_pretrained(str(path))
 
 
 def test_shipped_checkpoint_matches_its_manifest():
@@ -164,6 +183,6 @@ def test_shipped_checkpoint_matches_its_manifest():
     entry = json.loads((CHECKPOINT_DIR / "manifest.json").read_text())[PRETRAINED]
     assert sha256(path) == entry["sha256"]
     assert path.stat().st_size < 5_000_000
-    model = load_pretrained_lstm()
+    model = load_pretrained(PRETRAINED)
     assert num_params(model) == entry["parameters"]
     assert LSTMConfig(**entry["config"]) == model.config

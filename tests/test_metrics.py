@@ -1,10 +1,11 @@
+import itertools
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from lmcourse.chain_rule import bigram_probs, sequence_log_prob, token_log_probs, unigram_probs, uniform_probs
+from lmcourse.chain_rule import bigram_probs, sequence_log_prob, token_log_probs, uniform_probs, unigram_probs
 from lmcourse.device import get_device
 from lmcourse.metrics import bits_per_char, mean_nll, perplexity
 
@@ -53,14 +54,14 @@ def test_count_models_are_distributions_and_match_hand_counts():
     assert torch.allclose(P[1], torch.tensor([1, 2, 2], dtype=torch.float64) / 5)
     with pytest.raises(ValueError):
         bigram_probs(ids, V, k=0.0)
-    with pytest.raises(ValueError, match="outside the vocabulary"):
+    with pytest.raises(ValueError, match="token id 3 is out of range for a vocabulary of 3 ids"):
         unigram_probs([0, 3], V)
 
 
 def test_chain_rule_sum_of_logs_equals_log_of_product():
     ids = [0, 1, 1, 2, 0, 1]
     P = bigram_probs(ids, 3, k=0.5)
-    product = math.prod(P[a, b].item() for a, b in zip(ids, ids[1:]))
+    product = math.prod(P[a, b].item() for a, b in itertools.pairwise(ids))
     assert math.isclose(sequence_log_prob(ids, P), math.log(product), rel_tol=1e-12)
     assert token_log_probs(ids, P).shape == (5,)
 
@@ -75,3 +76,21 @@ def test_device_override(monkeypatch):
         monkeypatch.setenv("LMCOURSE_DEVICE", "cuda")
         with pytest.raises(RuntimeError, match="no CUDA"):
             get_device()
+
+
+def test_entry_points_reject_out_of_range_ids():
+    msg = r"token id 9 is out of range for a vocabulary of 5 ids \(valid: 0..4\)"
+    with pytest.raises(ValueError, match=msg):
+        unigram_probs([0, 9], 5)
+    with pytest.raises(ValueError, match=msg):
+        bigram_probs(torch.tensor([9, 0]), 5)
+    with pytest.raises(ValueError, match=msg):
+        token_log_probs([1, 9], bigram_probs([0, 1], 5))
+    with pytest.raises(ValueError, match=msg):
+        sequence_log_prob([1, 9], uniform_probs(5))
+    with pytest.raises(ValueError, match="token id -1 is out of range"):
+        unigram_probs([0, -1], 5)
+    with pytest.raises(ValueError, match=msg):
+        mean_nll(torch.zeros(2, 3, 5), torch.tensor([[0, 1, 2], [3, 4, 9]]))
+    with pytest.raises(ValueError, match="token id -2 is out of range"):
+        mean_nll(torch.zeros(3, 5), torch.tensor([0, -2, 1]))

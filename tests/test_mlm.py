@@ -6,24 +6,17 @@ import math
 import pytest
 import torch
 
-from lmcourse.mlm import (
-    CHECKPOINT_DIR,
-    IGNORE_INDEX,
-    MASK_TOKEN,
-    MaskedLM,
-    MLMTrainConfig,
-    evaluate_mlm,
-    fill_mask,
-    load_pretrained_mlm,
-    mask_tokenizer,
-    mask_tokens,
-    mlm_loss,
-    sha256,
-    train_mlm,
-)
+from lmcourse import load_pretrained
+from lmcourse.mlm import IGNORE_INDEX, MASK_TOKEN, evaluate_mlm, fill_mask, mask_tokenizer, mask_tokens, mlm_loss
+from lmcourse.shipped import CHECKPOINT_DIR, sha256
+from lmcourse.train import TrainConfig, train
 from lmcourse.transformer import GPT, GPTConfig
 
-TINY = GPTConfig(vocab_size=12, context_length=16, d_model=16, n_layers=2, n_heads=2)
+TINY = GPTConfig(vocab_size=12, context_length=16, d_model=16, n_layers=2, n_heads=2, causal=False)
+
+
+def MaskedLM(config):  # the encoder is the GPT class, bidirectional
+    return GPT(config)
 V, MASK, SPECIALS = 20, 0, (0, 1)  # id 0 is [MASK], id 1 another special (say [PAD])
 
 
@@ -131,17 +124,17 @@ def test_encoder_sees_both_sides():
 
 
 @pytest.mark.parametrize("positional", ["learned", "sinusoidal", "rope", "alibi"])
-def test_same_blocks_as_gpt_with_the_mask_removed(positional):
-    """Copy the encoder's weights into a GPT, make its blocks bidirectional: the same logits."""
+def test_encoder_is_the_gpt_with_the_mask_removed(positional):
+    """The same weights in a causal GPT: with its blocks made bidirectional, the same logits."""
     cfg = GPTConfig(**{**TINY.__dict__, "positional": positional})
     torch.manual_seed(0)
     enc = MaskedLM(cfg).eval()
-    gpt = GPT(cfg).eval()
-    missing, unexpected = gpt.load_state_dict(enc.state_dict(), strict=False)
-    assert set(missing) <= {"head.weight"} and not unexpected
+    gpt = GPT(GPTConfig(**{**cfg.__dict__, "causal": True})).eval()
+    gpt.load_state_dict(enc.state_dict())  # the same parameters, name for name
+    ids = torch.randint(0, 12, (2, 9))
+    assert not torch.allclose(enc(ids), gpt(ids), atol=1e-3)  # causal differs
     for block in gpt.blocks:
         block.attn.causal = False
-    ids = torch.randint(0, 12, (2, 9))
     assert torch.allclose(enc(ids), gpt(ids), atol=1e-6)
 
 
@@ -149,24 +142,27 @@ def test_head_is_tied_and_params_counted_once():
     model = MaskedLM(TINY)
     names = [n for n, _ in model.named_parameters()]
     assert not any(n.startswith("head") for n in names)
-    with pytest.raises(ValueError, match="tie_weights"):
-        MaskedLM(GPTConfig(**{**TINY.__dict__, "tie_weights": False}))
     with pytest.raises(ValueError, match="context_length"):
         model(torch.zeros(1, 17, dtype=torch.long))
+    with pytest.raises(ValueError, match="bidirectional"):
+        from lmcourse.generation import KVCache
+
+        model(torch.zeros(1, 2, dtype=torch.long), cache=KVCache.for_model(model, 1))
 
 
-def test_training_lowers_the_mlm_loss():
+def test_engine_lowers_the_mlm_loss():
     torch.manual_seed(0)
-    model = MaskedLM(GPTConfig(vocab_size=12, context_length=16, d_model=32, n_layers=1, n_heads=2))
+    model = MaskedLM(GPTConfig(vocab_size=12, context_length=16, d_model=32, n_layers=1, n_heads=2, causal=False))
     text = torch.arange(1, 12).repeat(40)  # a periodic sequence: masked ids are easy to infer
-    losses = train_mlm(model, text, mask_token_id=0,
-                       config=MLMTrainConfig(steps=80, batch_size=16, warmup_steps=5, lr=2e-2, min_lr=2e-3))
-    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.5  # from about ln(11) = 2.4 nats down
+    cfg = TrainConfig(steps=80, batch_size=16, context_length=16, warmup_steps=5, lr=2e-2, min_lr=2e-3,
+                      eval_every=40, eval_batches=2, objective="mlm", mask_token_id=0)
+    hist = train(model, text, text, cfg)
+    assert hist.val_loss[-1] < hist.val_loss[0] - 0.5  # from about ln(11) = 2.4 nats down
 
 
 @pytest.fixture(scope="module")
 def shipped():
-    return load_pretrained_mlm(), mask_tokenizer()
+    return load_pretrained("mlm_char"), mask_tokenizer()
 
 
 def test_tokenizer_puts_mask_first_and_shifts_characters():
@@ -195,7 +191,7 @@ def test_shipped_checkpoint_matches_manifest(shipped):
     entry = json.loads((CHECKPOINT_DIR / "manifest.json").read_text())["mlm_char"]
     assert entry["sha256"] == sha256(CHECKPOINT_DIR / entry["file"])
     assert entry["parameters"] == model.num_params()
-    assert entry["config"] == model.config.__dict__
+    assert entry["config"] == model.config.__dict__ and not model.config.causal
     # one small held-out batch: far better than the 1/75 of guessing
     from lmcourse.data import load_shakespeare
 

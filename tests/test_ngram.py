@@ -89,7 +89,7 @@ def test_interpolated_formula():
     x = [0, 1, 0, 1, 1, 2]
     lm = NGramLM(2, "interpolated", lam=[0.5, 0.8]).fit(x)
     uni = [0.5 * c / 6 + 0.5 / 3 for c in (2, 3, 1)]
-    want = [0.8 * ml + 0.2 * u for ml, u in zip([0.0, 1.0, 0.0], uni)]
+    want = [0.8 * ml + 0.2 * u for ml, u in zip([0.0, 1.0, 0.0], uni, strict=True)]
     assert lm.distribution([0]).tolist() == pytest.approx(want)
     assert lm.distribution([2]).tolist() == pytest.approx(uni)  # unseen context: lower order
 
@@ -143,21 +143,40 @@ def test_bad_arguments_raise_clear_errors():
         NGramLM(2).fit([])
     with pytest.raises(ValueError, match="training sequence is empty"):
         NGramLM(2, vocab_size=5).fit([])
-    with pytest.raises(ValueError, match="token id 9 in the training sequence is outside"):
+    with pytest.raises(
+        ValueError, match="in the training sequence: token id 9 is out of range for a vocabulary of 5 ids"
+    ):
         NGramLM(2, vocab_size=5).fit([1, 9])
     with pytest.raises(ValueError, match="not fitted"):
         NGramLM(2, vocab_size=5).prob([1], 2)
     with pytest.raises(ValueError, match="does not fit in int64"):
         NGramLM(6, vocab_size=50_000).fit([1, 2, 3])
     lm = NGramLM(2, vocab_size=5).fit([0, 1, 2, 3, 4])
-    with pytest.raises(ValueError, match="token id 5 in token is outside"):
+    with pytest.raises(ValueError, match="in token: token id 5 is out of range"):
         lm.prob([1], 5)
-    with pytest.raises(ValueError, match="token id -1 in the context is outside"):
+    with pytest.raises(ValueError, match="in the context: token id -1 is out of range"):
         lm.distribution([-1])
-    with pytest.raises(ValueError, match="token id 7 in the sequence"):
+    with pytest.raises(ValueError, match="in the sequence: token id 7 is out of range"):
         lm.perplexity([1, 7])
     with pytest.raises(ValueError, match="at least two tokens"):
         lm.perplexity([1])
+
+
+def test_ids_are_checked_against_a_known_vocabulary_only():
+    lm = NGramLM(3, vocab_size=5).fit([0, 1, 2, 3, 4, 0])
+    for call in (lambda: lm.prob([1, 2], 9), lambda: lm.distribution([9]), lambda: lm.log_likelihood([0, 9]),
+                 lambda: lm.token_log_probs(torch.tensor([9, 1])), lambda: lm.perplexity([1, 9]),
+                 lambda: lm.sample([9], 2), lambda: NGramLM(2, vocab_size=5).fit([0, 9])):
+        with pytest.raises(ValueError, match="token id 9 is out of range for a vocabulary of 5 ids"):
+            call()
+    # no vocab_size given: fit() infers it from the data, so any id >= 0 is accepted there...
+    inferred = NGramLM(2).fit([0, 9, 3])
+    assert inferred.vocab_size == 10
+    with pytest.raises(ValueError, match="token id -1 in the training sequence is negative"):
+        NGramLM(2).fit([0, -1])
+    # ...and later input is checked against the inferred size
+    with pytest.raises(ValueError, match="in token: token id 10 is out of range for a vocabulary of 10 ids"):
+        inferred.prob([0], 10)
 
 
 def test_bench_dispatcher():

@@ -1,9 +1,9 @@
-"""lmcourse.notebooks: stable stored outputs, and the runtime appendix."""
+"""lmcourse.course.notebooks: stable stored outputs, and the runtime appendix."""
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from lmcourse.notebooks import coalesce_streams, normalise, run, runtime_table
+from lmcourse.course.notebooks import coalesce_streams, normalise, run, runtime_table
 
 
 def test_coalesce_and_normalise():
@@ -11,7 +11,8 @@ def test_coalesce_and_normalise():
             new_output("stream", name="stderr", text="c")]
     merged = coalesce_streams(outs)
     assert [(o.name, o.text) for o in merged] == [("stdout", "ab"), ("stderr", "c")]
-    nb = new_notebook(cells=[new_code_cell("x", execution_count=7), new_code_cell("y"), new_code_cell("z", execution_count=9)])
+    nb = new_notebook(cells=[new_code_cell("x", execution_count=7), new_code_cell("y"),
+                             new_code_cell("z", execution_count=9)])
     nb.cells[0].metadata["execution"] = {"iopub.execute_input": "2026-11-22T10:00:00"}
     nb.metadata["language_info"] = {"name": "python", "version": "3.11.7"}
     normalise(nb)
@@ -34,7 +35,8 @@ def test_run_and_runtime_table(tmp_path):
 
     page = runtime_table(book, sols)
     assert "| 07 | 7. A chapter |" in page and "| 07 | `answer` (3) | 3 |" in page
-    assert nbformat.read(book / "07_demo.ipynb", as_version=4).cells[1].outputs == [], "the stored notebook is untouched"
+    stored = nbformat.read(book / "07_demo.ipynb", as_version=4)
+    assert stored.cells[1].outputs == [], "the stored notebook is untouched"
 
     seconds = run(book / "07_demo.ipynb")
     stored = nbformat.read(book / "07_demo.ipynb", as_version=4)

@@ -67,7 +67,8 @@ def test_rope_is_a_rotation_by_pos_times_theta():
     out = apply_rope(x, *rope_angles(T, D))
     for p in range(T):
         for i in range(D // 2):
-            z = complex(x[p, 2 * i], x[p, 2 * i + 1]) * complex(math.cos(p * 10000 ** (-2 * i / D)), math.sin(p * 10000 ** (-2 * i / D)))
+            theta = p * 10000 ** (-2 * i / D)
+            z = complex(x[p, 2 * i], x[p, 2 * i + 1]) * complex(math.cos(theta), math.sin(theta))
             assert out[p, 2 * i].item() == pytest.approx(z.real, abs=1e-12)
             assert out[p, 2 * i + 1].item() == pytest.approx(z.imag, abs=1e-12)
 

@@ -2,8 +2,7 @@ import json
 
 import pytest
 
-from lmcourse.tokenization import (BPETokenizer, CharTokenizer, load_tokenizer,
-                                   shakespeare_char_tokenizer, train_bpe)
+from lmcourse.tokenization import BPETokenizer, CharTokenizer, load_tokenizer, shakespeare_char_tokenizer, train_bpe
 
 TEXT = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind to suffer\n" * 20
 
@@ -72,6 +71,14 @@ def test_bpe_special_tokens_and_errors(tmp_path):
 
 
 def test_shakespeare_vocabulary_covers_every_split():
+    from lmcourse.data import SPLITS, load_shakespeare
+
     tok = shakespeare_char_tokenizer()
     assert tok.vocab_size == 75
-    json.dumps(tok.itos)  # plain characters only
+    # plain characters only: single printable characters (and the newline), no special tokens
+    assert tok.special_tokens == []
+    assert all(len(c) == 1 and (c == "\n" or c.isprintable()) for c in tok.itos)
+    assert json.loads(json.dumps(tok.itos)) == tok.itos
+    for split in SPLITS:  # every character of every split is in the vocabulary
+        assert set(load_shakespeare(split)) <= set(tok.itos), split
+    assert set(tok.itos) == set(load_shakespeare())  # and nothing else

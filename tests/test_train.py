@@ -1,6 +1,7 @@
 """The training core: schedule, optimizer groups, learning, determinism."""
 
 import math
+from itertools import pairwise
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from lmcourse.transformer import GPT, GPTConfig
 def test_warmup_is_linear_and_cosine_ends_at_min_lr():
     cfg = TrainConfig(steps=200, warmup_steps=20, lr=3e-3, min_lr=3e-4)
     warm = [lr_at(s, cfg) for s in range(20)]
-    steps = [b - a for a, b in zip(warm, warm[1:])]
+    steps = [b - a for a, b in pairwise(warm)]
     assert steps == pytest.approx([cfg.lr / 20] * 19)
     assert lr_at(19, cfg) == pytest.approx(cfg.lr)
     assert lr_at(20, cfg) == pytest.approx(cfg.lr)  # the decay starts at the peak
@@ -20,7 +21,7 @@ def test_warmup_is_linear_and_cosine_ends_at_min_lr():
     assert lr_at(200, cfg) == pytest.approx(cfg.min_lr)
     assert lr_at(500, cfg) == pytest.approx(cfg.min_lr)
     decay = [lr_at(s, cfg) for s in range(20, 201)]
-    assert all(a >= b for a, b in zip(decay, decay[1:]))
+    assert all(a >= b for a, b in pairwise(decay))
 
 
 def test_no_warmup():
@@ -79,7 +80,7 @@ def test_evaluate_is_the_mean_nll_and_restores_the_mode():
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=5, context_length=8, d_model=8, n_layers=1, n_heads=1))
     with torch.no_grad():
-        model.head.weight.zero_()  # tied: embeddings zero too, logits all zero => uniform
+        model.tok_emb.weight.zero_()  # tied: the head is the embedding, logits all zero => uniform
     model.train()
     assert evaluate(model, list(range(5)) * 20, context_length=8, num_batches=2) == pytest.approx(math.log(5))
     assert model.training
@@ -105,7 +106,7 @@ def test_grad_accumulation_matches_one_big_batch():
         results.append((train(model, (text[:400], text[400:]), cfg), model))  # the (train, val) form
     (h1, m1), (h4, m4) = results
     assert h4.val_loss == pytest.approx(h1.val_loss, rel=1e-5)
-    for a, b in zip(m1.parameters(), m4.parameters()):
+    for a, b in zip(m1.parameters(), m4.parameters(), strict=True):
         assert torch.allclose(a, b, atol=1e-4)
     with pytest.raises(ValueError, match="multiple of grad_accum"):
         TrainConfig(batch_size=10, grad_accum=4)
@@ -165,28 +166,48 @@ def test_command_line_writes_weights_and_only_its_manifest_entry(tmp_path, capsy
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["other"] == {"name": "other", "keep": 1}  # read-modify-write: others untouched
     entry = manifest["tiny"]
-    assert entry["steps"] == 6 and entry["command"] == "python -m lmcourse.train --config tiny --steps 6"
+    assert entry["steps"] == 6 and entry["command"] == "python -m lmcourse train --config tiny --steps 6"
     model = load_pretrained(str(tmp_path / "tiny.pt"))
     assert model.num_params() == entry["parameters"] and 0 < entry["val_nats_per_char"] < 5
     assert (tmp_path / "tiny.state.pt").is_file()
     assert "step      6" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # two fresh Python processes that import torch
 def test_python_m_lmcourse_train_runs_the_named_runs_command_line(tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "lmcourse.train", "--config", "tiny", "--steps", "2",
+    result = subprocess.run([sys.executable, "-m", "lmcourse", "train", "--config", "tiny", "--steps", "2",
                              "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "tiny.pt").is_file() and "tiny: 16,192 parameters" in result.stdout
-    bad = subprocess.run([sys.executable, "-m", "lmcourse.train", "--config", "nope"], capture_output=True, text=True)
+    bad = subprocess.run([sys.executable, "-m", "lmcourse", "train", "--config", "nope"], capture_output=True,
+                         text=True)
     assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr
+    listed = subprocess.run([sys.executable, "-m", "lmcourse", "train", "--list"], capture_output=True, text=True)
+    names = [line.split()[0] for line in listed.stdout.splitlines()]
+    assert listed.returncode == 0 and names == ["tiny", "small", "lstm_char", "gpt_char", "mlm_char", "gpt_modern"]
 
 
 def test_bench_train_reports_both_steps(capsys):
+    import re
+
     from lmcourse.bench.train import main
+    from lmcourse.runs import named_runs
 
     assert main(["--configs", "tiny", "--steps", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "measured peak" in out and "tiny" in out and "x" in out.splitlines()[-1]
+    lines = capsys.readouterr().out.strip().splitlines()
+    peak = re.fullmatch(r"measured peak: ([\d.]+) GFLOP/s \(float32 matrix product\)", lines[1])
+    assert peak, lines[1]
+    assert lines[2].split() == ["config", "params", "tokens/step", "course", "tok/s", "MFU", "ref", "tok/s",
+                                "ref", "MFU", "speed-up"]
+    row = re.fullmatch(r"tiny +([\d,]+) +([\d,]+) +([\d,]+) +([\d.]+)% +([\d,]+) +([\d.]+)% +([\d.]+)x", lines[3])
+    assert row, lines[3]  # the row of the one config, both steps measured
+    params, tokens, course, mfu, ref, _, speedup = (float(g.replace(",", "")) for g in row.groups())
+    spec = named_runs()["tiny"]
+    assert params == GPT(spec.model).num_params()
+    assert tokens == spec.train.batch_size * spec.train.context_length
+    assert course > 0 and ref > 0
+    assert speedup == pytest.approx(course / ref, abs=0.006)
+    assert mfu == pytest.approx(100 * 6 * params * course / (float(peak.group(1)) * 1e9), rel=0.01, abs=0.06)

@@ -47,9 +47,23 @@ def test_gpt2_small_parameter_count_on_the_meta_device():
 def test_tying_removes_exactly_v_times_d_parameters():
     tied = GPT(GPTConfig(**SMALL, tie_weights=True))
     untied = GPT(GPTConfig(**SMALL, tie_weights=False))
-    assert tied.head.weight is tied.tok_emb.weight
+    assert tied.head is None and not any(n.startswith("head") for n, _ in tied.named_parameters())
     assert untied.head.weight is not untied.tok_emb.weight
     assert untied.num_params() - tied.num_params() == 13 * 16
+
+
+def _tied_logits_use_the_embedding(model, cfg):
+    """The tied model's logits are h E^T with E its current embedding matrix."""
+    x = ids_for(cfg)
+    with torch.no_grad():
+        model.tok_emb.weight.mul_(2.0)  # change E: the output layer must change with it
+        h = model.tok_emb(x)
+        if model.pos_emb is not None:
+            h = h + model.pos_emb(x.shape[1])
+        for block in model.blocks:
+            h, _ = block(h)
+        expected = model.ln_f(h) @ model.tok_emb.weight.T
+        torch.testing.assert_close(model(x), expected)
 
 
 def test_tying_survives_a_state_dict_round_trip():
@@ -62,19 +76,24 @@ def test_tying_survives_a_state_dict_round_trip():
     torch.manual_seed(1)
     fresh = GPT(cfg)
     fresh.load_state_dict(torch.load(buf))
-    assert fresh.head.weight is fresh.tok_emb.weight
+    assert "head.weight" not in model.state_dict()  # one matrix, stored once
     x = ids_for(cfg)
     torch.testing.assert_close(fresh(x), model(x))
+    _tied_logits_use_the_embedding(fresh.eval(), cfg)
 
 
 def test_tying_survives_moves():
-    model = GPT(GPTConfig(**SMALL)).to(torch.float64).to("cpu")
-    assert model.head.weight is model.tok_emb.weight
-    assert model.head.weight.dtype == torch.float64
+    cfg = GPTConfig(**SMALL)
+    model = GPT(cfg).to(torch.float64).to("cpu").eval()
+    assert model(ids_for(cfg)).dtype == torch.float64
+    _tied_logits_use_the_embedding(model, cfg)
     with torch.device("meta"):
-        meta = GPT(GPTConfig(**SMALL))
+        meta = GPT(cfg)
     moved = meta.to_empty(device="cpu")  # swaps in new Parameter objects
-    assert moved.head.weight is moved.tok_emb.weight
+    with torch.no_grad():
+        for p in moved.parameters():
+            p.normal_(0, 0.02)
+    _tied_logits_use_the_embedding(moved.eval(), cfg)
 
 
 def test_tying_survives_assign_loading():
@@ -83,8 +102,8 @@ def test_tying_survives_assign_loading():
     with torch.device("meta"):
         fresh = GPT(cfg)
     fresh.load_state_dict(model.state_dict(), assign=True)
-    assert fresh.head.weight is fresh.tok_emb.weight
     assert fresh.num_params() == model.num_params()
+    _tied_logits_use_the_embedding(fresh.eval(), cfg)
 
 
 @pytest.mark.parametrize("positional", ["sinusoidal", "rope", "alibi"])
@@ -102,7 +121,10 @@ def test_shared_gradient_is_the_sum_of_both_uses():
     torch.manual_seed(0)
     tied = GPT(cfg).double()
     untied = GPT(GPTConfig(**SMALL, tie_weights=False)).double()
-    untied.load_state_dict(tied.state_dict())  # both matrices start as the same values
+    missing, _ = untied.load_state_dict(tied.state_dict(), strict=False)
+    assert missing == ["head.weight"]
+    with torch.no_grad():
+        untied.head.weight.copy_(untied.tok_emb.weight)  # both matrices start as the same values
     assert untied.head.weight is not untied.tok_emb.weight
     x, y = ids_for(cfg, seed=1), ids_for(cfg, seed=2)
     for m in (tied, untied):
@@ -131,11 +153,47 @@ def test_attention_maps():
 
 def test_dropout_is_active_in_training_only():
     cfg = GPTConfig(**SMALL, dropout=0.2)
+    torch.manual_seed(0)
     model = GPT(cfg)
+    plain = GPT(GPTConfig(**SMALL, dropout=0.0))  # the same weights, no dropout
+    plain.load_state_dict(model.state_dict())
     x = ids_for(cfg)
-    model.train()
-    assert not torch.equal(model(x), model(x))
-    model.eval()
-    assert torch.equal(model(x), model(x))
-    model.train()
-    assert model.attention_maps(x)[0].shape == (2, 4, 8, 8)  # the explicit path runs with dropout too
+    with torch.no_grad():
+        reference = plain.eval()(x)
+        model.train()
+        a, b = model(x), model(x)
+        assert not torch.equal(a, b)  # a fresh mask at every call
+        for out in (a, b):  # dropout changes the outputs, and by more than rounding
+            assert (out - reference).abs().max() > 1e-3
+        model.eval()
+        assert torch.equal(model(x), reference)  # the identity in eval mode
+        assert torch.equal(plain.train()(x), reference)  # dropout=0 is the identity in training too
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_attention_dropout_on_both_attention_paths(need_weights):
+    # the fused kernel (dropout_p) and the explicit path (dropout on the weights) both drop attention weights
+    from lmcourse.attention import MultiHeadAttention
+
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(d_model=16, n_heads=4, dropout=0.5).double()
+    attn.resid_dropout = torch.nn.Identity()  # so any difference comes from the attention weights
+    x = torch.randn(2, 6, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+
+    def run():
+        out = attn(x, need_weights=need_weights)
+        return out[0] if need_weights else out
+
+    with torch.no_grad():
+        reference = attn.eval()(x)
+        attn.train()
+        a, b = run(), run()
+        assert not torch.equal(a, b)
+        assert (a - reference).abs().max() > 1e-3 and (b - reference).abs().max() > 1e-3
+        attn.eval()
+        torch.testing.assert_close(run(), reference, rtol=0, atol=1e-12)
+        if need_weights:  # the weights returned for plotting are the undropped ones, rows summing to 1
+            attn.train()
+            _, w = attn(x, need_weights=True)
+            _, w_eval = attn.eval()(x, need_weights=True)
+            torch.testing.assert_close(w, w_eval, rtol=0, atol=0)

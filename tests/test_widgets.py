@@ -5,6 +5,7 @@ real browser where Chromium and Playwright are installed, and its probabilities
 must equal decoding's filtered ones to 1e-6 for every slider setting tried.
 """
 
+import itertools
 import json
 import re
 import shutil
@@ -12,9 +13,15 @@ import shutil
 import pytest
 import torch
 
-from lmcourse.decoding import sample_next
-from lmcourse.widgets import (attention_data, attention_explorer, filtered_distribution, readable_label,
-                              temperature_data, temperature_explorer)
+from lmcourse.decoding import filter_logits, sample_next
+from lmcourse.widgets import (
+    attention_data,
+    attention_explorer,
+    filtered_distribution,
+    readable_label,
+    temperature_data,
+    temperature_explorer,
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -40,6 +47,14 @@ def test_filtered_distribution_is_what_sample_next_draws_from():
         freq = torch.bincount(draws, minlength=8).double() / 20000
         assert torch.all(freq[probs == 0] == 0)
         assert (freq - probs).abs().max() < 0.02
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_filtered_distribution_is_the_softmax_of_decodings_filter_chain(dtype):
+    z = _logits(10, seed=3).to(dtype)
+    for t, k, p in [(1.0, None, None), (0.5, 3, None), (2.0, None, 0.7), (0.8, 5, 0.5), (0, 4, 0.3), (1.3, 10, 1.0)]:
+        expected = torch.softmax(filter_logits(z.double()[None], t, k, p), dim=-1)[0]
+        assert torch.equal(filtered_distribution(z, t, k, p), expected)  # the same chain, bit for bit
 
 
 def test_filtered_distribution_greedy_and_errors():
@@ -154,7 +169,7 @@ def test_temperature_widget_js_matches_decoding(page):
         assert len(rows) == 30
         assert all(abs(prob - ref[i].item()) < 1e-6 for i, prob, _ in rows)
         widths.append([w for _, _, w in rows])
-    assert all(a != b for a, b in zip(widths, widths[1:]))  # every change of setting redraws the bars
+    assert all(a != b for a, b in itertools.pairwise(widths))  # every change of setting redraws the bars
     summary = page.inner_text(f"{root} .lmc-summary")
     assert summary.startswith(f"{int((ref > 0).sum())} of 30 tokens can be drawn")  # the last setting
     assert not page.errors, page.errors

@@ -1,4 +1,4 @@
-"""Benchmarks: ``python -m lmcourse.bench NAME [ARGS]`` runs ``lmcourse/bench/NAME.py``.
+"""Benchmarks: ``python -m lmcourse bench NAME [ARGS]`` runs ``lmcourse/bench/NAME.py``.
 
 Each benchmark is one module here with a ``main(argv: list[str] | None) -> int``.
 Adding one is adding its file: :func:`available` finds every module of this package.

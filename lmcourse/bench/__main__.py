@@ -1,4 +1,5 @@
-"""``python -m lmcourse.bench NAME [ARGS]``: run one benchmark (no NAME: list them)."""
+"""``python -m lmcourse bench NAME [ARGS]`` (or ``python -m lmcourse.bench``): run one benchmark
+(no NAME: list them)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from . import available, run
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args or args[0] in ("-h", "--help"):
-        print("usage: python -m lmcourse.bench NAME [ARGS]   (NAME --help for its options)")
+        print("usage: python -m lmcourse bench NAME [ARGS]   (NAME --help for its options)")
         print("benchmarks: " + ", ".join(available()))
         return 0 if args else 2
     if args[0] not in available():

@@ -1,6 +1,6 @@
 """Benchmark of the KV cache (chapter 8): generation speed with and without it.
 
-    python -m lmcourse.bench kv-cache [--lengths 64,128,256,512,1024] [--max-uncached 512]
+    python -m lmcourse bench kv-cache [--lengths 64,128,256,512,1024] [--max-uncached 512]
                                       [--threads 1] [--repeats 1] [--batch 1] [--device cpu]
 
 For the course's GPT shapes (randomly initialised: speed does not depend on the
@@ -25,6 +25,7 @@ import os
 
 import torch
 
+from ..device import best_time
 from ..generation import KVCache, kv_cache_bytes, tokens_per_second
 from ..transformer import GPT, GPTConfig
 
@@ -49,11 +50,10 @@ def step_ms(model: GPT, batch: int, cached_len: int, blocks: int = 6, steps: int
     """Milliseconds of one cached step with ``cached_len`` positions cached: (preallocated, torch.cat).
 
     Blocks of ``steps`` steps alternate between the two caches and the best block counts, so a
-    machine whose load drifts treats both alike.
+    machine whose load drifts treats both alike (each block timed by :func:`lmcourse.device.best_time`).
     """
-    import time
-
-    x = torch.zeros(batch, 1, dtype=torch.long, device=next(model.parameters()).device)
+    device = next(model.parameters()).device
+    x = torch.zeros(batch, 1, dtype=torch.long, device=device)
     caches = []
     for concat in (False, True):
         cache = KVCache.for_model(model, batch, max_len=cached_len + blocks * steps, concat=concat)
@@ -62,19 +62,21 @@ def step_ms(model: GPT, batch: int, cached_len: int, blocks: int = 6, steps: int
     best = [float("inf"), float("inf")]
     for _ in range(blocks):
         for i, cache in enumerate(caches):
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                model(x, offset=cache.length, cache=cache)
-            best[i] = min(best[i], (time.perf_counter() - t0) / steps * 1e3)
+            def block(cache=cache) -> None:
+                for _ in range(steps):
+                    model(x, offset=cache.length, cache=cache)
+
+            best[i] = min(best[i], best_time(block, repeats=1, device=device) / steps * 1e3)
     return best[0], best[1]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m lmcourse.bench kv-cache", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m lmcourse bench kv-cache", description=__doc__.split("\n")[0])
     ap.add_argument("--lengths", default="64,128,256,512,1024", help="numbers of new tokens, comma-separated")
     ap.add_argument("--max-uncached", type=int, default=512, help="time the uncached path up to this many tokens")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
-    ap.add_argument("--repeats", type=int, default=3, help="cached runs: best of this many, alternating (uncached: one run)")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="cached runs: best of this many, alternating (uncached: one run)")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--big-batch", type=int, default=8, help="then cache vs torch.cat cache at this batch size")

@@ -1,6 +1,6 @@
 """Benchmark of :class:`lmcourse.ngram.NGramLM` on the course corpus.
 
-    python -m lmcourse.bench ngram [--orders 1-8] [--smoothing kneser_ney] [--ref-chars 300000] [--threads 1]
+    python -m lmcourse bench ngram [--orders 1-8] [--smoothing kneser_ney] [--ref-chars 300000] [--threads 1]
 
 For each n: fit time on the train split, scoring time and perplexity on the
 validation split. Then, on a slice of both splits small enough for it, the same
@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from collections import Counter, defaultdict
 from typing import Sequence
 
 import torch
 
 from ..data import load_shakespeare
+from ..device import best_time
 from ..metrics import bits_per_char, perplexity
 from ..ngram import SMOOTHINGS, NGramLM
 from ..tokenization import shakespeare_char_tokenizer
@@ -65,7 +65,7 @@ class ReferenceKneserNey:
             y = n1 / (n1 + 2 * n2)
             if self.modified:
                 ds = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / max(n3, 1))
-                self.d.append(tuple(min(x if x > 0 else y, r) for r, x in zip((1, 2, 3), ds)))  # type: ignore[arg-type]
+                self.d.append(tuple(min(x if x > 0 else y, r) for r, x in zip((1, 2, 3), ds, strict=True)))  # type: ignore[arg-type]
             else:
                 self.d.append((y, y, y))
         return self
@@ -82,7 +82,7 @@ class ReferenceKneserNey:
                 continue
             c = self.counts[m - 1].get(h + (int(token),), 0)
             d = self.d[m - 1]
-            gamma = sum(di * ni for di, ni in zip(d, self.by_count[m - 1][h]))
+            gamma = sum(di * ni for di, ni in zip(d, self.by_count[m - 1][h], strict=True))
             p = ((c - d[min(c, 3) - 1] if c else 0.0) + gamma * p) / total
         return p
 
@@ -93,9 +93,10 @@ class ReferenceKneserNey:
 
 
 def _timed(fn):
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
+    """``fn()`` and the seconds one run of it took (:func:`lmcourse.device.best_time` of one run)."""
+    out = []
+    seconds = best_time(lambda: out.append(fn()), repeats=1)
+    return out[0], seconds
 
 
 def _orders(spec: str) -> list[int]:
@@ -104,7 +105,7 @@ def _orders(spec: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lmcourse.bench ngram", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lmcourse bench ngram", description=__doc__.split("\n\n")[0])
     parser.add_argument("--orders", default="1-8", help="n values, e.g. 1-8 or 5 (default 1-8)")
     parser.add_argument("--smoothing", default="kneser_ney", choices=SMOOTHINGS)
     parser.add_argument("--ref-chars", type=int, default=300_000, help="train characters for the reference (0: skip)")
@@ -125,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"whole corpus: train {len(train):,} chars, validation {len(val):,} chars; smoothing {args.smoothing}")
     print(f"{'n':>2} {'fit s':>7} {'score s':>8} {'val ppl':>9} {'bits/char':>9}")
     for n in orders:
-        lm, fit_s = _timed(lambda: NGramLM(n, args.smoothing, vocab_size=V).fit(train))
-        ppl, score_s = _timed(lambda: lm.perplexity(val))
+        lm, fit_s = _timed(lambda n=n: NGramLM(n, args.smoothing, vocab_size=V).fit(train))
+        ppl, score_s = _timed(lambda lm=lm: lm.perplexity(val))
         bpc = bits_per_char(math.log(ppl)) if math.isfinite(ppl) else math.inf
         print(f"{n:>2} {fit_s:>7.2f} {score_s:>8.2f} {ppl:>9.3f} {bpc:>9.3f}", flush=True)
 
@@ -140,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'n':>2} {'ref fit s':>9} {'ref score s':>11} {'fast fit s':>10} {'fast score s':>12} "
           f"{'fit x':>6} {'score x':>7} {'ref ppl':>9} {'fast ppl':>9}")
     for n in orders:
-        ref, ref_fit = _timed(lambda: ReferenceKneserNey(n, V, modified).fit(tr_list))
-        ref_ppl, ref_score = _timed(lambda: ref.perplexity(va_list))
-        lm, fit_s = _timed(lambda: NGramLM(n, args.smoothing, vocab_size=V).fit(tr))
-        ppl, score_s = _timed(lambda: lm.perplexity(va))
+        ref, ref_fit = _timed(lambda n=n: ReferenceKneserNey(n, V, modified).fit(tr_list))
+        ref_ppl, ref_score = _timed(lambda ref=ref: ref.perplexity(va_list))
+        lm, fit_s = _timed(lambda n=n: NGramLM(n, args.smoothing, vocab_size=V).fit(tr))
+        ppl, score_s = _timed(lambda lm=lm: lm.perplexity(va))
         print(f"{n:>2} {ref_fit:>9.2f} {ref_score:>11.2f} {fit_s:>10.3f} {score_s:>12.3f} "
               f"{ref_fit / fit_s:>6.0f} {ref_score / score_s:>7.0f} {ref_ppl:>9.4f} {ppl:>9.4f}", flush=True)
         if not math.isclose(ref_ppl, ppl, rel_tol=1e-9):

@@ -1,10 +1,10 @@
 """Training throughput and model FLOPs utilisation of the course's GPT sizes.
 
-    python -m lmcourse.bench train [--configs tiny,small,gpt_char] [--steps 6] [--threads 1] [--device cpu]
+    python -m lmcourse bench train [--configs tiny,small,gpt_char,gpt_modern] [--steps 6] [--threads 1] [--device cpu]
 
-For each named run of :mod:`lmcourse.train`: tokens per second of the course's
-training step (fused Q/K/V, ``scaled_dot_product_attention``, AdamW with decay
-groups, clipping, bf16 autocast on CUDA) and of a plain reference step (a
+For each named GPT run of :mod:`lmcourse.runs`: tokens per second of the course's
+training step, :meth:`lmcourse.train.Trainer.step` itself (fused Q/K/V,
+``scaled_dot_product_attention``, AdamW or Muon, clipping, bf16 autocast on CUDA) and of a plain reference step (a
 textbook GPT with one Q/K/V projection per head, an explicit masked softmax, and
 a bare Adam update), measured in the same run, and their ratio. Model FLOPs
 utilisation is ``6 N tokens/s`` (forward + backward of the ``N`` parameters;
@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..data import random_windows
-from ..metrics import mean_nll
+from ..device import best_time
 from ..runs import named_runs
-from ..train import _autocast, lr_at, make_optimizer
+from ..train import Trainer
+from ..transformer import GPT
 
 
 class _TextbookBlock(nn.Module):
@@ -44,7 +44,7 @@ class _TextbookBlock(nn.Module):
         mask = torch.tril(torch.ones(T, T, dtype=torch.bool, device=x.device))
         y = self.ln1(x)
         outs = []
-        for q, k, v in zip(self.q, self.k, self.v):  # one head at a time
+        for q, k, v in zip(self.q, self.k, self.v, strict=True):  # one head at a time
             Q, K, V = q(y), k(y), v(y)
             scores = (Q @ K.transpose(-2, -1)) / math.sqrt(Q.shape[-1])
             outs.append(torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ V)
@@ -74,35 +74,30 @@ def peak_flops(device: torch.device, n: int = 1024, repeats: int = 10) -> tuple[
     if device.type == "cuda":
         n = 8192
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
+    for _ in range(2):  # warm-up
         a @ b
-    _sync(device)
-    t = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    _sync(device)
-    return 2 * n**3 * repeats / (time.perf_counter() - t), str(dtype).removeprefix("torch.")
 
+    def products() -> None:
+        for _ in range(repeats):
+            a @ b
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    seconds = best_time(products, repeats=1, device=device)  # one run of `repeats` products: their mean
+    return 2 * n**3 * repeats / seconds, str(dtype).removeprefix("torch.")
 
 
 def _time_steps(step, steps: int, device: torch.device) -> float:
+    """Mean seconds per step over ``steps`` consecutive steps, after 2 warm-up steps."""
     step(0)
     step(1)  # warm-up
-    _sync(device)
-    t = time.perf_counter()
-    for s in range(steps):
-        step(s + 2)
-    _sync(device)
-    return (time.perf_counter() - t) / steps
+
+    def run() -> None:
+        for s in range(steps):
+            step(s + 2)
+
+    return best_time(run, repeats=1, device=device) / steps  # one run of all steps: the mean
 
 
 def bench(name: str, steps: int, device: torch.device) -> dict:
-    from ..transformer import GPT
-
     spec = named_runs()[name]
     m, c = spec.model, spec.train
     ids = torch.randint(0, m.vocab_size, (100_000,), generator=torch.Generator().manual_seed(0))
@@ -111,18 +106,8 @@ def bench(name: str, steps: int, device: torch.device) -> dict:
 
     torch.manual_seed(0)
     model = GPT(m).to(device).train()
-    opt = make_optimizer(model, c)
-
-    def course_step(s: int) -> None:  # the inner loop of lmcourse.train.train
-        for group in opt.param_groups:
-            group["lr"] = lr_at(s, c)
-        x, y = random_windows(ids, c.batch_size, c.context_length, generator=gen)
-        opt.zero_grad(set_to_none=True)
-        with _autocast(device, c.mixed_precision):
-            loss = mean_nll(model(x.to(device)).float(), y.to(device))
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), c.grad_clip)
-        opt.step()
+    trainer = Trainer(model, ids, c, device)  # the engine itself: course_step is what train() runs
+    course_step = trainer.step
 
     ref = TextbookGPT(m.vocab_size, m.context_length, m.d_model, m.n_layers, m.n_heads).to(device).train()
     ref_opt = torch.optim.Adam(ref.parameters(), lr=c.lr)
@@ -145,8 +130,8 @@ def bench(name: str, steps: int, device: torch.device) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lmcourse.bench train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--configs", default="tiny,small,gpt_char", help="named runs of lmcourse.train")
+    parser = argparse.ArgumentParser(prog="python -m lmcourse bench train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--configs", default="tiny,small,gpt_char,gpt_modern", help="named GPT runs of lmcourse.runs")
     parser.add_argument("--steps", type=int, default=6, help="timed steps per model (after 2 warm-up steps)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     parser.add_argument("--device", default="cpu")

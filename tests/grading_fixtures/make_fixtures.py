@@ -99,13 +99,16 @@ def fixtures():
 
     nb = sol()
     after_check(nb, "char_tokenizer_unknown",
-                "import os, sys\nfor _ in range(50):\n    sys.stdout.write('x' * 1_000_000)\n    os.write(1, b'y' * 1_000_000)")
+                "import os, sys\nfor _ in range(50):\n    sys.stdout.write('x' * 1_000_000)\n"
+                "    os.write(1, b'y' * 1_000_000)")
     out["output_flood"] = nb
 
     nb = sol()
     after_check(nb, "char_tokenizer_unknown",
-                "import os, shutil\nfor name in os.listdir('.'):\n    shutil.rmtree(name, ignore_errors=True) if os.path.isdir(name) else os.remove(name)\n"
-                "open('grades.csv', 'w').write('submission,points\\nme,100\\n')\nos.makedirs('solutions', exist_ok=True)\n"
+                "import os, shutil\nfor name in os.listdir('.'):\n"
+                "    shutil.rmtree(name, ignore_errors=True) if os.path.isdir(name) else os.remove(name)\n"
+                "open('grades.csv', 'w').write('submission,points\\nme,100\\n')\n"
+                "os.makedirs('solutions', exist_ok=True)\n"
                 "open('solutions/01_chain_rule.ipynb', 'w').write('{}')")
     out["writes_and_deletes_files"] = nb
 

@@ -1,6 +1,6 @@
 """Grade submitted exercise notebooks: one CSV row per (submission, task).
 
-    python -m lmcourse.grade PATH... [--chapter NN] [--out grades.csv] [--jobs N] [--timeout S]
+    python -m lmcourse grade PATH... [--chapter NN] [--out grades.csv] [--jobs N] [--timeout S]
 
 PATH is a notebook or a folder searched for notebooks. For each submission the
 grader
@@ -11,7 +11,7 @@ grader
    order, where every check cell is replaced by the authoritative one from
    ``solutions/`` (visible *and* hidden tests); checks the learner deleted are
    appended at the end;
-3. runs it in its own process (:mod:`lmcourse._grade_runner`), in a temporary
+3. runs it in its own process (:mod:`lmcourse.course.grade_runner`), in a temporary
    working directory, under a wall-clock limit and a memory limit, keeping at most
    ``MAX_OUTPUT`` bytes of what it prints;
 4. scores each check: ``passed`` (points), ``failed`` (an assertion failed),
@@ -23,6 +23,9 @@ checks of every chapter are read once, before any submission runs, so a
 submission that deletes files cannot change another's grade. With ``--feedback
 DIR`` each submission also gets a Markdown file listing its tasks, points and the
 message of each failed *visible* check; hidden checks are never quoted.
+
+A learner runs the same machinery on their own notebook, with the visible checks
+only, as ``python -m lmcourse check NOTEBOOK`` (:mod:`lmcourse.course.check`).
 """
 
 from __future__ import annotations
@@ -76,12 +79,13 @@ class TaskRow:
 
     def as_csv(self) -> dict:
         row = {k: getattr(self, k) for k in FIELDS}
-        row["points"] = _fmt(self.points)
-        row["max_points"] = _fmt(self.max_points)
+        row["points"] = fmt_points(self.points)
+        row["max_points"] = fmt_points(self.max_points)
         return row
 
 
-def _fmt(x: float) -> str:
+def fmt_points(x: float) -> str:
+    """Points as written in tables: ``3``, not ``3.0``; ``1.5`` as is."""
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
@@ -113,7 +117,9 @@ def solution_notebook(chapter: str, solutions: Path = SOLUTIONS_DIR) -> Path:
     matches = sorted(Path(solutions).glob(f"{chapter}_*.ipynb"))
     if not matches:
         known = sorted(p.name[:2] for p in Path(solutions).glob("[0-9][0-9]_*.ipynb"))
-        raise ValueError(f"no chapter {chapter!r} in {solutions} (chapters with exercises: {', '.join(known) or 'none'})")
+        raise ValueError(
+            f"no chapter {chapter!r} in {solutions} (chapters with exercises: {', '.join(known) or 'none'})"
+        )
     return matches[0]
 
 
@@ -172,12 +178,12 @@ def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMO
         results.touch()
         env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
         env.setdefault("LMCOURSE_DEVICE", "cpu")
-        package_root = str(Path(__file__).resolve().parent.parent)
+        package_root = str(Path(__file__).resolve().parents[2])  # the folder that holds lmcourse/
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
         problem = None
         output = bytearray()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "lmcourse._grade_runner", str(program), str(results)],
+            [sys.executable, "-m", "lmcourse.course.grade_runner", str(program), str(results)],
             cwd=work, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=_limits(memory_mb),
         )
@@ -225,16 +231,16 @@ def score(cells: list[dict], records: list[dict | None], problem: str | None, ti
     """Turn per-cell records into one result per check."""
     unattempted = {
         cell["task"]
-        for cell, rec in zip(cells, records)
+        for cell, rec in zip(cells, records, strict=True)
         if cell["role"] == "solution" and rec and rec["etype"] == "NotImplementedError"
     }
     broken = {  # a task whose solution cell itself raised: report that, not its echo in the check
         cell["task"]: f"the solution cell raised {_describe(rec)}"
-        for cell, rec in zip(cells, records)
+        for cell, rec in zip(cells, records, strict=True)
         if cell["role"] == "solution" and rec and rec["status"] == "error"
     }
     results: list[CheckResult] = []
-    for cell, rec in zip(cells, records):
+    for cell, rec in zip(cells, records, strict=True):
         if cell["role"] != "check":
             continue
         check = Check(cell["task"], cell["check"], 0.0, "")
@@ -286,7 +292,8 @@ class Chapters:
             self.checks(path.name[:2])
 
 
-def _rows(name: str, chapter: str, checks: list[Check], results: list[CheckResult]) -> list[TaskRow]:
+def task_rows(name: str, chapter: str, checks: list[Check], results: list[CheckResult]) -> list[TaskRow]:
+    """One row per task: the points of its passed checks and its worst status."""
     points = {c.check: c.points for c in checks}
     rows: list[TaskRow] = []
     for task in dict.fromkeys(c.task for c in checks):
@@ -331,7 +338,7 @@ def grade_notebook(path: Path, chapter: str | None = None, solutions: Path = SOL
         cells = build_program(nb, checks)
         records, run_problem = run_program(cells, timeout, memory_mb)
         results = score(cells, records, run_problem, timeout)
-    return _rows(name, target, checks, results)
+    return task_rows(name, target, checks, results)
 
 
 def write_feedback(rows: list[TaskRow], folder: Path) -> list[Path]:
@@ -341,11 +348,12 @@ def write_feedback(rows: list[TaskRow], folder: Path) -> list[Path]:
     for sub in dict.fromkeys(r.submission for r in rows):
         mine = [r for r in rows if r.submission == sub]
         got, total = sum(r.points for r in mine), sum(r.max_points for r in mine)
-        lines = [f"# Feedback: {sub}", "", f"Chapter {mine[0].chapter}: **{_fmt(got)} / {_fmt(total)} points**", "",
+        lines = [f"# Feedback: {sub}", "",
+                 f"Chapter {mine[0].chapter}: **{fmt_points(got)} / {fmt_points(total)} points**", "",
                  "| task | points | status | what to look at |", "|---|---|---|---|"]
         for r in mine:
             note = (r.feedback or "").replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {r.task} | {_fmt(r.points)} / {_fmt(r.max_points)} | {r.status} | {note} |")
+            lines.append(f"| {r.task} | {fmt_points(r.points)} / {fmt_points(r.max_points)} | {r.status} | {note} |")
         path = folder / (re.sub(r"[^A-Za-z0-9._-]+", "_", sub).strip("_") + ".md")
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         written.append(path)
@@ -366,15 +374,16 @@ def summary(rows: list[TaskRow]) -> str:
         mine = [r for r in rows if r.submission == sub]
         got, total = sum(r.points for r in mine), sum(r.max_points for r in mine)
         pct = 100.0 * got / total if total else 0.0
-        lines.append(f"{sub}  (chapter {mine[0].chapter}): {_fmt(got)}/{_fmt(total)} points, {pct:.0f}%")
+        lines.append(f"{sub}  (chapter {mine[0].chapter}): {fmt_points(got)}/{fmt_points(total)} points, {pct:.0f}%")
         for r in mine:
             note = f"  {r.message}" if r.message else ""
-            lines.append(f"    {r.task:<28} {_fmt(r.points):>4}/{_fmt(r.max_points):<4} {r.status}{note[:120]}")
+            points = f"{fmt_points(r.points):>4}/{fmt_points(r.max_points):<4}"
+            lines.append(f"    {r.task:<28} {points} {r.status}{note[:120]}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lmcourse.grade", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lmcourse grade", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="notebooks or folders of notebooks")
     parser.add_argument("--chapter", help="the chapter (NN) every submission should be")
     parser.add_argument("--out", type=Path, help="write the CSV here (default: standard output)")

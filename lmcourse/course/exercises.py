@@ -11,8 +11,8 @@ markers so that instructors who know nbgrader feel at home:
   ``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS``; the exercise keeps only the
   visible part, the grader runs both.
 
-Outputs and execution counts are cleared. Run ``python -m lmcourse.exercises`` to
-regenerate and ``python -m lmcourse.exercises --check`` to fail (exit 1) when
+Outputs and execution counts are cleared. Run ``python -m lmcourse exercises`` to
+regenerate and ``python -m lmcourse exercises --check`` to fail (exit 1) when
 ``exercises/`` is out of date.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository: lmcourse/course/exercises.py -> .
 SOLUTIONS_DIR = ROOT / "solutions"
 EXERCISES_DIR = ROOT / "exercises"
 
@@ -160,7 +160,7 @@ def generate(solutions: Path = SOLUTIONS_DIR, exercises: Path = EXERCISES_DIR, c
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m lmcourse.exercises", description="Generate exercises/ from solutions/."
+        prog="python -m lmcourse exercises", description="Generate exercises/ from solutions/."
     )
     parser.add_argument("--check", action="store_true", help="exit 1 if exercises/ is out of date")
     parser.add_argument("--solutions", type=Path, default=SOLUTIONS_DIR)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if problems:
-        print("exercises/ is out of date; run `python -m lmcourse.exercises`:", file=sys.stderr)
+        print("exercises/ is out of date; run `python -m lmcourse exercises`:", file=sys.stderr)
         for p in problems:
             print(f"  {p}", file=sys.stderr)
         return 1

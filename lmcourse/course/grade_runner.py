@@ -1,6 +1,6 @@
-"""Runs one submission's cells in this (separate) process; used by :mod:`lmcourse.grade`.
+"""Runs one submission's cells in this (separate) process; used by :mod:`lmcourse.course.grade`.
 
-    python -m lmcourse._grade_runner PROGRAM.json RESULTS.jsonl   (a secret token on stdin)
+    python -m lmcourse.course.grade_runner PROGRAM.json RESULTS.jsonl   (a secret token on stdin)
 
 Each cell runs with IPython, so magics behave as in Jupyter. A cell that raises
 does not stop the run. After each cell one JSON line goes to the results file,
@@ -10,20 +10,48 @@ A process that dies or is killed leaves the lines written so far.
 
 Check cells run in two parts, the visible checks and then the hidden ones, so the
 grader knows which part failed (hidden tests are never quoted in feedback).
-Before each check the attributes of the modules the checks rely on (``lmcourse``,
-``torch``, ``math``, ...) are put back as they were before the submission ran:
-monkey-patching them cannot make a check pass.
+Before each check the attributes of the modules the checks rely on (every module
+of ``lmcourse``, ``torch``, ``math``, ...) are put back as they were before the
+submission ran: monkey-patching them cannot make a check pass.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 import random
 import sys
+
+import torch  # imported before the submission runs, so its state can be guarded
+from IPython.core.interactiveshell import InteractiveShell
+
+import lmcourse
 
 from .exercises import BEGIN_HIDDEN, END_HIDDEN
 
 GUARDED_PREFIXES = ("lmcourse", "torch", "numpy", "math", "builtins", "json", "random")
+
+
+def import_package() -> list[str]:
+    """Import every module of ``lmcourse``, so that :class:`ModuleGuard` covers them all.
+
+    A module imported only later, by the submission, would not be guarded: a
+    submission could patch, say, ``lmcourse.attention.causal_mask`` before the
+    check that compares against it. Command-line entry points (``__main__``) and
+    this runner are left out. Returns the names imported.
+    """
+    skip = {"lmcourse.course.grade_runner"}
+    names = []
+    for info in pkgutil.walk_packages(lmcourse.__path__, "lmcourse.", onerror=lambda name: None):
+        if info.name in skip or info.name.rsplit(".", 1)[-1] == "__main__":
+            continue
+        try:
+            importlib.import_module(info.name)
+        except Exception:  # noqa: BLE001 - a module that cannot be imported cannot be patched either
+            continue
+        names.append(info.name)
+    return names
 
 
 def split_check(source: str) -> tuple[str, str]:
@@ -85,10 +113,7 @@ def main(program_path: str, results_path: str) -> int:
     with open(program_path, encoding="utf-8") as f:
         cells = json.load(f)["cells"]
 
-    import torch  # imported before the submission runs, so its state can be guarded
-    import lmcourse.chain_rule, lmcourse.data, lmcourse.metrics, lmcourse.tokenization  # noqa: E401,F401
-    from IPython.core.interactiveshell import InteractiveShell
-
+    import_package()
     # PyTorch rewraps some of its own functions the first time an optimizer is
     # built (torch.manual_seed, for dynamo); do that now, so the guard's snapshot
     # is of torch as a submission will find it, not a false alarm.
@@ -120,7 +145,9 @@ def main(program_path: str, results_path: str) -> int:
                 shell.user_ns.pop(sentinel_name, None)
                 exc = run(f"{source}\n{sentinel_name} = {sentinel!r}")
                 if exc is None and shell.user_ns.get(sentinel_name) != sentinel:
-                    exc = RuntimeError("the check did not run to its end: the submission interferes with the notebook runner")
+                    exc = RuntimeError(
+                        "the check did not run to its end: the submission interferes with the notebook runner"
+                    )
                 if exc is not None:
                     record.update(status="error", etype=type(exc).__name__, message=str(exc)[:500], part=part)
                     break

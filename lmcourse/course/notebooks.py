@@ -1,6 +1,6 @@
 """Execute the book's notebooks and store their outputs in a reviewable, stable form.
 
-    python -m lmcourse.notebooks run book/01_chain_rule.ipynb [...]
+    python -m lmcourse notebooks run book/01_chain_rule.ipynb [...]
 
 runs each notebook top to bottom on the CPU (``LMCOURSE_DEVICE=cpu``) in its own
 folder, then normalises it so diffs show only real changes: execution counts
@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import nbformat
+
+from .exercises import checks_of
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
@@ -91,12 +96,6 @@ def runtime_table(book: Path, solutions: Path, repeats: int = 1) -> str:
     Each notebook is executed in a temporary copy (stored outputs are untouched);
     with ``repeats > 1`` the fastest run counts.
     """
-    import platform
-    import shutil
-    import tempfile
-
-    from .exercises import checks_of
-
     rows, exercise_rows = [], []
     for path in sorted(Path(book).glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(path, as_version=4)
@@ -121,7 +120,7 @@ def runtime_table(book: Path, solutions: Path, repeats: int = 1) -> str:
     lines = [
         "# Appendix: run times and exercises",
         "",
-        "This page is written by `python -m lmcourse.notebooks runtimes`, which executes",
+        "This page is written by `python -m lmcourse notebooks runtimes`, which executes",
         "every chapter notebook from top to bottom on the CPU and times it; do not edit it",
         "by hand. Measured on a machine with "
         f"{cores} CPU core{'s' if cores != 1 else ''} ({platform.machine()}), torch {_torch_version()}.",
@@ -149,7 +148,7 @@ def _torch_version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lmcourse.notebooks")
+    parser = argparse.ArgumentParser(prog="python -m lmcourse notebooks")
     sub = parser.add_subparsers(dest="command", required=True)
     p_run = sub.add_parser("run", help="execute notebooks in place and normalise them")
     p_run.add_argument("paths", nargs="+", type=Path)

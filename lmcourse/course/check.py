@@ -1,0 +1,139 @@
+"""A learner's self-check: run an exercise notebook and its visible checks.
+
+    python -m lmcourse check exercises/01_chain_rule.ipynb [--timeout S] [--memory MB]
+
+The notebook's code cells run in order in a fresh process, exactly as the grader
+runs them (:func:`lmcourse.course.grade.run_program`: its own working directory,
+a time limit, a memory limit), but each check cell is the learner's *own*, with
+everything from ``### BEGIN HIDDEN TESTS`` to ``### END HIDDEN TESTS`` cut out:
+hidden tests are never run or printed. (A notebook generated into ``exercises/``
+has none; a ``solutions/`` notebook does.)
+
+It prints one row per task: ``passed``, ``failed`` with the assertion's message,
+``error``, ``not attempted`` (the task still raises ``NotImplementedError``) or
+``timeout``, and the points of the checks whose visible part passed. The exit
+code is 0 when every attempted check passed, 1 otherwise, and 2 when the
+notebook cannot be checked at all (no such file, not a notebook, no check cells).
+Passing here is necessary, not sufficient: the grader also runs hidden tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+
+from .exercises import BEGIN_HIDDEN, END_HIDDEN, Check, cell_info, chapter_of
+from .grade import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, TaskRow, fmt_points, run_program, score, task_rows
+
+_LABELS = {"not-attempted": "not attempted"}
+
+
+def visible_part(source: str) -> str:
+    """A check cell without its hidden tests.
+
+    Each ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` region goes, marker
+    lines included; an unclosed region runs to the end of the cell.
+
+    >>> cell = "assert f(1) == 2\\n### BEGIN HIDDEN TESTS\\nassert f(5) == 10\\n### END HIDDEN TESTS\\nprint('ok')"
+    >>> visible_part(cell)
+    "assert f(1) == 2\\nprint('ok')"
+    """
+    kept, inside = [], False
+    for line in source.split("\n"):
+        if line.strip() == BEGIN_HIDDEN:
+            inside = True
+        elif line.strip() == END_HIDDEN:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def self_check_program(nb) -> tuple[list[Check], list[dict]]:
+    """The learner's checks (visible parts only) and the cells to run, in notebook order.
+
+    Like :func:`lmcourse.course.grade.build_program`, but every check cell is the
+    notebook's own, cut by :func:`visible_part`; a repeated check id counts (and
+    runs) once, as in the grader.
+    """
+    checks: list[Check] = []
+    cells: list[dict] = []
+    for i, cell in enumerate(nb.get("cells", [])):
+        if cell.get("cell_type") != "code":
+            continue
+        info = cell_info(cell)
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else str(source)
+        if info.get("role") == "check":
+            check_id = str(info.get("check") or f"cell {i}")
+            if any(c.check == check_id for c in checks):
+                continue
+            try:
+                points = float(info.get("points", 0))
+            except (TypeError, ValueError):
+                points = 0.0
+            check = Check(str(info.get("task") or check_id), check_id, points, visible_part(source))
+            checks.append(check)
+            cells.append({"source": check.source, "role": "check", "task": check.task, "check": check.check})
+        else:
+            role = "solution" if info.get("role") == "solution" else "code"
+            cells.append({"source": source, "role": role, "task": info.get("task"), "check": None})
+    return checks, cells
+
+
+def check_notebook(path: Path, timeout: float = DEFAULT_TIMEOUT,
+                   memory_mb: int = DEFAULT_MEMORY_MB) -> list[TaskRow]:
+    """Run a notebook with its visible checks; one row per task (``ValueError`` if it has no checks)."""
+    nb = nbformat.read(path, as_version=4)
+    checks, cells = self_check_program(nb)
+    if not checks:
+        raise ValueError(f"{path} has no check cells (code cells with metadata lmcourse.role = 'check')")
+    records, problem = run_program(cells, timeout, memory_mb)
+    results = score(cells, records, problem, timeout)
+    return task_rows(str(path), chapter_of(path, nb) or "?", checks, results)
+
+
+def table(rows: list[TaskRow]) -> str:
+    """The rows as a plain-text table: task, status, points, and what went wrong."""
+    width = max([len("task")] + [len(r.task) for r in rows])
+    lines = [f"{'task':<{width}}  {'status':<13}  points", f"{'-' * width}  {'-' * 13}  ------"]
+    for r in rows:
+        status = _LABELS.get(r.status, r.status)
+        lines.append(f"{r.task:<{width}}  {status:<13}  {fmt_points(r.points):>2} / {fmt_points(r.max_points)}")
+        if r.status in ("failed", "error", "timeout") and r.message:
+            lines.append(f"{'':<{width}}    {r.message[:300]}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lmcourse check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("notebook", type=Path, help="the exercise notebook to check")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds for the whole notebook")
+    parser.add_argument("--memory", type=int, default=DEFAULT_MEMORY_MB, help="memory limit (MB)")
+    args = parser.parse_args(argv)
+    if args.timeout <= 0 or args.memory < 256:
+        parser.error("--timeout must be > 0 and --memory >= 256")
+    if not args.notebook.is_file():
+        print(f"error: no notebook at {args.notebook}", file=sys.stderr)
+        return 2
+    try:
+        rows = check_notebook(args.notebook, args.timeout, args.memory)
+    except (ValueError, OSError, nbformat.reader.NotJSONError) as err:  # unreadable, or no checks
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    chapter = rows[0].chapter
+    print(f"{args.notebook} (chapter {chapter}): visible checks only; the grader also runs hidden tests\n")
+    print(table(rows))
+    attempted = [r for r in rows if r.status != "not-attempted"]
+    bad = [r for r in attempted if r.status != "passed"]
+    got, total = sum(r.points for r in rows), sum(r.max_points for r in rows)
+    print(f"\n{fmt_points(got)} / {fmt_points(total)} points from visible checks; "
+          f"{len(attempted) - len(bad)} of {len(rows)} tasks pass, {len(rows) - len(attempted)} not attempted")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
