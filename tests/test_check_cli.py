@@ -74,7 +74,9 @@ def test_check_passes_the_solutions_and_prints_no_hidden_test():
     secret = hidden_lines(path)
     assert any("manual_seed(1)" in line for line in secret)  # the hidden tests are there...
     output = result.stdout + result.stderr
-    assert not [line for line in secret if line in output]  # ...and none is printed
+    # ...and none is printed (lines of a few characters, like a closing ")", are too
+    # common to say anything)
+    assert not [line for line in secret if len(line) > 8 and line in output]
     assert "HIDDEN" not in output
 
 
