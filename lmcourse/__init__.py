@@ -12,8 +12,11 @@ One module per concept, in the order the book teaches them:
 * :mod:`lmcourse.positions`: learned, sinusoidal, rotary (RoPE) and ALiBi positions.
 * :mod:`lmcourse.transformer`: the transformer (causal GPT or bidirectional encoder), tying, modern options.
 * :mod:`lmcourse.optim`: Muon (orthogonalised momentum) beside AdamW.
-* :mod:`lmcourse.train`: the one training engine (objectives clm, tbptt, mlm; warmup + cosine, resume, torchrun).
+* :mod:`lmcourse.objectives`: what the engine trains for: next token, a stream with carried state (TBPTT), masked tokens.
+* :mod:`lmcourse.train`: the one training engine (warmup + cosine, clipping, accumulation, exact resume, torchrun).
 * :mod:`lmcourse.runs`: the named runs, the registry of shipped models, ``python -m lmcourse train``.
+* :mod:`lmcourse.recipe`: today's recipe as an ablation, one change at a time (chapter 11).
+* :mod:`lmcourse.copying`: first and later occurrences of new words: what a long context buys (chapter 11).
 * :mod:`lmcourse.generation`: the KV cache and ``generate()``.
 * :mod:`lmcourse.decoding`: temperature, top-k, top-p, repetition penalty, beam search.
 * :mod:`lmcourse.mlm`: masked language modeling (BERT-style masking, encoder, fill-mask).
@@ -26,7 +29,7 @@ Course tooling lives apart, in :mod:`lmcourse.course`: exercise generation
 self-check (``check``) and the notebook runner (``notebooks``).
 
 One command line for all of it: ``python -m lmcourse COMMAND`` (``train``,
-``check``, ``grade``, ``exercises``, ``notebooks``, ``bench``; ``--help`` lists them).
+``ablation``, ``check``, ``grade``, ``exercises``, ``notebooks``, ``bench``; ``--help`` lists them).
 """
 
 from .runs import load_pretrained

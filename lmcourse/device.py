@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import torch
+import torch.distributed
 from torch import nn
 
 
@@ -87,3 +88,10 @@ def best_time(fn: Callable[[], object], repeats: int = 3, device: torch.device |
         synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def rank_and_world() -> tuple[int, int]:
+    """This process's rank and the number of processes (``(0, 1)`` outside ``torch.distributed``)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1

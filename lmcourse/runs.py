@@ -24,14 +24,14 @@ import torch
 from torch import nn
 
 from .data import as_tensor, load_shakespeare
-from .device import get_device
+from .device import get_device, rank_and_world
 from .lstm import LSTMLM, LSTMConfig
 from .lstm import evaluate as evaluate_lstm_stream
 from .metrics import bits_per_char, perplexity
 from .mlm import evaluate_mlm, mask_tokenizer
 from .shipped import CHECKPOINT_DIR, load_weights, save_weights, sha256, write_manifest_entry
 from .tokenization import shakespeare_char_tokenizer
-from .train import History, TrainConfig, _dist, evaluate_stream, train
+from .train import History, TrainConfig, evaluate_stream, train
 from .transformer import GPT, GPTConfig
 
 TOKENIZERS = {"char": shakespeare_char_tokenizer, "char+mask": mask_tokenizer}
@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
             device = torch.device("cuda", local_rank)
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    rank, _ = _dist()
+    rank, _ = rank_and_world()
     say = (lambda s: print(s, flush=True)) if rank == 0 else (lambda s: None)
     out = args.out if args.out is not None else (CHECKPOINT_DIR if spec.shipped else Path("runs") / args.config)
     # the resumable state (optimizer and all) stays out of the package folder

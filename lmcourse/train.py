@@ -4,8 +4,8 @@
     history = train(model, (train_ids, val_ids), config)            # the same
 
 One :class:`Trainer` trains the GPT, the LSTM and the masked LM; what differs is
-the *objective* (``TrainConfig.objective``), which says how a batch is drawn and
-what the loss is:
+the *objective* (``TrainConfig.objective``, :mod:`lmcourse.objectives`), which says
+how a batch is drawn and what the loss is:
 
 * ``"clm"``: next-token prediction on random windows (the GPT, chapters 4-7);
 * ``"tbptt"``: next-token prediction on a contiguous stream cut into
@@ -49,14 +49,12 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .data import as_tensor, random_windows
-from .device import eval_mode
-from .lstm import detach_state
+from .device import eval_mode, rank_and_world
 from .metrics import bits_per_char, mean_nll, perplexity
-from .mlm import IGNORE_INDEX, mask_tokens, mlm_loss
+from .objectives import OBJECTIVES, NextToken, Stream, logits_of
 from .optim import MuonAdamW, muon_groups
 from .shipped import atomic_save, model_config
 
@@ -208,128 +206,6 @@ def _autocast(device: torch.device, enabled: bool):
     return nullcontext()
 
 
-def _logits(out) -> torch.Tensor:
-    """A model's logits: recurrent models return ``(logits, state)``."""
-    return out[0] if isinstance(out, tuple) else out
-
-
-# ----------------------------------------------------------------------------------
-# Objectives: how a batch is drawn and what its loss is
-
-
-class NextToken:
-    """``"clm"``: random windows, mean next-token NLL (a GPT, or any model of ids -> logits)."""
-
-    def __init__(self, config: TrainConfig, train_ids: torch.Tensor, vocab_size: int) -> None:
-        self.c, self.ids = config, train_ids
-
-    def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next global training batch ``(x, y)``, each ``(B, T)``."""
-        return random_windows(self.ids, self.c.batch_size, self.c.context_length, generator=generator)
-
-    def eval_batch(self, ids: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """One fixed evaluation batch of ``ids``."""
-        return random_windows(ids, self.c.batch_size, self.c.context_length, generator=generator)
-
-    def loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int = 0) -> torch.Tensor:
-        """The training loss of one micro-batch (``rows``: its first row in the global batch).
-
-        The engine divides it by ``grad_accum`` and DistributedDataParallel averages it
-        over processes, so the update follows the mean over the global batch.
-        """
-        return self.eval_loss(net, x, y)
-
-    def eval_loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The mean loss of one batch: mean next-token NLL."""
-        return mean_nll(_logits(net(x)).float(), y)
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-class Stream(NextToken):
-    """``"tbptt"``: the token stream cut into ``batch_size`` rows, read in order.
-
-    Row b of every batch continues where row b of the last one stopped
-    (:func:`lmcourse.data.stream_batches`), so a recurrent model carries its state
-    ``(h, c)`` from batch to batch; the state is *detached*, so gradients flow back
-    at most ``context_length`` steps (Zaremba et al., 2014). At the end of the
-    stream a new epoch starts from the top with a fresh state.
-    """
-
-    def __init__(self, config: TrainConfig, train_ids: torch.Tensor, vocab_size: int) -> None:
-        super().__init__(config, train_ids, vocab_size)
-        row_len = len(train_ids) // config.batch_size
-        if row_len < 2:
-            raise ValueError(f"{len(train_ids)} tokens are too few for {config.batch_size} rows")
-        self.rows = train_ids[: row_len * config.batch_size].view(config.batch_size, row_len)  # (B, L)
-        self.starts = list(range(0, row_len - 1, config.context_length))
-        self.chunk = 0  # index of the next chunk in self.starts
-        self.states: dict[int, tuple[torch.Tensor, ...]] = {}  # carried state, by first row of a micro-batch
-
-    def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        start = self.starts[self.chunk]
-        end = min(start + self.c.context_length, self.rows.shape[1] - 1)
-        if self.chunk == 0:
-            self.states = {}  # a new epoch: every row restarts at the top of its slice
-        self.chunk = (self.chunk + 1) % len(self.starts)
-        return self.rows[:, start:end], self.rows[:, start + 1:end + 1]  # (B, T) each
-
-    def loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int = 0) -> torch.Tensor:
-        state = self.states.get(rows)
-        logits, state = net(x, None if state is None else detach_state(state))  # (B, T, V)
-        self.states[rows] = state
-        return mean_nll(logits.float(), y)
-
-    def state_dict(self) -> dict:
-        return {"chunk": self.chunk, "states": {str(k): [t.detach().cpu() for t in v] for k, v in self.states.items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.chunk = state["chunk"]
-        self.states = {int(k): tuple(v) for k, v in state["states"].items()}
-
-
-class Masked(NextToken):
-    """``"mlm"``: random windows corrupted by :func:`lmcourse.mlm.mask_tokens`, loss on chosen positions.
-
-    Every step draws new windows and a new mask (dynamic masking, as RoBERTa does).
-    """
-
-    def __init__(self, config: TrainConfig, train_ids: torch.Tensor, vocab_size: int) -> None:
-        super().__init__(config, train_ids, vocab_size)
-        self.vocab_size = vocab_size
-        self.chosen = 1  # positions with a label in the current global batch
-
-    def _mask(self, x: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return mask_tokens(x, mask_token_id=self.c.mask_token_id, vocab_size=self.vocab_size,
-                           mlm_probability=self.c.mlm_probability, generator=generator)
-
-    def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, labels = self._mask(super().sample(generator)[0], generator)
-        self.chosen = max(1, int((labels != IGNORE_INDEX).sum()))
-        return inputs, labels
-
-    def eval_batch(self, ids: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._mask(super().eval_batch(ids, generator)[0], generator)
-
-    def loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, rows: int = 0) -> torch.Tensor:
-        # Micro-batches and processes hold different numbers of chosen positions, so a mean
-        # per micro-batch would weight them unequally: sum here and divide by the global
-        # count, scaled back up by the engine's / grad_accum and DDP's mean over processes.
-        logits = _logits(net(x)).float()
-        total = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
-        return total * (self.c.grad_accum * _dist()[1] / self.chosen)
-
-    def eval_loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return mlm_loss(_logits(net(x)).float(), y)
-
-
-OBJECTIVES = {"clm": NextToken, "tbptt": Stream, "mlm": Masked}
-
-
 # ----------------------------------------------------------------------------------
 # Evaluation
 
@@ -345,7 +221,7 @@ def evaluate(model: nn.Module, ids: Sequence[int] | torch.Tensor, context_length
     g = torch.Generator().manual_seed(seed)
     batches = [random_windows(as_tensor(ids), batch_size, context_length, generator=g) for _ in range(num_batches)]
     with eval_mode(model), torch.no_grad():
-        losses = [mean_nll(_logits(model(x.to(device))).float(), y.to(device)).item() for x, y in batches]
+        losses = [mean_nll(logits_of(model(x.to(device))).float(), y.to(device)).item() for x, y in batches]
     return sum(losses) / len(losses)
 
 
@@ -398,7 +274,7 @@ def stream_token_nll(model: nn.Module, ids: Sequence[int] | torch.Tensor, contex
             chunk = list(zip(starts[i:i + batch_size], firsts[i:i + batch_size], strict=True))
             x = torch.stack([ids[s:s + width] for s, _ in chunk]).to(device)
             y = torch.stack([ids[s + 1:s + 1 + width] for s, _ in chunk]).to(device)
-            logp = torch.log_softmax(_logits(model(x)).float(), dim=-1)
+            logp = torch.log_softmax(logits_of(model(x)).float(), dim=-1)
             nll = -logp.gather(-1, y[..., None])[..., 0].cpu()  # (b, T)
             for row, (s, first) in enumerate(chunk):
                 out[s + first:s + width] = nll[row, first:]  # targets ids[s + first + 1 ..]
@@ -407,15 +283,6 @@ def stream_token_nll(model: nn.Module, ids: Sequence[int] | torch.Tensor, contex
 
 # ----------------------------------------------------------------------------------
 # Processes (torchrun) and checkpoints
-
-
-def _dist():
-    """(rank, world size), (0, 1) outside torch.distributed."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _rng_state(batch_gen: torch.Generator) -> dict:
@@ -471,7 +338,7 @@ class Trainer:
     def __init__(self, model: nn.Module, train_ids: torch.Tensor, config: TrainConfig,
                  device: torch.device | str | None = None) -> None:
         c = self.config = config
-        self.rank, self.world = _dist()
+        self.rank, self.world = rank_and_world()
         if c.batch_size % (c.grad_accum * self.world):
             raise ValueError(f"batch_size ({c.batch_size}) must be a multiple of grad_accum x processes "
                              f"({c.grad_accum} x {self.world})")
@@ -481,7 +348,8 @@ class Trainer:
         self.objective = OBJECTIVES[c.objective](c, as_tensor(train_ids), vocab)
         # evaluation never touches the stream's position or carried state: a recurrent
         # model is scored on random windows from a fresh state
-        self.probe = NextToken(c, as_tensor(train_ids), vocab) if isinstance(self.objective, Stream) else self.objective
+        stateful = isinstance(self.objective, Stream)
+        self.probe = NextToken(c, as_tensor(train_ids), vocab) if stateful else self.objective
         torch.manual_seed(c.seed)
         self.batch_gen = torch.Generator().manual_seed(c.seed)
         self.optimizer = make_optimizer(model, c)
