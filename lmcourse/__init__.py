@@ -12,7 +12,7 @@ One module per concept, in the order the book teaches them:
 * :mod:`lmcourse.positions`: learned, sinusoidal, rotary (RoPE) and ALiBi positions.
 * :mod:`lmcourse.transformer`: the transformer (causal GPT or bidirectional encoder), tying, modern options.
 * :mod:`lmcourse.optim`: Muon (orthogonalised momentum) beside AdamW.
-* :mod:`lmcourse.objectives`: what the engine trains for: next token, a stream with carried state (TBPTT), masked tokens.
+* :mod:`lmcourse.objectives`: what the engine trains for: next token, a stream with carried state, masked tokens.
 * :mod:`lmcourse.train`: the one training engine (warmup + cosine, clipping, accumulation, exact resume, torchrun).
 * :mod:`lmcourse.runs`: the named runs, the registry of shipped models, ``python -m lmcourse train``.
 * :mod:`lmcourse.recipe`: today's recipe as an ablation, one change at a time (chapter 11).
