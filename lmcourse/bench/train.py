@@ -25,7 +25,7 @@ from ..data import random_windows
 from ..device import best_time
 from ..runs import named_runs
 from ..train import Trainer
-from ..transformer import GPT
+from ..transformer import GPT, GPTConfig
 
 
 class _TextbookBlock(nn.Module):
@@ -140,17 +140,25 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     names = [n.strip() for n in args.configs.split(",") if n.strip()]
-    unknown = set(names) - set(named_runs())
+    gpts = [n for n, spec in named_runs().items()
+            if isinstance(spec.model, GPTConfig) and spec.train.objective == "clm"]
+    unknown = set(names) - set(gpts)
     if unknown:
-        parser.error(f"unknown configs {sorted(unknown)}; choose from {sorted(named_runs())}")
+        parser.error(f"unknown configs {sorted(unknown)}; choose from the causal GPT runs {gpts}")
     peak, dtype = peak_flops(device)
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads")
     print(f"measured peak: {peak / 1e9:.1f} GFLOP/s ({dtype} matrix product)")
-    print(f"{'config':<9} {'params':>9} {'tokens/step':>11} {'course tok/s':>12} {'MFU':>6} "
+    print(f"{'config':<10} {'params':>9} {'tokens/step':>11} {'course tok/s':>12} {'MFU':>6} "
           f"{'ref tok/s':>10} {'ref MFU':>7} {'speed-up':>8}")
+    results = {}
     for name in names:
-        r = bench(name, args.steps, device)
-        print(f"{name:<9} {r['params']:>9,} {r['tokens']:>11,} {r['course_tok_s']:>12,.0f} "
+        r = results[name] = bench(name, args.steps, device)
+        print(f"{name:<10} {r['params']:>9,} {r['tokens']:>11,} {r['course_tok_s']:>12,.0f} "
               f"{r['course_flops'] / peak:>6.1%} {r['ref_tok_s']:>10,.0f} {r['ref_flops'] / peak:>7.1%} "
               f"{r['course_tok_s'] / r['ref_tok_s']:>7.2f}x", flush=True)
+    if {"gpt_char", "gpt_modern"} <= set(results):
+        old, new = results["gpt_char"], results["gpt_modern"]
+        print(f"gpt_modern / gpt_char in this run: {new['course_tok_s'] / old['course_tok_s']:.2f}x the tokens/s, "
+              f"{new['course_flops'] / old['course_flops']:.2f}x the MFU (6N per token: attention's FLOPs, "
+              "4x longer in gpt_modern's context, are not counted)")
     return 0
