@@ -1,0 +1,191 @@
+"""Chapter 11's exercises: every plausible wrong answer costs its own task points, and only those.
+
+Each fixture ``tests/grading_fixtures/wrong_answers/11_*.ipynb`` is the solutions
+notebook with one function's solution region replaced by a wrong answer (the table
+:data:`WRONG_ANSWERS`). After the solutions change, rewrite them with
+``python tests/test_exercises_11.py``; a fast test says when they are out of date.
+The solution's full marks and the untouched exercise's zero are asserted for every
+chapter by ``tests/test_grading.py``; here the solution is graded again only as the
+control row of the same batch.
+"""
+
+import csv
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lmcourse.course.exercises import BEGIN_SOLUTION, END_SOLUTION, SOLUTIONS_DIR
+
+SOLUTION = SOLUTIONS_DIR / "11_modern_gpt.ipynb"
+FIXTURES = Path(__file__).parent / "grading_fixtures" / "wrong_answers"
+
+# fixture name: (task, function whose solution region is replaced, wrong body,
+# a fragment of the message of the check that must catch it)
+WRONG_ANSWERS = {
+    "11_rms_norm_mean_subtracted": ("rms_norm", "rms_norm", """
+        centred = x - x.mean(dim=-1, keepdim=True)  # LayerNorm's centring
+        var = centred.pow(2).mean(dim=-1, keepdim=True)
+        return centred * torch.rsqrt(var + eps) * weight
+    """, "does not subtract the mean"),
+    "11_rms_norm_no_eps": ("rms_norm", "rms_norm", """
+        return x / x.pow(2).mean(dim=-1, keepdim=True).sqrt() * weight
+    """, "NaN: add eps"),
+    "11_rms_norm_sum": ("rms_norm", "rms_norm", """
+        return x / torch.sqrt(x.pow(2).sum(dim=-1, keepdim=True) + eps) * weight
+    """, "root mean square 1"),
+    "11_rms_norm_wrong_axis": ("rms_norm", "rms_norm", """
+        mean_square = x.pow(2).mean(dim=0, keepdim=True)
+        return x * torch.rsqrt(mean_square + eps) * weight
+    """, "root mean square 1"),
+    "11_swiglu_gelu": ("swiglu", "swiglu", """
+        return (F.gelu(x @ w_gate.T) * (x @ w_up.T)) @ w_down.T
+    """, "SiLU, not GELU"),
+    "11_swiglu_gate_up_swapped": ("swiglu", "swiglu", """
+        return (F.silu(x @ w_up.T) * (x @ w_gate.T)) @ w_down.T
+    """, "not symmetric"),  # passes the visible checks: only the hidden one catches it
+    "11_swiglu_no_transpose": ("swiglu", "swiglu", """
+        return (F.silu(x @ w_gate) * (x @ w_up)) @ w_down
+    """, "RuntimeError"),
+    "11_swiglu_hidden_floor": ("swiglu", "swiglu_hidden", """
+        return 8 * d_model // 3
+    """, "round to the nearest integer"),
+    "11_muon_gram_wrong_order": ("muon", "ns_step", """
+        A = X.T @ X  # the Gram matrix on the wrong side
+        return a * X + (b * A + c * A @ A) @ X
+    """, "RuntimeError"),
+    "11_muon_no_normalisation": ("muon", "orthogonalise", """
+        X = G
+        for _ in range(steps):
+            X = ns_step(X, *MUON_ABC)
+        return X
+    """, "Frobenius norm"),
+    "11_copying_first_char_included": ("copying", "later_vs_first", """
+        seen = set()
+        parts = {"first": [], "later": []}
+        for match in re.finditer(WORD, text):
+            word = match.group().lower()
+            if word in known:
+                continue
+            kind = "later" if word in seen else "first"
+            seen.add(word)
+            parts[kind].append(nll[match.start() - 1:match.end() - 1])
+        return tuple(torch.cat(parts[kind]).mean().item()
+                     for kind in ("first", "later"))
+    """, "leave out each word's first character"),
+    "11_copying_case_sensitive": ("copying", "later_vs_first", """
+        seen = set()
+        parts = {"first": [], "later": []}
+        for match in re.finditer(WORD, text):
+            word = match.group()
+            if word.lower() in known:
+                continue
+            kind = "later" if word in seen else "first"
+            seen.add(word)
+            parts[kind].append(nll[match.start():match.end() - 1])
+        return tuple(torch.cat(parts[kind]).mean().item()
+                     for kind in ("first", "later"))
+    """, "compare words lower-cased"),
+    "11_copying_mean_of_word_means": ("copying", "later_vs_first", """
+        seen = set()
+        parts = {"first": [], "later": []}
+        for match in re.finditer(WORD, text):
+            word = match.group().lower()
+            if word in known:
+                continue
+            kind = "later" if word in seen else "first"
+            seen.add(word)
+            if match.end() - match.start() > 1:
+                chars = nll[match.start():match.end() - 1]
+                parts[kind].append(chars.mean().item())
+        return tuple(sum(parts[kind]) / len(parts[kind])
+                     for kind in ("first", "later"))
+    """, "average over characters"),
+}
+
+
+def with_wrong_answer(nb, function: str, body: str):
+    """A copy of ``nb`` whose solution region inside ``def function(`` holds ``body`` instead."""
+    nb = nbformat.from_dict(nb)
+    for cell in nb.cells:
+        lines = cell.source.split("\n")
+        starts = [i for i, line in enumerate(lines) if line.startswith(f"def {function}(")]
+        if cell.cell_type != "code" or not starts:
+            continue
+        begin = next(i for i in range(starts[0], len(lines)) if lines[i].strip() == BEGIN_SOLUTION)
+        end = next(i for i in range(begin, len(lines)) if lines[i].strip() == END_SOLUTION)
+        indent = lines[begin][: len(lines[begin]) - len(lines[begin].lstrip())]
+        wrong = textwrap.indent(textwrap.dedent(body).strip("\n"), indent).split("\n")
+        cell.source = "\n".join(lines[:begin] + wrong + lines[end + 1:])
+        return nb
+    raise ValueError(f"no solution cell defines {function}()")
+
+
+def fixture_notebook(name: str):
+    _, function, body, _ = WRONG_ANSWERS[name]
+    return with_wrong_answer(nbformat.read(SOLUTION, as_version=4), function, body)
+
+
+def write_fixtures() -> None:
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    for name in WRONG_ANSWERS:
+        nbformat.write(fixture_notebook(name), FIXTURES / f"{name}.ipynb")
+
+
+def test_fixtures_are_the_solutions_with_one_wrong_answer():
+    for name, (task, function, _, _) in WRONG_ANSWERS.items():
+        path = FIXTURES / f"{name}.ipynb"
+        assert path.exists(), f"{path} is missing: run python tests/test_exercises_11.py"
+        assert path.read_text() == nbformat.writes(fixture_notebook(name)) + "\n", (
+            f"{path} is out of date with {SOLUTION.name}: run python tests/test_exercises_11.py"
+        )
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if f"def {function}(" in c.source)
+        info = cell.metadata["lmcourse"]
+        assert (info["role"], info["task"]) == ("solution", task), f"{name}: {function}() is not in task {task}"
+
+
+@pytest.fixture(scope="module")
+def grades(tmp_path_factory):
+    """Rows of one grading batch: the solution and every fixture, keyed by notebook stem, then task."""
+    out = tmp_path_factory.mktemp("grades") / "grades.csv"
+    paths = [SOLUTION] + [FIXTURES / f"{name}.ipynb" for name in WRONG_ANSWERS]
+    result = subprocess.run(
+        [sys.executable, "-m", "lmcourse", "grade", *map(str, paths), "--out", str(out), "--jobs", "2"],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr
+    rows: dict[str, dict[str, dict]] = {}
+    for row in csv.DictReader(out.open()):
+        rows.setdefault(Path(row["submission"]).stem, {})[row["task"]] = row
+    return rows
+
+
+@pytest.mark.slow
+def test_solution_scores_full_marks(grades):
+    rows = grades[SOLUTION.stem]
+    assert set(rows) == {"rms_norm", "swiglu", "muon", "copying"}
+    assert sum(float(r["max_points"]) for r in rows.values()) == 14
+    assert all(r["points"] == r["max_points"] and r["status"] == "passed" for r in rows.values()), rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(WRONG_ANSWERS))
+def test_wrong_answer_costs_its_task_points_and_no_others(grades, name):
+    task, _, _, message = WRONG_ANSWERS[name]
+    rows = grades[name]
+    assert set(rows) == set(grades[SOLUTION.stem])
+    wrong = rows[task]
+    assert float(wrong["points"]) < float(wrong["max_points"]), wrong
+    assert wrong["status"] in ("failed", "error") and message in wrong["message"], wrong
+    others = {t: r for t, r in rows.items() if t != task}
+    assert all(r["points"] == r["max_points"] for r in others.values()), others
+
+
+if __name__ == "__main__":
+    write_fixtures()
+    print(f"wrote {len(WRONG_ANSWERS)} fixtures to {FIXTURES}")
