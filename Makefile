@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 MATHJAX_VERSION := 3.2.2
 MATHJAX := book/_static/mathjax/tex-chtml.js
 
-.PHONY: setup book lint test check chromium notebooks exercises clean
+.PHONY: setup book lint test check chromium bubblewrap notebooks exercises clean
 
 setup: $(STAMP)
 
@@ -38,10 +38,17 @@ chromium:
 	  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
 	  echo "note: chromium could not be installed; the browser test will be skipped"
 
+# Debian's bubblewrap, the sandbox each graded submission runs in (where it cannot be
+# installed or cannot run, the grader says so and the sandbox tests are skipped).
+bubblewrap:
+	@command -v bwrap >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; }; }; } || \
+	  echo "note: bubblewrap could not be installed; graded submissions will run without the sandbox"
+
 # One torch thread unless you say otherwise: on 2 cores, torch's default 2 threads
 # run up to 35x slower as soon as anything else holds a core, and the stored
 # outputs are the same either way.
-test: $(STAMP) lint $(MATHJAX) chromium
+test: $(STAMP) lint $(MATHJAX) chromium bubblewrap
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest --nbval --doctest-modules lmcourse tests book
 
 # Settings in pyproject.toml; book/ and solutions/ hold their code lines to the width

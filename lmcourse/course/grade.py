@@ -1,6 +1,8 @@
 """Grade submitted exercise notebooks: one CSV row per (submission, task).
 
     python -m lmcourse grade PATH... [--chapter NN] [--out grades.csv] [--jobs N] [--timeout S]
+                                     [--gradebook FILE.csv] [--require-sandbox | --no-sandbox]
+    python -m lmcourse grade --gradescope autograder.zip [--chapter NN]
 
 PATH is a notebook or a folder searched for notebooks. For each submission the
 grader
@@ -11,9 +13,13 @@ grader
    order, where every check cell is replaced by the authoritative one from
    ``solutions/`` (visible *and* hidden tests); checks the learner deleted are
    appended at the end;
-3. runs it in its own process (:mod:`lmcourse.course.grade_runner`), in a temporary
-   working directory, under a wall-clock limit and a memory limit, keeping at most
-   ``MAX_OUTPUT`` bytes of what it prints;
+3. runs it in its own process (:mod:`lmcourse.course.grade_runner`) inside a
+   bubblewrap sandbox (:mod:`lmcourse.course.sandbox`: a read-only view of the
+   system, Python and the package, no ``solutions/``, a private ``/tmp``, no
+   network, its own PID namespace, a process limit), under a wall-clock limit and
+   a memory limit, keeping at most ``MAX_OUTPUT`` bytes of what it prints; where
+   bubblewrap cannot run it says so once and runs the process without it
+   (``--require-sandbox`` refuses instead);
 4. scores each check: ``passed`` (points), ``failed`` (an assertion failed),
    ``error`` (another exception), ``not-attempted`` (the task still raises
    ``NotImplementedError``) or ``timeout``, and sums the checks of each task.
@@ -23,6 +29,9 @@ checks of every chapter are read once, before any submission runs, so a
 submission that deletes files cannot change another's grade. With ``--feedback
 DIR`` each submission also gets a Markdown file listing its tasks, points and the
 message of each failed *visible* check; hidden checks are never quoted.
+
+``--gradebook`` also writes a row per student and a column per chapter, and
+``--gradescope`` writes a Gradescope autograder (:mod:`lmcourse.course.export`).
 
 A learner runs the same machinery on their own notebook, with the visible checks
 only, as ``python -m lmcourse check NOTEBOOK`` (:mod:`lmcourse.course.check`).
@@ -35,6 +44,7 @@ import csv
 import json
 import os
 import re
+import resource
 import secrets
 import subprocess
 import sys
@@ -46,12 +56,16 @@ from pathlib import Path
 
 import nbformat
 
-from .exercises import SOLUTIONS_DIR, Check, cell_info, chapter_of, checks_of
+from .exercises import BEGIN_HIDDEN, SOLUTIONS_DIR, Check, cell_info, chapter_of, checks_of
+from .export import student_of, write_autograder, write_gradebook
+from .sandbox import WORKDIR, PidsCgroup, Sandbox, SandboxUnavailable, runner_env
 
 FIELDS = ("submission", "chapter", "task", "points", "max_points", "status", "message")
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_MEMORY_MB = 4096
 MAX_OUTPUT = 1_000_000  # bytes of a submission's printed output kept (the rest is read and dropped)
+MAX_RESULTS = 4_000_000  # bytes of per-cell records read back (a submission may write to that pipe too)
+_UNSANDBOXED = Sandbox("off")  # the learner's self-check: no bubblewrap, but the process limit where there is one
 
 
 @dataclass
@@ -60,6 +74,7 @@ class CheckResult:
     status: str  # passed | failed | error | not-attempted | timeout
     message: str = ""  # for the instructor (CSV)
     feedback: str = ""  # for the learner: never quotes a hidden check
+    hidden: bool = False  # it failed in its hidden part (its visible part passed)
 
     @property
     def points(self) -> float:
@@ -76,6 +91,9 @@ class TaskRow:
     status: str
     message: str
     feedback: str = ""
+    hidden: bool = False  # the task has hidden checks
+    visible_status: str = ""  # the task's status from its visible checks alone (what a self-check shows)
+    visible_feedback: str = ""  # feedback on the visible checks alone
 
     def as_csv(self) -> dict:
         row = {k: getattr(self, k) for k in FIELDS}
@@ -148,11 +166,13 @@ def build_program(submission_nb, checks: list[Check]) -> list[dict]:
     return cells
 
 
-def _limits(memory_mb: int):
-    def apply() -> None:  # runs in the child, before the submission
-        import resource
+def _limits(memory_mb: int, cgroup: Path | None):
+    join = PidsCgroup.join(cgroup) if cgroup is not None else None
+    limit = memory_mb * 2**20
 
-        limit = memory_mb * 2**20
+    def apply() -> None:  # runs in the child, before the submission (or bubblewrap) starts
+        if join is not None:
+            join()
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     return apply
@@ -166,50 +186,82 @@ def _drain(stream, keep: bytearray, limit: int) -> None:
             keep.extend(chunk[:room])
 
 
-def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMORY_MB
-                ) -> tuple[list[dict | None], str | None]:
-    """Run the cells in a fresh process; per-cell records (``None``: never finished) and a problem."""
+def _feed(stream, data: bytes) -> None:
+    try:
+        stream.write(data)
+        stream.close()
+    except OSError:  # the process ended before reading its program
+        pass
+
+
+def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMORY_MB,
+                sandbox: Sandbox | None = None, hide: tuple[Path, ...] = ()) -> tuple[list[dict | None], str | None]:
+    """Run the cells in a fresh process; per-cell records (``None``: never finished) and a problem.
+
+    The runner gets a secret token and the program (hidden checks included) on
+    its standard input, reads both before any submitted code runs and closes it:
+    the program is never a file the submission could read. Records come back on
+    a pipe, each signed with the token. With a ``sandbox`` that is
+    :meth:`~lmcourse.course.sandbox.Sandbox.active`, the process runs in
+    bubblewrap (``hide``: paths to keep out of its view even where they lie in a
+    folder it sees); without, in a temporary working directory with your rights.
+    A pids cgroup, where one is writable, caps its processes either way.
+    """
     token = secrets.token_hex(16)
-    with tempfile.TemporaryDirectory(prefix="lmcourse-grade-") as tmp:
-        work = Path(tmp) / "work"
-        work.mkdir()
-        program, results = Path(tmp) / "program.json", Path(tmp) / "results.jsonl"
-        program.write_text(json.dumps({"cells": cells}), encoding="utf-8")
-        results.touch()
-        env = dict(os.environ, MPLBACKEND="Agg", PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
-        env.setdefault("LMCOURSE_DEVICE", "cpu")
-        package_root = str(Path(__file__).resolve().parents[2])  # the folder that holds lmcourse/
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-        problem = None
-        output = bytearray()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lmcourse.course.grade_runner", str(program), str(results)],
-            cwd=work, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=_limits(memory_mb),
-        )
-        reader = threading.Thread(target=_drain, args=(proc.stdout, output, MAX_OUTPUT), daemon=True)
-        reader.start()
-        try:
-            proc.stdin.write((token + "\n").encode())
-            proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            code = proc.wait(timeout=timeout)
-            problem = f"the notebook's process ended (exit code {code})"
-        except subprocess.TimeoutExpired:
-            problem = "timeout"
-        _kill_group(proc)  # also ends anything the submission started
-        reader.join(timeout=10)
-        records: list[dict | None] = [None] * len(cells)
-        for line in results.read_text(encoding="utf-8", errors="replace").splitlines():
+    sandboxed = sandbox is not None and sandbox.active()
+    cgroup = (sandbox or _UNSANDBOXED).cgroup()
+    results_r, results_w = os.pipe()
+    try:
+        with tempfile.TemporaryDirectory(prefix="lmcourse-grade-") as tmp:
+            argv = [sys.executable, "-m", "lmcourse.course.grade_runner", str(results_w)]
+            if sandboxed:
+                env = runner_env(WORKDIR, "/tmp")
+                nproc = sandbox.runner_nproc(cgroup is not None)
+                if nproc:
+                    env["LMCOURSE_GRADE_NPROC"] = str(nproc)
+                argv, cwd, env = sandbox.command(argv, env, hide), None, {"PATH": "/usr/bin:/bin"}
+            else:
+                cwd = Path(tmp) / "work"
+                cwd.mkdir()
+                env = runner_env(str(cwd), tmp)
+            output, results = bytearray(), bytearray()
+            proc = subprocess.Popen(
+                argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_limits(memory_mb, cgroup), pass_fds=(results_w,),
+            )
+            os.close(results_w)
+            results_w = -1
+            program = (token + "\n" + json.dumps({"cells": cells})).encode()
+            threads = [threading.Thread(target=_drain, args=(proc.stdout, output, MAX_OUTPUT), daemon=True),
+                       threading.Thread(target=_drain, args=(os.fdopen(results_r, "rb"), results, MAX_RESULTS),
+                                        daemon=True),
+                       threading.Thread(target=_feed, args=(proc.stdin, program), daemon=True)]
+            results_r = -1
+            for t in threads:
+                t.start()
             try:
-                rec = json.loads(line)
-                i = int(rec["cell"])
-                if rec.get("token") == token and 0 <= i < len(cells) and records[i] is None:
-                    records[i] = rec
-            except (ValueError, KeyError, TypeError, AttributeError):
-                continue
+                code = proc.wait(timeout=timeout)
+                problem = f"the notebook's process ended (exit code {code})"
+            except subprocess.TimeoutExpired:
+                problem = "timeout"
+            _kill_group(proc)  # also ends anything the submission started
+            if cgroup is not None:
+                PidsCgroup.remove(cgroup)  # ... even what left the process group
+            for t in threads:
+                t.join(timeout=10)
+    finally:
+        for fd in (results_r, results_w):
+            if fd >= 0:
+                os.close(fd)
+    records: list[dict | None] = [None] * len(cells)
+    for line in results.decode("utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+            i = int(rec["cell"])
+            if rec.get("token") == token and 0 <= i < len(cells) and records[i] is None:
+                records[i] = rec
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
     return records, problem
 
 
@@ -268,7 +320,7 @@ def score(cells: list[dict], records: list[dict | None], problem: str | None, ti
         if rec and rec.get("restored"):
             note = "the submission had replaced " + ", ".join(rec["restored"][:5]) + " (restored before checking)"
             message = f"{message}; {note}" if message else note
-        results.append(CheckResult(check, status, message, feedback))
+        results.append(CheckResult(check, status, message, feedback, hidden and status in ("failed", "error")))
     return results
 
 
@@ -302,18 +354,35 @@ def task_rows(name: str, chapter: str, checks: list[Check], results: list[CheckR
         worst = min(mine, key=lambda r: _STATUS_ORDER.index(r.status))
         messages = "; ".join(dict.fromkeys(r.message for r in mine if r.message))
         feedback = "; ".join(dict.fromkeys(r.feedback for r in mine if r.feedback))
+        seen = [r for r in mine if not r.hidden]  # a check failed only in its hidden part passed its visible one
+        visible = min(seen, key=lambda r: _STATUS_ORDER.index(r.status)).status if seen else "passed"
+        visible_feedback = "; ".join(dict.fromkeys(r.feedback for r in seen if r.feedback))
+        hidden = any(line.strip() == BEGIN_HIDDEN for c in checks if c.task == task for line in c.source.split("\n"))
         rows.append(TaskRow(name, chapter, task, got, sum(c.points for c in checks if c.task == task),
-                            worst.status, messages, feedback))
+                            worst.status, messages, feedback, hidden, visible, visible_feedback))
     return rows
+
+
+_DEFAULT_SANDBOX: list[Sandbox] = []
+
+
+def default_sandbox() -> Sandbox:
+    """The sandbox :func:`grade_notebook` uses when given none: bubblewrap where it runs (one per process)."""
+    if not _DEFAULT_SANDBOX:
+        _DEFAULT_SANDBOX.append(Sandbox("auto", hide=(SOLUTIONS_DIR,)))
+    return _DEFAULT_SANDBOX[0]
 
 
 def grade_notebook(path: Path, chapter: str | None = None, solutions: Path = SOLUTIONS_DIR,
                    timeout: float = DEFAULT_TIMEOUT, name: str | None = None,
-                   memory_mb: int = DEFAULT_MEMORY_MB, chapters: Chapters | None = None) -> list[TaskRow]:
+                   memory_mb: int = DEFAULT_MEMORY_MB, chapters: Chapters | None = None,
+                   sandbox: Sandbox | None = None) -> list[TaskRow]:
     """Grade one submission; returns one row per task of its chapter.
 
     ``chapter`` is what the instructor expects (``--chapter``); a notebook that
-    says it belongs to another chapter scores zero with that reason.
+    says it belongs to another chapter scores zero with that reason. The
+    submission runs in ``sandbox`` (default: :func:`default_sandbox`; pass
+    ``Sandbox("off")`` to run it without one).
     """
     name = name or str(path)
     chapters = chapters or Chapters(solutions)
@@ -336,7 +405,8 @@ def grade_notebook(path: Path, chapter: str | None = None, solutions: Path = SOL
         results = [CheckResult(c, "error", problem, problem) for c in checks]
     else:
         cells = build_program(nb, checks)
-        records, run_problem = run_program(cells, timeout, memory_mb)
+        hide = (Path(chapters.solutions), Path(path))
+        records, run_problem = run_program(cells, timeout, memory_mb, sandbox or default_sandbox(), hide)
         results = score(cells, records, run_problem, timeout)
     return task_rows(name, target, checks, results)
 
@@ -384,24 +454,46 @@ def summary(rows: list[TaskRow]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lmcourse grade", description=__doc__.split("\n\n")[0])
-    parser.add_argument("paths", nargs="+", type=Path, help="notebooks or folders of notebooks")
+    parser.add_argument("paths", nargs="*", type=Path, help="notebooks or folders of notebooks")
     parser.add_argument("--chapter", help="the chapter (NN) every submission should be")
     parser.add_argument("--out", type=Path, help="write the CSV here (default: standard output)")
     parser.add_argument("--feedback", type=Path, help="write one Markdown feedback file per submission here")
+    parser.add_argument("--gradebook", type=Path, help="also write a gradebook CSV: a row per student, "
+                        "a column per chapter (LMS import)")
+    parser.add_argument("--gradescope", type=Path, metavar="ZIP", help="write a Gradescope autograder zip "
+                        "(for --chapter, else every chapter) and exit; no PATHS needed")
     parser.add_argument("--jobs", type=int, default=1, help="submissions graded at once")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per submission")
     parser.add_argument("--memory", type=int, default=DEFAULT_MEMORY_MB, help="memory limit per submission (MB)")
     parser.add_argument("--solutions", type=Path, default=SOLUTIONS_DIR, help="the solutions/ folder")
+    isolation = parser.add_mutually_exclusive_group()
+    isolation.add_argument("--require-sandbox", action="store_true",
+                           help="refuse to grade where bubblewrap cannot run (default: say so once, run without)")
+    isolation.add_argument("--no-sandbox", action="store_true",
+                           help="run submissions without bubblewrap, with your user's rights")
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.timeout <= 0 or args.memory < 256:
         parser.error("--jobs must be >= 1, --timeout > 0 and --memory >= 256")
+    if args.gradescope:
+        try:
+            names = write_autograder(args.gradescope, args.chapter, args.solutions)
+        except (OSError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.gradescope} ({len(names)} files): upload it as the assignment's autograder on Gradescope")
+        return 0
+    if not args.paths:
+        parser.error("name the notebooks or folders to grade (or --gradescope ZIP)")
     chapters = Chapters(args.solutions)
+    mode = "require" if args.require_sandbox else "off" if args.no_sandbox else "auto"
+    sandbox = Sandbox(mode, hide=(args.solutions, *args.paths))
     try:
         notebooks = find_notebooks(args.paths)
         if args.chapter:
             chapters.checks(args.chapter)
         chapters.preload()  # before any submission runs
-    except (FileNotFoundError, ValueError) as err:
+        sandbox.active()  # says once that there is none (auto), or refuses (require)
+    except (FileNotFoundError, ValueError, SandboxUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not notebooks:
@@ -411,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
     def one(item: tuple[Path, str]) -> list[TaskRow]:
         path, name = item
         try:
-            return grade_notebook(path, args.chapter, args.solutions, args.timeout, name, args.memory, chapters)
+            return grade_notebook(path, args.chapter, args.solutions, args.timeout, name, args.memory, chapters,
+                                  sandbox)
         except Exception as err:  # noqa: BLE001 - one submission never stops the batch
             return [TaskRow(name, args.chapter or "?", "?", 0, 0, "error", f"{type(err).__name__}: {err}")]
 
@@ -419,6 +512,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [row for rows in pool.map(one, notebooks) for row in rows]
     if args.feedback:
         write_feedback(rows, args.feedback)
+    if args.gradebook:
+        write_gradebook(rows, args.gradebook, args.solutions)
     if args.out:
         with open(args.out, "w", newline="", encoding="utf-8") as f:
             write_csv(rows, f)
@@ -427,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         write_csv(rows, sys.stdout)
         print(summary(rows), file=sys.stderr)
+    if args.gradebook:
+        print(f"wrote the gradebook ({len({student_of(r.submission) for r in rows})} students) to {args.gradebook}",
+              file=sys.stderr if not args.out else sys.stdout)
     return 0
 
 

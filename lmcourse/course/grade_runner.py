@@ -1,12 +1,19 @@
 """Runs one submission's cells in this (separate) process; used by :mod:`lmcourse.course.grade`.
 
-    python -m lmcourse.course.grade_runner PROGRAM.json RESULTS.jsonl   (a secret token on stdin)
+    python -m lmcourse.course.grade_runner RESULTS_FD   (a secret token, a newline and the program on stdin)
 
-Each cell runs with IPython, so magics behave as in Jupyter. A cell that raises
-does not stop the run. After each cell one JSON line goes to the results file,
-signed with the token read from stdin before any submitted code runs; the grader
-ignores lines without it, so a submission cannot simply write its own results.
-A process that dies or is killed leaves the lines written so far.
+The grader writes a secret token and the program (the cells, hidden checks
+included, as JSON) to standard input and closes it; the runner reads both to the
+end before any submitted code runs, then points standard input at ``/dev/null``:
+the program never exists as a file the submission could open. Each cell runs
+with IPython, so magics behave as in Jupyter. A cell that raises does not stop
+the run. After each cell one JSON line goes to the inherited pipe ``RESULTS_FD``,
+signed with the token; the grader ignores lines without it, so a submission
+cannot simply print or write its own results. A process that dies or is killed
+leaves the lines written so far. Once a check cell has run, its source is
+dropped from the runner's list and from ``linecache``, so later cells do not find
+it lying about (code in this process can still search its memory: see the
+README on what the sandbox does not guarantee).
 
 Check cells run in two parts, the visible checks and then the hidden ones, so the
 grader knows which part failed (hidden tests are never quoted in feedback).
@@ -19,8 +26,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import linecache
+import os
 import pkgutil
 import random
+import resource
 import sys
 
 import torch  # imported before the submission runs, so its state can be guarded
@@ -107,11 +117,20 @@ class ModuleGuard:
 _MISSING = object()
 
 
-def main(program_path: str, results_path: str) -> int:
-    token = sys.stdin.readline().strip()
+def main(results_fd: int) -> int:
+    data = sys.stdin.buffer.read()  # to the end: the grader closes its side after the program
+    token, _, program = data.decode("utf-8").partition("\n")
+    token = token.strip()
+    cells = json.loads(program)["cells"]
+    del data, program
     sys.stdin.close()
-    with open(program_path, encoding="utf-8") as f:
-        cells = json.load(f)["cells"]
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # input() in a submission meets end of file
+    nproc = os.environ.pop("LMCOURSE_GRADE_NPROC", None)
+    if nproc:  # counted in the sandbox's own user namespace (see lmcourse.course.sandbox)
+        resource.setrlimit(resource.RLIMIT_NPROC, (int(nproc), int(nproc)))
 
     import_package()
     # PyTorch rewraps some of its own functions the first time an optimizer is
@@ -124,7 +143,7 @@ def main(program_path: str, results_path: str) -> int:
     shell = InteractiveShell.instance()
     guard = ModuleGuard()
     sentinel_name, sentinel = "__lmcourse_check_ran__", token[::-1]
-    results = open(results_path, "a", encoding="utf-8")
+    results = os.fdopen(results_fd, "w", encoding="utf-8")
     write_line, flush = results.write, results.flush  # kept before the submission can patch them
     dumps = json.dumps
 
@@ -136,9 +155,11 @@ def main(program_path: str, results_path: str) -> int:
             return err
 
     tampered: list[str] = []
-    for i, cell in enumerate(cells):
+    for i in range(len(cells)):
+        cell, cells[i] = cells[i], None
         record = {"token": token, "cell": i, "status": "ok", "etype": None, "message": None, "part": None}
         if cell["role"] == "check":
+            cached = _cached_names()
             visible, hidden = split_check(cell["source"])
             for part, source in (("visible", visible), ("hidden", hidden)):
                 # The last line of each part proves the part really ran to its end.
@@ -151,6 +172,9 @@ def main(program_path: str, results_path: str) -> int:
                 if exc is not None:
                     record.update(status="error", etype=type(exc).__name__, message=str(exc)[:500], part=part)
                     break
+            _forget(cached)
+            del visible, hidden, source
+            exc = None
         else:
             exc = run(cell["source"])
             if exc is not None:
@@ -161,11 +185,33 @@ def main(program_path: str, results_path: str) -> int:
             if name not in tampered:
                 tampered.append(name)
         record["restored"] = tampered[:20]
-        write_line(dumps(record) + "\n")
-        flush()
+        cell = None
+        try:
+            write_line(dumps(record) + "\n")
+            flush()
+        except (OSError, ValueError):  # the submission closed the pipe: nothing more can be reported
+            return 1
     results.close()
     return 0
 
 
+def _line_caches() -> list[dict]:
+    return [linecache.cache] + ([linecache._ipython_cache] if isinstance(getattr(linecache, "_ipython_cache", None),
+                                                                        dict) else [])
+
+
+def _cached_names() -> list[set]:
+    return [set(cache) for cache in _line_caches()]
+
+
+def _forget(before: list[set]) -> None:
+    """Drop what a check cell left behind: its source in ``linecache`` (IPython keeps it for
+    tracebacks) and the traceback of its last error."""
+    for cache, names in zip(_line_caches(), before, strict=False):
+        for name in set(cache) - names:
+            cache.pop(name, None)
+    sys.last_type = sys.last_value = sys.last_traceback = None
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(int(sys.argv[1])))
