@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name: (module whose main(argv) runs 
     "check": ("lmcourse.course.check", "run an exercise notebook and its visible checks: your self-check"),
     "grade": ("lmcourse.course.grade", "grade submitted exercise notebooks into a CSV (instructors)"),
     "exercises": ("lmcourse.course.exercises", "write exercises/ from solutions/ (--check: fail if out of date)"),
+    "release": ("lmcourse.course.release", "write the student release: book, exercises, package; no solutions"),
     "notebooks": ("lmcourse.course.notebooks", "execute the book's notebooks and store stable outputs; time them"),
     "bench": ("lmcourse.bench.__main__", "run a benchmark (no name: list them)"),
 }
