@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 MATHJAX_VERSION := 3.2.2
 MATHJAX := book/_static/mathjax/tex-chtml.js
 
-.PHONY: setup book lint test check chromium bubblewrap notebooks exercises clean
+.PHONY: setup book lint test check chromium bubblewrap grading-scale notebooks exercises clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,10 @@ lint: $(STAMP)
 
 check: lint
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -m "not slow" --doctest-modules lmcourse tests
+
+# Grade 100 submissions of one chapter with --jobs 2 (minutes): wall time and peak memory.
+grading-scale: $(STAMP) bubblewrap
+	LMCOURSE_SCALE_TEST=1 OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -s -m scale tests/test_grading_scale.py
 
 # Authoring helpers
 notebooks: $(STAMP)

@@ -253,6 +253,8 @@ def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMO
         for fd in (results_r, results_w):
             if fd >= 0:
                 os.close(fd)
+        if cgroup is not None:  # the process could not start: the cgroup is empty
+            PidsCgroup.remove(cgroup)
     records: list[dict | None] = [None] * len(cells)
     for line in results.decode("utf-8", errors="replace").splitlines():
         try:
