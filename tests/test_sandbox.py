@@ -68,7 +68,13 @@ print(json.dumps(out))
     seen = json.loads(result.stdout)
     assert seen["solutions"] is False and "solutions" not in seen["repo"]
     assert set(seen["repo"]) <= {"lmcourse", ".venv"}, seen["repo"]
-    assert seen["package"] and seen["writable"] == []
+    # Inside, only the private /tmp takes writes. A repository that itself lives under
+    # /tmp (a CI clone) shows up there as the empty mount points of the read-only
+    # binds, in the private tmpfs: writable, but nothing written reaches the host.
+    private = [w for w in seen["writable"] if w == "/tmp" or w.startswith("/tmp/")]
+    assert seen["package"] and seen["writable"] == private, seen["writable"]
+    for place in (ROOT / "lmcourse", ROOT, Path("/usr"), Path("/")):
+        assert not (place / "probe").exists(), f"the sandbox wrote into {place}"
     assert seen["cwd"] == seen["home"] == WORKDIR
     assert set(seen["env"]) <= set(runner_env("", "")) | {"PWD"}, seen["env"]
     assert seen["nics"] == ["lo"], seen["nics"]

@@ -1,7 +1,7 @@
 """Grade submitted exercise notebooks: one CSV row per (submission, task).
 
     python -m lmcourse grade PATH... [--chapter NN] [--out grades.csv] [--jobs N] [--timeout S]
-                                     [--gradebook FILE.csv] [--require-sandbox | --no-sandbox]
+        [--gradebook FILE.csv] [--require-sandbox | --no-sandbox]
     python -m lmcourse grade --gradescope autograder.zip [--chapter NN]
 
 PATH is a notebook or a folder searched for notebooks. For each submission the
