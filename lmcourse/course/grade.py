@@ -1,4 +1,4 @@
-"""Grade submitted exercise notebooks: one CSV row per (submission, task).
+"""Grade submitted exercise notebooks: one CSV row per (submission, task)::
 
     python -m lmcourse grade PATH... [--chapter NN] [--out grades.csv] [--jobs N] [--timeout S]
         [--gradebook FILE.csv] [--require-sandbox | --no-sandbox]
