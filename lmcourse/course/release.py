@@ -150,7 +150,7 @@ You need Python 3.10+ with `venv` and `make` (and `npm` to build the book):
 
 
 def sections(markdown: str) -> tuple[str, dict[str, str]]:
-    """A Markdown text's preamble (before the first ``## ``) and its ``## `` sections by title."""
+    """A Markdown text's preamble (before its first second-level heading) and its ``##`` sections by title."""
     preamble, found, title, lines = "", {}, None, []
     for line in markdown.splitlines(keepends=True):
         if line.startswith("## "):
