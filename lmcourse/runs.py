@@ -91,7 +91,7 @@ def named_runs() -> dict[str, RunSpec]:
                               TrainConfig(steps=3500, batch_size=16, context_length=512, lr=3e-3, min_lr=3e-4,
                                           warmup_steps=100, weight_decay=0.1, grad_clip=1.0, eval_every=250,
                                           eval_batches=4, seed=0, optimizer="muon", muon_lr=0.02),
-                              about="chapter 11's modern GPT: long context, today's recipe"),
+                              about="chapter 11's modern GPT: long context, today's recipe", shipped=True),
     }
 
 

@@ -105,7 +105,7 @@ def test_interrupted_save_leaves_the_old_file(tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("name", ["lstm_char", "gpt_char", "mlm_char"])
+@pytest.mark.parametrize("name", ["lstm_char", "gpt_char", "mlm_char", "gpt_modern"])
 def test_load_pretrained_loads_every_shipped_model_in_eval_mode(name):
     import json
 
