@@ -134,10 +134,9 @@ def load_pretrained(name: str = "gpt_char", device: torch.device | str | None = 
 
 
 def _config_to_model(cfg: dict) -> nn.Module:
-    fields = set(cfg)
-    if {"hidden_size", "embed_dim"} <= fields:
-        return LSTMLM(LSTMConfig(**cfg))
-    return GPT(GPTConfig(**cfg))
+    """The model a saved config dict describes (an LSTM's has ``hidden_size`` and ``embed_dim``)."""
+    config_class = LSTMConfig if {"hidden_size", "embed_dim"} <= set(cfg) else GPTConfig
+    return build_model(config_class(**cfg))
 
 
 def final_scores(model: nn.Module, spec: RunSpec, val_ids: torch.Tensor) -> dict:
