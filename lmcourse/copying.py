@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 
@@ -93,3 +94,55 @@ def occurrence_losses(nll: torch.Tensor, occurrences: list[Occurrence], context_
     return {kind: {"nats": torch.cat(parts).mean().item() if parts else float("nan"),
                    "chars": int(sum(len(p) for p in parts)), "words": len(parts)}
             for kind, parts in groups.items()}
+
+
+def repeated_random(ids: Sequence[int], length: int, generator: torch.Generator) -> torch.Tensor:
+    """``length`` ids drawn uniformly from ``ids``, then the same ``length`` ids again: ``(2 * length,)``.
+
+    The second half can only be predicted by copying from the first: the
+    standard probe for induction heads (Olsson et al., 2022).
+
+    >>> x = repeated_random([3, 4, 5], 4, torch.Generator().manual_seed(0))
+    >>> x.shape, bool((x[:4] == x[4:]).all())
+    (torch.Size([8]), True)
+    """
+    if length < 2:
+        raise ValueError(f"length must be >= 2, got {length}")
+    pool = torch.as_tensor(list(ids), dtype=torch.long)
+    if pool.ndim != 1 or len(pool) < 2:
+        raise ValueError("ids must hold at least two token ids to draw from")
+    half = pool[torch.randint(len(pool), (length,), generator=generator)]
+    return torch.cat([half, half])
+
+
+@torch.no_grad()
+def repeat_losses(model: torch.nn.Module, x: torch.Tensor) -> tuple[float, float]:
+    """Mean loss (nats per token) of a repeated sequence ``x`` (``(B, 2L)``) on its first and second half.
+
+    Targets are positions ``1 .. L - 1`` (first half, the first token has no
+    context) and ``L + 1 .. 2L - 1`` (second half, leaving out its first token,
+    which nothing in the context announces).
+    """
+    if x.ndim != 2 or x.shape[1] % 2 or x.shape[1] < 4:
+        raise ValueError(f"x must be (B, 2L) with L >= 2, got shape {tuple(x.shape)}")
+    half = x.shape[1] // 2
+    logits = model(x[:, :-1])
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")  # (B, 2L-1)
+    return nll[:, :half - 1].mean().item(), nll[:, half:].mean().item()
+
+
+@torch.no_grad()
+def induction_scores(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``(layers, heads)``: each head's mean attention from position ``t`` of the second half of ``x``
+    to position ``t - L + 1``, the token after the previous occurrence of ``x[t]``.
+
+    ``x`` is ``(B, 2L)`` with its two halves equal (:func:`repeated_random`); a
+    perfect induction head scores 1, a head attending uniformly about ``1 / t``.
+    The model needs an ``attention_maps(ids)`` method (:class:`lmcourse.transformer.GPT`).
+    """
+    if x.ndim != 2 or x.shape[1] % 2 or not bool((x[:, : x.shape[1] // 2] == x[:, x.shape[1] // 2:]).all()):
+        raise ValueError("x must be (B, 2L) with its two halves equal (see repeated_random)")
+    half = x.shape[1] // 2
+    t = torch.arange(half, 2 * half)
+    scores = [w[:, :, t, t - half + 1].mean(dim=(0, 2)) for w in model.attention_maps(x)]  # each (H,)
+    return torch.stack(scores)
