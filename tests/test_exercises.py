@@ -1,11 +1,23 @@
+import csv
+import os
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
-from lmcourse.course.exercises import EXERCISES_DIR, SOLUTIONS_DIR, checks_of, generate, make_exercise
+from lmcourse.course.exercises import (
+    BEGIN_SOLUTION,
+    END_SOLUTION,
+    EXERCISES_DIR,
+    SOLUTIONS_DIR,
+    checks_of,
+    generate,
+    make_exercise,
+)
 
 
 def _nb(*cells):
@@ -73,3 +85,191 @@ def test_check_mode_reports_stale_missing_and_extra(tmp_path):
     (exs / "02_b.ipynb").write_text("{}")
     problems = generate(sols, exs, check=True)
     assert len(problems) == 2 and "differs" in problems[0] and "no source" in problems[1]
+
+
+# ---------------------------------------------------------------------------
+# Chapters 1 to 10: plausible wrong answers that must cost their task points.
+#
+# Each fixture tests/grading_fixtures/wrong_answers/NN_*.ipynb is the chapter's
+# solutions notebook with one function's solution region replaced (the table
+# WRONG_ANSWERS, per chapter). After the solutions change, rewrite them with
+# ``python tests/test_exercises.py``; a fast test says when they are out of date.
+# A fixture named *_calls_package calls the reference the task forbids: it may
+# pass every check and must score 0 on that task through the grader's
+# enforcement of the solution cell's "forbid" list (lmcourse.course.forbid).
+
+FIXTURES = Path(__file__).parent / "grading_fixtures" / "wrong_answers"
+
+# fixture name: (task, function whose solution region is replaced, wrong body,
+# a fragment of the grader's message for that task)
+WRONG_ANSWERS: dict[str, tuple[str, str, str, str]] = {}
+
+
+def _wrong(name: str, task: str, function: str, body: str, message: str) -> None:
+    assert name not in WRONG_ANSWERS, name
+    WRONG_ANSWERS[name] = (task, function, body, message)
+
+
+# --- the table, chapter by chapter -------------------------------------------
+
+# chapter 2
+_wrong("02_add_k_missing_kV", "add_k", "add_k", """
+    if k <= 0:
+        raise ValueError(f"k must be > 0, got {k}")
+    counts = counts.double()
+    return (counts + k) / (counts.sum(dim=1, keepdim=True) + k)
+""", "(c(a b) + k) / (c(a) + k V)")
+_wrong("02_continuation_occurrences", "kneser_ney", "continuation_probs", """
+    counts = counts.double()
+    return counts.sum(dim=0) / counts.sum()  # frequencies, not contexts
+""", "count contexts, not occurrences")
+_wrong("02_kneser_ney_frequency_lower_order", "kneser_ney", "kneser_ney_bigram", """
+    def discount(c):
+        n1, n2 = float((c == 1).sum()), float((c == 2).sum())
+        return n1 / (n1 + 2 * n2)
+
+    counts = counts.double()
+    Vn = counts.shape[0]
+    seen = (counts > 0).double()
+    p1 = counts.sum(dim=0) / counts.sum()  # plain unigram frequencies
+    d2 = discount(counts)
+    c_a = counts.sum(dim=1, keepdim=True)
+    freed2 = d2 * seen.sum(dim=1, keepdim=True)
+    p2 = ((counts - d2).clamp(min=0) + freed2 * p1) / c_a.clamp(min=1)
+    return torch.where(c_a > 0, p2, p1.expand(Vn, Vn))
+""", "every bigram some probability")
+_wrong("02_kneser_ney_unigram_not_smoothed", "kneser_ney", "kneser_ney_bigram", """
+    def discount(c):
+        n1, n2 = float((c == 1).sum()), float((c == 2).sum())
+        return n1 / (n1 + 2 * n2)
+
+    counts = counts.double()
+    Vn = counts.shape[0]
+    seen = (counts > 0).double()
+    cont = seen.sum(dim=0)
+    p1 = (cont + 1e-12) / (cont + 1e-12).sum()  # no discount, no uniform
+    d2 = discount(counts)
+    c_a = counts.sum(dim=1, keepdim=True)
+    freed2 = d2 * seen.sum(dim=1, keepdim=True)
+    p2 = ((counts - d2).clamp(min=0) + freed2 * p1) / c_a.clamp(min=1)
+    return torch.where(c_a > 0, p2, p1.expand(Vn, Vn))
+""", "never seen gets the unigram order")
+_wrong("02_kneser_ney_calls_package", "kneser_ney", "kneser_ney_bigram", """
+    from lmcourse.ngram import NGramLM
+
+    lm = NGramLM(2, "kneser_ney", vocab_size=V).fit(ids)
+    return torch.stack([lm.distribution([a]) for a in range(V)])
+""", "must not call")
+_wrong("02_em_lambda_ratio_of_means", "em_lambda", "em_lambda", """
+    return float(p.mean() / (p.mean() + q.mean()))
+""", "one EM step from 0.5")
+_wrong("02_em_lambda_low_order_share", "em_lambda", "em_lambda", """
+    lam = 0.5
+    for _ in range(steps):
+        share = (1 - lam) * q / (lam * p + (1 - lam) * q)
+        lam = float(share.mean())
+    return lam
+""", "one EM step")
+
+# --- end of the table --------------------------------------------------------
+
+
+def with_wrong_answer(nb, function: str, body: str):
+    """A copy of ``nb`` whose solution region inside ``def function(`` (at any indent) holds ``body``."""
+    nb = nbformat.from_dict(nb)
+    for cell in nb.cells:
+        lines = cell.source.split("\n")
+        starts = [i for i, line in enumerate(lines) if line.lstrip().startswith(f"def {function}(")]
+        if cell.cell_type != "code" or not starts:
+            continue
+        begin = next(i for i in range(starts[0], len(lines)) if lines[i].strip() == BEGIN_SOLUTION)
+        end = next(i for i in range(begin, len(lines)) if lines[i].strip() == END_SOLUTION)
+        indent = lines[begin][: len(lines[begin]) - len(lines[begin].lstrip())]
+        wrong = textwrap.indent(textwrap.dedent(body).strip("\n"), indent).split("\n")
+        cell.source = "\n".join(lines[:begin] + wrong + lines[end + 1:])
+        return nb
+    raise ValueError(f"no solution cell defines {function}()")
+
+
+def solution_of(chapter: str) -> Path:
+    return next(SOLUTIONS_DIR.glob(f"{chapter}_*.ipynb"))
+
+
+def fixture_notebook(name: str):
+    _, function, body, _ = WRONG_ANSWERS[name]
+    return with_wrong_answer(nbformat.read(solution_of(name[:2]), as_version=4), function, body)
+
+
+def write_fixtures() -> None:
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    for name in WRONG_ANSWERS:
+        nbformat.write(fixture_notebook(name), FIXTURES / f"{name}.ipynb")
+
+
+CHAPTERS = sorted({name[:2] for name in WRONG_ANSWERS})
+CALLS_PACKAGE = sorted(name for name in WRONG_ANSWERS if name.endswith("_calls_package"))
+
+
+def test_wrong_answer_fixtures_are_the_solutions_with_one_wrong_answer():
+    for name, (task, function, _, _) in WRONG_ANSWERS.items():
+        path = FIXTURES / f"{name}.ipynb"
+        assert path.exists(), f"{path} is missing: run python tests/test_exercises.py"
+        assert path.read_text() == nbformat.writes(fixture_notebook(name)) + "\n", (
+            f"{path} is out of date with {solution_of(name[:2]).name}: run python tests/test_exercises.py"
+        )
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if f"def {function}(" in c.source)
+        info = cell.metadata["lmcourse"]
+        assert (info["role"], info["task"]) == ("solution", task), f"{name}: {function}() is not in task {task}"
+
+
+def test_every_task_of_chapters_1_to_10_has_a_wrong_answer_fixture():
+    for chapter in CHAPTERS:
+        tasks = {c.task for c in checks_of(nbformat.read(solution_of(chapter), as_version=4))}
+        covered = {task for name, (task, *_) in WRONG_ANSWERS.items()
+                   if name[:2] == chapter and name not in CALLS_PACKAGE}
+        assert tasks <= covered, f"chapter {chapter}: no wrong-answer fixture for {sorted(tasks - covered)}"
+
+
+_GRADES: dict[str, dict[str, dict[str, dict]]] = {}
+
+
+def grades_of(chapter: str, tmp_path_factory) -> dict[str, dict[str, dict]]:
+    """Rows of one grading batch (the solution and the chapter's fixtures), by notebook stem, then task."""
+    if chapter not in _GRADES:
+        out = tmp_path_factory.mktemp(f"grades{chapter}") / "grades.csv"
+        paths = [solution_of(chapter)] + [FIXTURES / f"{n}.ipynb" for n in WRONG_ANSWERS if n[:2] == chapter]
+        result = subprocess.run(
+            [sys.executable, "-m", "lmcourse", "grade", *map(str, paths), "--out", str(out), "--jobs", "2"],
+            capture_output=True, text=True, timeout=1800, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+        assert result.returncode == 0, result.stderr
+        rows: dict[str, dict[str, dict]] = {}
+        for row in csv.DictReader(out.open()):
+            rows.setdefault(Path(row["submission"]).stem, {})[row["task"]] = row
+        _GRADES[chapter] = rows
+    return _GRADES[chapter]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(WRONG_ANSWERS))
+def test_wrong_answer_costs_its_task_points_and_no_others(tmp_path_factory, name):
+    grades = grades_of(name[:2], tmp_path_factory)
+    solution = grades[solution_of(name[:2]).stem]
+    assert all(r["points"] == r["max_points"] for r in solution.values()), solution
+    task, _, _, message = WRONG_ANSWERS[name]
+    rows = grades[name]
+    assert set(rows) == set(solution)
+    wrong = rows[task]
+    if name in CALLS_PACKAGE:  # only the grader's enforcement of "forbid" takes its points
+        assert float(wrong["points"]) == 0, wrong
+    else:
+        assert float(wrong["points"]) < float(wrong["max_points"]), wrong
+    assert wrong["status"] in ("failed", "error") and message in wrong["message"], wrong
+    others = {t: r for t, r in rows.items() if t != task}
+    assert all(r["points"] == r["max_points"] for r in others.values()), others
+
+
+if __name__ == "__main__":
+    write_fixtures()
+    print(f"wrote {len(WRONG_ANSWERS)} fixtures to {FIXTURES}")
