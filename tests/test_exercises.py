@@ -171,6 +171,106 @@ _wrong("02_em_lambda_low_order_share", "em_lambda", "em_lambda", """
     return lam
 """, "one EM step")
 
+# chapter 3
+_wrong("03_gru_reset_before_matmul", "gru", "my_gru_cell", """
+    H = h.shape[-1]
+    xr, xz, xn = (x @ w_ih.T + b_ih).chunk(3, dim=-1)
+    hr, hz, _ = (h @ w_hh.T + b_hh).chunk(3, dim=-1)
+    r = torch.sigmoid(xr + hr)
+    z = torch.sigmoid(xz + hz)
+    n = torch.tanh(xn + (r * h) @ w_hh[2 * H:].T + b_hh[2 * H:])  # Cho et al.
+    return (1 - z) * n + z * h
+""", "r multiplies h W_hn^T + b_hn")
+_wrong("03_gru_update_swapped", "gru", "my_gru_cell", """
+    xr, xz, xn = (x @ w_ih.T + b_ih).chunk(3, dim=-1)
+    hr, hz, hn = (h @ w_hh.T + b_hh).chunk(3, dim=-1)
+    r = torch.sigmoid(xr + hr)
+    z = torch.sigmoid(xz + hz)
+    n = torch.tanh(xn + r * hn)
+    return z * n + (1 - z) * h
+""", "differs from nn.GRUCell")
+_wrong("03_gru_calls_package", "gru", "my_gru_cell", """
+    return torch.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)
+""", "must not call")
+_wrong("03_tbptt_summed_loss", "tbptt", "tbptt_step", """
+    if state is not None:
+        state = tuple(s.detach() for s in state)
+    logits, state = model(x, state)
+    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+    optimizer.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+""", "a mean over positions")
+_wrong("03_tbptt_sum_backward_mean_reported", "tbptt", "tbptt_step", """
+    if state is not None:
+        state = tuple(s.detach() for s in state)
+    logits, state = model(x, state)
+    total = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+    optimizer.zero_grad()
+    total.backward()
+    nn.utils.clip_grad_norm_(model.parameters(), clip)
+    optimizer.step()
+    loss = total / y.numel()
+""", "clip=1000000000.0: losses")
+_wrong("03_tbptt_no_clip", "tbptt", "tbptt_step", """
+    if state is not None:
+        state = tuple(s.detach() for s in state)
+    logits, state = model(x, state)
+    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+""", "clip=0.05: losses")
+_wrong("03_bptt_no_tanh_derivative", "bptt_by_hand", "state_grads", """
+    g = torch.ones_like(h0)
+    grads = [g]
+    for _ in range(len(xs)):
+        g = g @ w_hh
+        grads.append(g)
+    return torch.stack(grads[::-1])
+""", "the tanh derivative at h_t")
+_wrong("03_bptt_transposed", "bptt_by_hand", "state_grads", """
+    hs = [h0]
+    for x in xs:
+        hs.append(torch.tanh(x @ w_ih.T + hs[-1] @ w_hh.T))
+    g = torch.ones_like(h0)
+    grads = [g]
+    for t in range(len(xs), 0, -1):
+        g = (g * (1 - hs[t] ** 2)) @ w_hh.T
+        grads.append(g)
+    return torch.stack(grads[::-1])
+""", "not its transpose")
+_wrong("03_bptt_calls_package", "bptt_by_hand", "state_grads", """
+    hs = [h0.clone().requires_grad_(True)]
+    for x in xs:
+        hs.append(torch.tanh(x @ w_ih.T + hs[-1] @ w_hh.T))
+    for h in hs:
+        h.retain_grad()
+    hs[-1].sum().backward()
+    return torch.stack([h.grad for h in hs])
+""", "must not call")
+_wrong("03_params_lstm_gates", "params", "gru_lm_params", """
+    embedding = V * E
+    layers = sum(4 * H * ((E if layer == 0 else H) + H) + 2 * 4 * H
+                 for layer in range(L))
+    head = V if tied else H * V + V
+    return embedding + layers + head
+""", "count the embedding")
+_wrong("03_params_tied_drops_bias", "params", "gru_lm_params", """
+    embedding = V * E
+    layers = sum(3 * H * ((E if layer == 0 else H) + H) + 2 * 3 * H
+                 for layer in range(L))
+    head = 0 if tied else H * V + V
+    return embedding + layers + head
+""", "tied=True")
+_wrong("03_params_calls_package", "params", "gru_lm_params", """
+    rnn = nn.GRU(E, H, num_layers=L)
+    parts = [nn.Embedding(V, E), rnn, nn.Linear(H, V)]
+    total = sum(p.numel() for m in parts for p in m.parameters())
+    return total - (H * V if tied else 0)
+""", "must not call")
+
 # --- end of the table --------------------------------------------------------
 
 
