@@ -361,6 +361,7 @@ class Trainer:
             self.net = DistributedDataParallel(model, device_ids=ids)
         self.per_rank = c.batch_size // self.world
         self.micro = self.per_rank // c.grad_accum
+        self.grad_norm: torch.Tensor | None = None  # global gradient norm of the last step, before clipping
 
     def step(self, step: int) -> float:
         """Optimizer update number ``step`` (0-based); returns its mean training loss."""
@@ -379,8 +380,11 @@ class Trainer:
                 loss = loss / c.grad_accum
             loss.backward()
             total += loss.item()
+        # the global gradient norm before clipping, kept as a tensor (no device sync) for logs of spikes
         if c.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            self.grad_norm = nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+        else:
+            self.grad_norm = nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
         self.optimizer.step()
         return total
 

@@ -40,6 +40,7 @@ from .positions import ALiBi, LearnedPositions, RotaryEmbedding, SinusoidalPosit
 POSITIONAL = ("learned", "sinusoidal", "rope", "alibi")
 NORMS = ("layer", "rms")
 MLPS = ("gelu", "swiglu", "relu2")
+NORM_POSITIONS = ("pre", "post")
 INIT_STD = 0.02  # GPT-2's initial standard deviation of every weight
 
 
@@ -60,6 +61,7 @@ class GPTConfig:
     mlp: str = "gelu"  # "gelu" (GPT-2) | "swiglu" (Shazeer 2020) | "relu2" (So et al. 2021)
     qk_norm: bool = False  # RMSNorm on each head's queries and keys before the scores
     causal: bool = True  # False: every position sees every other (the encoder of chapter 10)
+    norm_position: str = "pre"  # "pre": x + f(norm(x)) (GPT-2) | "post": norm(x + f(x)) (Vaswani et al. 2017)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads"):
@@ -77,6 +79,8 @@ class GPTConfig:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.mlp not in MLPS:
             raise ValueError(f"mlp must be one of {MLPS}, got {self.mlp!r}")
+        if self.norm_position not in NORM_POSITIONS:
+            raise ValueError(f"norm_position must be one of {NORM_POSITIONS}, got {self.norm_position!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -120,8 +124,13 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """One pre-norm transformer block: attention then MLP, each on a residual branch.
+    """One transformer block: attention then MLP, each on a residual branch.
 
+    Pre-norm (GPT-2, the default): ``x + f(norm(x))``, so the residual stream is an
+    untouched sum from the embedding to the output. Post-norm (the original
+    transformer, ``config.norm_position == "post"``): ``norm(x + f(x))``, a norm on the
+    stream itself after every add, which Xiong et al. (2020) show gives the last
+    layers large gradients at initialisation, hence its need for warmup.
     ``causal=False`` gives the bidirectional block of an encoder (chapter 10).
     """
 
@@ -133,10 +142,16 @@ class Block(nn.Module):
                                        qk_norm=config.qk_norm)
         self.ln2 = make_norm(config)
         self.mlp = MLP(config)
+        self.post_norm = config.norm_position == "post"
 
     def forward(self, x: torch.Tensor, *, bias: torch.Tensor | None = None, rotary: RotaryEmbedding | None = None,
                 offset: int = 0, need_weights: bool = False,
                 cache: KVStore | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.post_norm:  # x = norm(x + Attn(x)); x = norm(x + MLP(x))
+            a = self.attn(x, bias=bias, rotary=rotary, offset=offset, need_weights=need_weights, cache=cache)
+            a, w = a if need_weights else (a, None)
+            x = self.ln1(x + a)
+            return self.ln2(x + self.mlp(x)), w
         a = self.attn(self.ln1(x), bias=bias, rotary=rotary, offset=offset, need_weights=need_weights, cache=cache)
         a, w = a if need_weights else (a, None)
         x = x + a
@@ -191,7 +206,8 @@ class GPT(nn.Module):
         self.pos_emb, self.rotary, self.alibi = position_modules(c)
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c, causal=c.causal) for _ in range(c.n_layers))
-        self.ln_f = make_norm(c)
+        # post-norm: the last block already ends in a norm (Vaswani et al. have no final one)
+        self.ln_f = make_norm(c) if c.norm_position == "pre" else nn.Identity()
         # untied: a head of its own, V x D; tied: None, and logits() uses tok_emb.weight
         self.head = None if c.tie_weights else nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.apply(self._init_weights)

@@ -1,0 +1,206 @@
+"""Chapters 6 and 7's experiments: post-norm blocks, the gradient norm a step records, the stored runs."""
+
+import json
+import math
+import statistics
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lmcourse.experiments import (
+    BPE_MODEL,
+    CHAR_MODEL,
+    EXPERIMENTS,
+    EXPERIMENTS_FILE,
+    Arm,
+    Data,
+    arms,
+    dumps,
+    load_data,
+    load_results,
+    main,
+    run_arm,
+    spread,
+)
+from lmcourse.train import TrainConfig, Trainer
+from lmcourse.transformer import GPT, GPTConfig
+
+SMALL = dict(vocab_size=11, context_length=8, d_model=16, n_layers=2, n_heads=4)
+
+
+def _ids(vocab, shape, seed=0):
+    return torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(seed))
+
+
+# ---------------------------------------------------------------------------------- post-norm
+
+
+def test_post_norm_is_layernorm_after_each_residual_add():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL, norm_position="post")).double().eval()
+    ids = _ids(11, (2, 8))
+    with torch.no_grad():
+        x = model.tok_emb(ids) + model.pos_emb(8)
+        for b in model.blocks:  # x = LN(x + Attn(x)); x = LN(x + MLP(x)), written with F.layer_norm
+            x = F.layer_norm(x + b.attn(x), (16,), b.ln1.weight, b.ln1.bias)
+            x = F.layer_norm(x + b.mlp(x), (16,), b.ln2.weight, b.ln2.bias)
+        expected = x @ model.tok_emb.weight.T  # no final norm: the last block ends in one
+        got = model(ids)
+    assert isinstance(model.ln_f, torch.nn.Identity)
+    assert torch.allclose(got, expected, rtol=0, atol=1e-12)
+    # a pre-norm model with the same weights computes something else
+    pre = GPT(GPTConfig(**SMALL)).double().eval()
+    pre.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        assert not torch.allclose(pre(ids), got, atol=1e-3)
+
+
+def test_post_norm_stream_is_normalised_and_causal():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL, norm_position="post")).eval()
+    ids = _ids(11, (1, 8))
+    h = model.tok_emb(ids) + model.pos_emb(8)
+    for b in model.blocks:
+        h, _ = b(h)
+    # with the initial gains (1) and biases (0) every position is mean 0, variance 1
+    assert torch.allclose(h.mean(-1), torch.zeros(1, 8), atol=1e-5)
+    assert torch.allclose(h.var(-1, unbiased=False), torch.ones(1, 8), atol=1e-3)
+    changed = ids.clone()
+    changed[0, 5] = (ids[0, 5] + 1) % 11
+    with torch.no_grad():
+        a, c = model(ids), model(changed)
+    assert torch.equal(a[0, :5], c[0, :5]) and not torch.allclose(a[0, 5:], c[0, 5:])
+
+
+def test_norm_position_is_validated():
+    with pytest.raises(ValueError, match="norm_position"):
+        GPTConfig(**SMALL, norm_position="middle")
+    assert GPTConfig(**SMALL).norm_position == "pre"
+
+
+# ---------------------------------------------------------------------------------- gradient norm
+
+
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+def test_trainer_records_the_global_norm_before_clipping(clip):
+    text = _ids(11, (600,), seed=1)
+    cfg = TrainConfig(steps=3, batch_size=4, context_length=8, warmup_steps=0, grad_clip=clip, eval_batches=1)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SMALL))
+    reference = GPT(GPTConfig(**SMALL))
+    reference.load_state_dict(model.state_dict())
+    trainer = Trainer(model, text, cfg, device="cpu")
+    x, y = trainer.objective.sample(torch.Generator().manual_seed(cfg.seed))  # the first batch the step draws
+    trainer.step(0)
+    F.cross_entropy(reference(x).flatten(0, 1), y.flatten()).backward()
+    expected = math.sqrt(sum(float(p.grad.double().square().sum()) for p in reference.parameters()))
+    assert trainer.grad_norm.item() == pytest.approx(expected, rel=1e-5)
+    if clip:  # clipped: the norm recorded is the one before clipping, far above the clip
+        assert expected > 10 * clip
+
+
+# ---------------------------------------------------------------------------------- the experiments
+
+
+def test_spread_against_statistics_and_bad_input():
+    values = [2.1, 2.4, 2.2]
+    s = spread(values)
+    assert s["mean"] == pytest.approx(statistics.fmean(values), abs=1e-4)
+    assert s["std"] == pytest.approx(statistics.stdev(values), abs=1e-4)
+    assert (s["min"], s["max"]) == (2.1, 2.4)
+    assert spread([3.0])["std"] == 0.0
+    with pytest.raises(ValueError, match="finite"):
+        spread([1.0, float("nan")])
+    with pytest.raises(ValueError, match="finite"):
+        spread([])
+
+
+def test_arms_change_only_what_their_names_say():
+    for name in EXPERIMENTS:
+        names = [a.name for a in arms(name)]
+        assert len(set(names)) == len(names) > 1
+    training = arms("training")
+    assert all(a.model == CHAR_MODEL for a in training)
+    assert [a.train.lr for a in training[:4]] == [1e-3, 3e-3, 1e-2, 3e-2]
+    assert all(a.train.min_lr == pytest.approx(a.train.lr / 10) for a in training)
+    no_warmup, no_clip = training[4], training[5]
+    assert no_warmup.train == replace(training[2].train, warmup_steps=0)
+    assert no_clip.train == replace(training[2].train, grad_clip=0.0)
+    norms = arms("norms")
+    assert {a.model.norm_position for a in norms} == {"pre", "post"}
+    # equal parameters: the wider tied model has within 3% of the untied model's parameters
+    with torch.device("meta"):
+        counts = [GPT(a.model).num_params() for a in arms("tying")]
+    assert counts[0] + BPE_MODEL.vocab_size * BPE_MODEL.d_model == counts[1]
+    assert abs(counts[2] / counts[1] - 1) < 0.03
+
+
+def test_run_arm_logs_every_step():
+    text = torch.tensor(_ids(11, (3000,), seed=2).tolist())
+    data = Data(text[:2500], text[2500:], 1.0)
+    cfg = TrainConfig(steps=6, batch_size=4, context_length=8, lr=1e-2, min_lr=1e-3, warmup_steps=2,
+                      eval_every=6, eval_batches=1, grad_clip=0.5)
+    out = run_arm(Arm("tiny", GPTConfig(**SMALL), cfg), seed=1, data=data)
+    assert len(out["loss"]) == len(out["grad_norm"]) == 6 and out["seed"] == 1
+    assert all(g > 0 for g in out["grad_norm"])
+    assert out["val_bits_per_char"] == pytest.approx(out["val_nats_per_token"] / math.log(2), abs=2e-4)
+    assert out["loss"][0] == pytest.approx(math.log(11), abs=0.2)  # the untrained model is about uniform
+    again = run_arm(Arm("tiny", GPTConfig(**SMALL), cfg), seed=1, data=data)
+    assert again["loss"] == out["loss"]  # seeded: the same run twice
+
+
+def test_bad_inputs_say_what_is_wrong():
+    with pytest.raises(ValueError, match="no experiment 'nope'"):
+        arms("nope")
+    with pytest.raises(TypeError, match="Arm"):
+        run_arm("tying", 0, Data(torch.zeros(10, dtype=torch.long), torch.zeros(10, dtype=torch.long), 1.0))
+    with pytest.raises(ValueError, match="tokenizer"):
+        Arm("x", CHAR_MODEL, TrainConfig(), tokenizer="words")
+    with pytest.raises(ValueError, match="eval_chars"):
+        load_data("char", 1)
+    data = Data(torch.tensor([0, 80, 3] * 50), torch.tensor([0, 1, 2] * 20), 1.0)
+    with pytest.raises(ValueError, match="vocab_size"):
+        run_arm(Arm("small vocabulary", CHAR_MODEL, TrainConfig(steps=2, warmup_steps=0)), 0, data)
+    with pytest.raises(SystemExit):
+        main(["training", "--seeds", "0"])
+
+
+def test_load_results_names_the_command(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m lmcourse.experiments tying"):
+        load_results("tying", tmp_path / "none.json")
+
+
+def test_dumps_round_trips_and_keeps_lists_on_one_line():
+    obj = {"a": [1.5, 2, -3e-05], "b": {"names": ["x", "y"], "empty": []}}
+    text = dumps(obj)
+    assert json.loads(text) == obj and '"a": [1.5, 2, -3e-05]' in text
+
+
+def test_stored_results_are_the_arms_of_the_code():
+    stored = json.loads(EXPERIMENTS_FILE.read_text())
+    for name in EXPERIMENTS:
+        entry = stored[name]
+        assert entry["command"].startswith(f"python -m lmcourse.experiments {name} --seeds 3")
+        assert [a["name"] for a in entry["arms"]] == [a.name for a in arms(name)]
+        for saved, arm in zip(entry["arms"], arms(name), strict=True):
+            model, train = asdict(arm.model), asdict(arm.train)
+            assert {k: model[k] for k in saved["model"]} == saved["model"]
+            assert {k: train[k] for k in saved["train"]} == saved["train"]
+            assert [r["seed"] for r in saved["runs"]] == [0, 1, 2]
+            assert all(len(r["loss"]) == arm.train.steps for r in saved["runs"])
+            values = [r["val_nats_per_token"] for r in saved["runs"]]
+            assert saved["val_nats_per_token"]["mean"] == pytest.approx(statistics.fmean(values), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_command_line_writes_its_entry(tmp_path):
+    out = tmp_path / "experiments.json"
+    out.write_text(json.dumps({"other": {"kept": True}}))
+    assert main(["norms", "--seeds", "1", "--steps", "2", "--eval-chars", "300", "--out", str(out)]) == 0
+    stored = json.loads(out.read_text())
+    assert stored["other"] == {"kept": True}
+    entry = stored["norms"]
+    assert entry["command"] == "python -m lmcourse.experiments norms --seeds 1 --eval-chars 300 --steps 2"
+    assert len(entry["arms"]) == len(arms("norms")) and all(len(a["runs"]) == 1 for a in entry["arms"])
