@@ -15,9 +15,21 @@ counting, and differ in how much of the past they look at:
 Each model is a table of next-token probabilities: ``(V,)`` for the first two,
 ``(V, V)`` indexed ``[previous, next]`` for the bigram. Chapter 2 generalises to
 n-grams with proper smoothing (:mod:`lmcourse.ngram`).
+
+Texts of different lengths need an *end-of-text* event: with a token ``eot`` that
+both starts and ends every text (GPT-2's ``<|endoftext|>``), the probabilities of
+all texts of all lengths sum to 1 (:func:`length_distribution`); without it they
+sum to 1 *per length*, and so to infinity over all lengths.
+
+Why the negative log-likelihood is the right score: for the true distribution
+``p`` and a model ``q``, cross-entropy = entropy + KL divergence,
+``H(p, q) = H(p) + KL(p || q)`` (:func:`cross_entropy`, :func:`entropy`,
+:func:`kl_divergence`), and the KL term is >= 0 with equality only at ``q = p``.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -84,6 +96,87 @@ def token_log_probs(ids, probs: torch.Tensor) -> torch.Tensor:
 def sequence_log_prob(ids, probs: torch.Tensor) -> float:
     """``ln P(x_2..x_T | x_1)`` by the chain rule: the *sum* of the token log-probabilities."""
     return float(token_log_probs(ids, probs).sum())
+
+
+def length_distribution(probs: torch.Tensor, eot: int, max_length: int) -> torch.Tensor:
+    """``P(length = L)`` for ``L = 0 .. max_length`` when ``eot`` starts and ends every text.
+
+    A text of length ``L`` is ``L`` tokens other than ``eot`` followed by ``eot``,
+    generated after the context ``eot``. Its probability is the chain rule's
+    product, end included; summing over all ``(V - 1)**L`` texts of each length
+    is a forward recursion in float64: ``alpha`` holds the probability of every
+    unfinished prefix of length ``L`` by its last token,
+    ``alpha_{L+1}[w] = sum_v alpha_L[v] P(w | v)`` over ``v != eot``, and the text
+    ends at length ``L`` with probability ``sum_v alpha_L[v] P(eot | v)``.
+    ``probs`` is a ``(V,)`` table (every step the same: a geometric length) or a
+    ``(V, V)`` bigram table. The result sums to 1 as ``max_length`` grows whenever
+    every token can reach ``eot``.
+
+    >>> length_distribution(torch.tensor([0.5, 0.5]), eot=0, max_length=3).tolist()
+    [0.5, 0.25, 0.125, 0.0625]
+    """
+    if not isinstance(probs, torch.Tensor) or probs.dim() not in (1, 2):
+        raise ValueError("probs must be a (V,) or (V, V) tensor of probabilities")
+    V = probs.shape[-1]
+    if probs.dim() == 2 and probs.shape[0] != V:
+        raise ValueError(f"probs must be (V,) or (V, V), got {tuple(probs.shape)}")
+    if not isinstance(eot, int) or not 0 <= eot < V:
+        raise ValueError(f"eot must be a token id in 0 .. {V - 1}, got {eot!r}")
+    if not isinstance(max_length, int) or max_length < 0:
+        raise ValueError(f"max_length must be an integer >= 0, got {max_length!r}")
+    P = probs.double()
+    table = P.expand(V, V) if P.dim() == 1 else P  # (V, V) [previous, next]
+    keep = torch.ones(V, dtype=torch.bool)
+    keep[eot] = False  # the tokens a text can continue with
+    alpha = table[eot].clone()  # (V,) P(first token | start)
+    out = torch.empty(max_length + 1, dtype=torch.float64)
+    for L in range(max_length + 1):
+        out[L] = alpha[eot]  # the text stops here: L tokens, then eot
+        alpha = alpha[keep] @ table[keep]  # (V,) sum over the unfinished prefixes
+    return out
+
+
+def entropy(p: torch.Tensor) -> float:
+    """``H(p) = -sum_x p(x) ln p(x)`` in nats, in float64 (``0 ln 0 = 0``).
+
+    >>> round(entropy(torch.tensor([0.5, 0.5])) / math.log(2), 12)
+    1.0
+    """
+    p = _distribution(p, "p")
+    return float(-torch.special.xlogy(p, p).sum())
+
+
+def cross_entropy(p: torch.Tensor, q: torch.Tensor) -> float:
+    """``H(p, q) = -sum_x p(x) ln q(x)`` in nats, in float64; ``inf`` if ``q`` misses ``p``'s support.
+
+    The negative log-likelihood of a long sample of ``p`` under ``q`` tends to this.
+    """
+    p, q = _distribution(p, "p"), _distribution(q, "q", like=p)
+    return float(-torch.special.xlogy(p, q).sum())
+
+
+def kl_divergence(p: torch.Tensor, q: torch.Tensor) -> float:
+    """``KL(p || q) = sum_x p(x) ln(p(x) / q(x))`` in nats, in float64; ``>= 0``, 0 only at ``q = p``."""
+    p, q = _distribution(p, "p"), _distribution(q, "q", like=p)
+    if ((q == 0) & (p > 0)).any():
+        return math.inf
+    return float((torch.special.xlogy(p, p) - torch.special.xlogy(p, q)).sum())
+
+
+def _distribution(p, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
+    """``p`` as a 1-D float64 tensor, checked to be a probability distribution."""
+    if not isinstance(p, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(p).__name__}")
+    t = p.double()
+    if t.dim() != 1 or len(t) == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D tensor, got shape {tuple(p.shape)}")
+    if like is not None and t.shape != like.shape:
+        raise ValueError(f"{name} has shape {tuple(t.shape)} but p has {tuple(like.shape)}")
+    if not torch.isfinite(t).all() or (t < 0).any():
+        raise ValueError(f"{name} must hold finite probabilities >= 0")
+    if abs(float(t.sum()) - 1.0) > 1e-6:  # float32 input rounds its sum by ~1e-7
+        raise ValueError(f"{name} must sum to 1, sums to {float(t.sum())!r}")
+    return t
 
 
 def _checked(ids, vocab_size: int) -> torch.Tensor:

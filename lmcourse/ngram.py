@@ -27,6 +27,7 @@ The context of code ``g`` is ``g // V``; dropping its oldest token is
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -73,17 +74,93 @@ def _lookup(keys: torch.Tensor, values: torch.Tensor, query: torch.Tensor) -> to
 
 
 def _discounts(counts: torch.Tensor, modified: bool) -> tuple[float, float, float]:
-    """Chen & Goodman's estimates from the count-of-counts n_r = #{grams with count r}."""
+    """Discounts from the count-of-counts n_r = #{grams with count r}.
+
+    ``D = n1 / (n1 + 2 n2)`` is the upper bound that Ney, Essen & Kneser (1994) derive
+    for the discount that maximises the leave-one-out likelihood (see
+    :func:`leave_one_out_log_likelihood`). Chen & Goodman's modified Kneser-Ney uses
+    ``D_r = r - (r + 1) Y n_{r+1} / n_r`` with ``Y = D`` for r = 1, 2, 3+; it needs
+    n1 .. n4 all positive (with ``n_{r+1} = 0`` the estimate says a gram seen r times
+    keeps nothing: ``D_r = r``). Where one is zero (tiny counts, such as the 75
+    continuation counts of single characters) this falls back to the single ``D``.
+    """
     n = [float((counts == r).sum()) for r in range(1, 5)]
     if n[0] == 0 or n[1] == 0:  # too little data for the estimate: a classic default
         return (0.5, 0.5, 0.5) if n[0] + n[1] == 0 else (1.0, 1.0, 1.0)
     y = n[0] / (n[0] + 2 * n[1])  # D = n1 / (n1 + 2 n2)
-    if not modified:
+    if not modified or min(n) == 0:  # modified KN's estimates are undefined or degenerate
         return (y, y, y)
-    d = [1 - 2 * y * n[1] / n[0], 2 - 3 * y * n[2] / n[1], 3 - 4 * y * n[3] / max(n[2], 1.0)]
+    d = [1 - 2 * y * n[1] / n[0], 2 - 3 * y * n[2] / n[1], 3 - 4 * y * n[3] / n[2]]
     # Keep 0 < D(r) <= r: c - D(c) >= 0, so the freed mass is exactly sum D, and it is
     # positive, so no token ever gets probability 0 (a non-positive estimate falls back to y).
     return tuple(min(di if di > 0 else y, r) for r, di in zip((1, 2, 3), d, strict=True))  # type: ignore[return-value]
+
+
+def leave_one_out_log_likelihood(count_of_counts: torch.Tensor, discount: float) -> float:
+    """The part of absolute discounting's leave-one-out log-likelihood that depends on ``D``.
+
+    Take each training occurrence out in turn and predict it from the rest
+    (Ney, Essen & Kneser, 1994). A gram seen r >= 2 times is then seen r - 1 times
+    and gets ``(r - 1 - D) / c(h)``; a gram seen once is then unseen and gets only
+    the freed mass, proportional to ``D``. Summed over all occurrences, up to terms
+    free of ``D``: ``F(D) = n1 ln D + sum_{r >= 2} r n_r ln(r - 1 - D)``, with
+    ``count_of_counts[r] = n_r`` (entry 0 unused). ``dF/dD = 0`` gives
+    ``n1 / D = sum_{r >= 2} r n_r / (r - 1 - D) >= 2 n2 / (1 - D)``, so the best ``D``
+    is at most ``n1 / (n1 + 2 n2)``, the estimate Kneser-Ney uses.
+
+    >>> nr = torch.tensor([0.0, 10.0, 5.0])  # n1 = 10, n2 = 5: the bound is 0.5
+    >>> f = [leave_one_out_log_likelihood(nr, d) for d in (0.4, 0.5, 0.6)]
+    >>> f[1] > max(f[0], f[2])
+    True
+    """
+    nr = torch.as_tensor(count_of_counts, dtype=torch.float64)
+    if nr.dim() != 1 or len(nr) < 3 or (nr < 0).any():
+        raise ValueError("count_of_counts must be a 1-D tensor n_r >= 0 for r = 0, 1, 2, ... (length >= 3)")
+    if not 0 < discount < 1:
+        raise ValueError(f"discount must be in (0, 1), got {discount!r}")
+    r = torch.arange(len(nr), dtype=torch.float64)
+    rest = (r[2:] * nr[2:] * torch.log(r[2:] - 1 - discount)).sum()
+    return float(nr[1] * math.log(discount) + rest)
+
+
+def zipf_fit(counts: torch.Tensor, min_rank: int = 1, max_rank: int | None = None) -> tuple[float, float]:
+    """Least-squares line through ``ln frequency`` against ``ln rank``: ``(slope, intercept)``.
+
+    Zipf's law says frequency ~ rank**(-1), a slope near -1. ``counts`` are the
+    counts of the distinct items (any order); ranks ``min_rank .. max_rank``
+    (1-based, inclusive; default all) enter the fit.
+
+    >>> ranks = torch.arange(1, 101, dtype=torch.float64)
+    >>> [round(x, 6) for x in zipf_fit(1000 / ranks)]
+    [-1.0, 6.907755]
+    """
+    c = torch.as_tensor(counts, dtype=torch.float64).reshape(-1)
+    c = torch.sort(c[c > 0], descending=True).values  # (K,) frequency by rank
+    hi = len(c) if max_rank is None else max_rank
+    if not (isinstance(min_rank, int) and 1 <= min_rank < hi <= len(c)):
+        raise ValueError(f"need 1 <= min_rank < max_rank <= {len(c)} (the number of items counted), "
+                         f"got min_rank={min_rank!r}, max_rank={max_rank!r}")
+    x = torch.log(torch.arange(min_rank, hi + 1, dtype=torch.float64))
+    y = torch.log(c[min_rank - 1 : hi])
+    slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+    return slope, float(y.mean() - slope * x.mean())
+
+
+def _check_discounts(discounts, n: int, smoothing: str) -> list[tuple[float, float, float]]:
+    """``discounts`` as n triples ``(D1, D2, D3+)``, each checked: ``0 < D_r <= r``."""
+    if smoothing not in ("kneser_ney", "modified_kneser_ney"):
+        raise ValueError(f"discounts are for Kneser-Ney smoothing only, not {smoothing!r}")
+    if isinstance(discounts, (str, bytes)) or not hasattr(discounts, "__len__") or len(discounts) != n:
+        raise ValueError(f"discounts must hold one entry per order 1..{n}, got {discounts!r}")
+    out = []
+    for d in discounts:
+        triple = (d, d, d) if isinstance(d, (int, float)) else tuple(d)
+        if len(triple) != 3 or not all(isinstance(x, (int, float)) for x in triple):
+            raise ValueError(f"each discount must be one number or (D1, D2, D3+), got {d!r}")
+        if not all(0 < x <= r for r, x in zip((1, 2, 3), triple, strict=True)):
+            raise ValueError(f"discounts must satisfy 0 < D1 <= 1, 0 < D2 <= 2, 0 < D3+ <= 3, got {d!r}")
+        out.append(tuple(float(x) for x in triple))
+    return out  # type: ignore[return-value]
 
 
 class NGramLM:
@@ -92,6 +169,9 @@ class NGramLM:
     ``vocab_size`` defaults to ``max(training ids) + 1``; pass it to score text that
     holds ids never seen in training. ``k`` is the add-k pseudo-count, ``lam`` the
     Jelinek-Mercer weight of each order (one float, or ``n`` floats for orders 1..n).
+    ``discounts`` (Kneser-Ney only) fixes the discounts of each order 1..n instead of
+    estimating them from the counts: ``n`` entries, each one ``D`` or ``(D1, D2, D3+)``
+    with ``0 < D_r <= r``.
 
     >>> lm = NGramLM(2, smoothing="mle").fit([0, 1, 0, 1, 1])
     >>> lm.prob([0], 1), lm.prob([1], 0)
@@ -101,7 +181,8 @@ class NGramLM:
     """
 
     def __init__(self, n: int, smoothing: str = "kneser_ney", *, vocab_size: int | None = None,
-                 k: float = 1.0, lam: float | Sequence[float] = 0.7) -> None:
+                 k: float = 1.0, lam: float | Sequence[float] = 0.7,
+                 discounts: Sequence[float | Sequence[float]] | None = None) -> None:
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be an integer >= 1, got {n!r}")
         if smoothing not in SMOOTHINGS:
@@ -113,6 +194,7 @@ class NGramLM:
             raise ValueError(f"lam must be one weight or {n} weights, each in [0, 1), got {lam!r}")
         if vocab_size is not None and vocab_size < 1:
             raise ValueError(f"vocab_size must be >= 1, got {vocab_size}")
+        self._fixed = None if discounts is None else _check_discounts(discounts, n, smoothing)
         self.n, self.smoothing, self.k, self.lam = n, smoothing, float(k), lams
         self.vocab_size = vocab_size
         self._orders: list[_Order] = []
@@ -188,12 +270,17 @@ class NGramLM:
                 if m not in self._cont:
                     self._cont[m] = _count(self._raw[m][0] % V**m)
                 keys, counts = self._cont[m]
-            self._orders.append(self._order(keys, counts, V, kn))
+            self._orders.append(self._order(keys, counts, V, kn, m))
 
-    def _order(self, keys: torch.Tensor, counts: torch.Tensor, V: int, kn: bool) -> _Order:
+    def _order(self, keys: torch.Tensor, counts: torch.Tensor, V: int, kn: bool, m: int) -> _Order:
         ctx, inv = torch.unique_consecutive(keys // V, return_inverse=True)  # keys are sorted
         total = torch.zeros(len(ctx), dtype=torch.float64).index_add_(0, inv, counts)
-        d = _discounts(counts, self.smoothing == "modified_kneser_ney") if kn else (0.0, 0.0, 0.0)
+        if not kn:
+            d = (0.0, 0.0, 0.0)
+        elif self._fixed is not None:
+            d = self._fixed[m - 1]
+        else:
+            d = _discounts(counts, self.smoothing == "modified_kneser_ney")
         d_of = torch.tensor(d, dtype=torch.float64)[(counts.long().clamp(max=3) - 1).clamp(min=0)]
         gamma = torch.zeros(len(ctx), dtype=torch.float64).index_add_(0, inv, d_of)
         return _Order(keys, counts, ctx, total, gamma, d)
@@ -202,6 +289,30 @@ class NGramLM:
     def discounts(self) -> list[tuple[float, float, float]]:
         """Kneser-Ney discounts (D1, D2, D3+) of each order 1..n (zeros for other smoothings)."""
         return [o.discounts for o in self._orders]
+
+    def count_of_counts(self, order: int) -> torch.Tensor:
+        """``n_r`` for r = 0, 1, ..., max(4, max count): how many ``order``-grams have count r.
+
+        The counts are those this smoothing uses at that order: raw counts, or
+        continuation counts below the top order for Kneser-Ney. Entry 0 is 0.
+        """
+        self._fitted()
+        if not isinstance(order, int) or not 1 <= order <= self.n:
+            raise ValueError(f"order must be between 1 and n = {self.n}, got {order!r}")
+        counts = self._orders[order - 1].counts.long()
+        return torch.bincount(counts, minlength=5).double() if len(counts) else torch.zeros(5, dtype=torch.float64)
+
+    @property
+    def stored_ngrams(self) -> list[int]:
+        """How many distinct m-grams (with a count) the model stores, for m = 1..n."""
+        self._fitted()
+        return [len(o.keys) for o in self._orders]
+
+    @property
+    def stored_numbers(self) -> int:
+        """Every number the model keeps: a code and a count per m-gram, code, total and freed mass per context."""
+        self._fitted()
+        return sum(2 * len(o.keys) + 3 * len(o.ctx_keys) for o in self._orders)
 
     # ----------------------------------------------------------------- scoring
     def _probs(self, ctx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

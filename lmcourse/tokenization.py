@@ -11,14 +11,20 @@ Two tokenizers share one small interface (``encode``, ``decode``, ``vocab_size``
 
 Both accept optional *special tokens* such as ``"[MASK]"`` (chapter 10): strings
 that are never split and always map to one reserved id.
+
+:func:`learn_bpe` is the merge loop of BPE (Gage, 1994, for compression;
+Sennrich et al., 2016, for subword units) written out in plain Python, for
+reading: it learns the same merges, in the same order, as :func:`train_bpe`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from itertools import pairwise
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, NamedTuple, Protocol, Sequence
 
 from .data import load_shakespeare
 
@@ -167,6 +173,11 @@ class BPETokenizer:
         """The token string of one id, as the byte-level vocabulary stores it (space = 'Ġ')."""
         return self._tok.id_to_token(_check_ids([i], self.vocab_size)[0])
 
+    def merges(self) -> list[tuple[str, str]]:
+        """The learned merges in the order they were learned (byte-level symbols, space = 'Ġ')."""
+        return [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m)  # type: ignore[misc]
+                for m in json.loads(self._tok.to_str())["model"]["merges"]]
+
     def save(self, path: str | Path) -> None:
         """Write the tokenizer as JSON; :func:`load_tokenizer` reads it back."""
         data = {"kind": self.kind, "tokenizer": json.loads(self._tok.to_str())}
@@ -216,6 +227,121 @@ def train_bpe(text: str, vocab_size: int, special_tokens: Sequence[str] = ()) ->
     # Feed lines rather than one huge string: the pre-tokenizer splits on spaces anyway.
     tok.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
     return BPETokenizer(tok)
+
+
+# GPT-2's pre-tokenizer (the pattern `tokenizers`' ByteLevel uses), in Python's `re`:
+# contractions, letters, digits, other symbols, each with at most one leading space,
+# then runs of whitespace. `[^\W\d_]` is a letter and `\d` a digit; for ASCII text
+# this is exactly GPT-2's `\p{L}` and `\p{N}`.
+PRETOKENIZER = re.compile(r"""'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+""")
+
+
+def byte_symbols() -> dict[int, str]:
+    """GPT-2's printable stand-in for each of the 256 bytes (so a space shows as 'Ġ').
+
+    Printable bytes stand for themselves; the others (control bytes, space, ...)
+    get the characters from U+0100 on, in byte order.
+
+    >>> table = byte_symbols()
+    >>> table[ord("a")], table[ord(" ")], table[ord("\\n")]
+    ('a', 'Ġ', 'Ċ')
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+def pretokenize(text: str) -> list[str]:
+    """Split ``text`` into the pieces BPE merges within, line by line as :func:`train_bpe` feeds it.
+
+    >>> pretokenize("To be, or not")
+    ['To', ' be', ',', ' or', ' not']
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    return [piece for line in text.splitlines(keepends=True) for piece in PRETOKENIZER.findall(line)]
+
+
+class Merge(NamedTuple):
+    """One BPE merge: ``left + right`` becomes a token; ``count`` is how often the pair occurred."""
+
+    left: str
+    right: str
+    count: int
+
+
+def learn_bpe(text: str, num_merges: int) -> list[Merge]:
+    """Learn ``num_merges`` byte-level BPE merges from ``text``: the merge loop, written out.
+
+    1. Pre-tokenize (:func:`pretokenize`) and count each distinct piece; a piece
+       is a tuple of byte symbols (:func:`byte_symbols`).
+    2. Count every adjacent pair of symbols, weighted by the piece's count.
+    3. Merge the most frequent pair everywhere (left to right) into one symbol;
+       ties go to the pair whose symbols entered the vocabulary first (the 256
+       bytes in the order of their symbols, then merges in order), as in
+       ``tokenizers``.
+    4. Repeat from 2 until ``num_merges`` merges are learned or no pair is left.
+
+    Pairs are counted within pieces only, so no merge crosses a piece boundary:
+    a token never holds the end of one word and the start of the next.
+
+    >>> [m[:2] for m in learn_bpe("low lower lowest", 2)]
+    [('l', 'o'), ('lo', 'w')]
+    """
+    if not isinstance(text, str) or not text:
+        raise ValueError("text must be a non-empty str")
+    if not isinstance(num_merges, int) or num_merges < 0:
+        raise ValueError(f"num_merges must be an integer >= 0, got {num_merges!r}")
+    table = byte_symbols()
+    rank = {sym: i for i, sym in enumerate(sorted(table.values()))}  # tie-break order
+    words = Counter(tuple(table[b] for b in piece.encode("utf-8")) for piece in pretokenize(text))
+    merges: list[Merge] = []
+    while len(merges) < num_merges:
+        pairs: Counter = Counter()
+        for word, count in words.items():
+            for pair in pairwise(word):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], rank[p[0]], rank[p[1]]))
+        merges.append(Merge(best[0], best[1], pairs[best]))
+        rank.setdefault(best[0] + best[1], len(rank))
+        words = Counter({_merge_pair(word, best): count for word, count in words.items()})
+    return merges
+
+
+def apply_merges(piece: str, merges: Sequence[tuple[str, str]] | Sequence[Merge]) -> list[str]:
+    """The byte-level BPE tokens of one pre-tokenized ``piece``: apply the merges in learned order.
+
+    >>> apply_merges(" lowest", learn_bpe("low lower lowest", 3))
+    ['Ġlow', 'e', 's', 't']
+    """
+    if not isinstance(piece, str):
+        raise TypeError(f"piece must be a str, got {type(piece).__name__}")
+    table = byte_symbols()
+    word = tuple(table[b] for b in piece.encode("utf-8"))
+    for m in merges:
+        word = _merge_pair(word, (m[0], m[1]))
+    return list(word)
+
+
+def _merge_pair(word: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    """``word`` with every occurrence of ``pair`` joined into one symbol, scanning left to right."""
+    out, i = [], 0
+    while i < len(word):
+        if i + 1 < len(word) and (word[i], word[i + 1]) == pair:
+            out.append(word[i] + word[i + 1])
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return tuple(out)
 
 
 def _read_json(path: str | Path, kind: str) -> dict:

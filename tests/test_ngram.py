@@ -183,3 +183,142 @@ def test_bench_dispatcher():
     assert "ngram" in available()
     with pytest.raises(ValueError, match="unknown benchmark"):
         run_bench("no_such_bench")
+
+
+def test_modified_discounts_fall_back_when_counts_of_counts_are_degenerate():
+    # Continuation counts at order 1 of "ab ac ad ... ": with n3 = n4 = 0 Chen & Goodman's
+    # D2 = 2 - 3 Y n3 / n2 = 2 (a gram seen twice keeps nothing) and D3+ = 3 - 4 Y n4 / n3 is 0 / 0.
+    x = [0, 1, 0, 2, 3, 4, 1, 3, 5, 2]  # continuation counts of 0..5: 1, 2, 2, 2, 1, 1
+    lm = NGramLM(2, "modified_kneser_ney", vocab_size=6).fit(x)
+    nr = lm.count_of_counts(1)
+    assert nr[1:5].tolist() == [3.0, 3.0, 0.0, 0.0]
+    y = 3 / (3 + 2 * 3)  # D = n1 / (n1 + 2 n2)
+    assert lm.discounts[0] == pytest.approx((y, y, y), rel=1e-15)
+    assert NGramLM(2, "kneser_ney", vocab_size=6).fit(x).discounts[0] == pytest.approx((y, y, y))
+    assert math.isclose(float(lm.distribution([3]).sum()), 1.0, rel_tol=1e-12)
+
+
+def test_modified_discounts_by_hand():
+    # n1..n4 = 4, 3, 2, 1 at the top order: Y = 4 / 10, D1 = 1 - 2 Y 3 / 4, D2 = 2 - 3 Y 2 / 3,
+    # D3+ = 3 - 4 Y 1 / 2 (Chen & Goodman 1998, eq. 26)
+    counts = torch.tensor([1, 1, 1, 1, 2, 2, 2, 3, 3, 4], dtype=torch.float64)
+    from lmcourse.ngram import _discounts
+
+    y = 0.4
+    assert _discounts(counts, True) == pytest.approx((1 - 2 * y * 3 / 4, 2 - 3 * y * 2 / 3, 3 - 4 * y / 2))
+    assert _discounts(counts, False) == pytest.approx((y, y, y))
+
+
+@pytest.mark.parametrize("modified", [False, True])
+def test_fixed_discounts_match_the_reference_recursion(modified):
+    train, val = corpus(2000, seed=1), corpus(300, seed=2)
+    smoothing = "modified_kneser_ney" if modified else "kneser_ney"
+    fixed = [0.3, (0.6, 1.1, 1.7), 0.9]
+    lm = NGramLM(3, smoothing, vocab_size=7, discounts=fixed).fit(train)
+    triples = [(0.3, 0.3, 0.3), (0.6, 1.1, 1.7), (0.9, 0.9, 0.9)]
+    assert lm.discounts == triples
+    ref = ReferenceKneserNey(3, 7, modified).fit(train.tolist())
+    ref.d = triples  # the dictionary recursion with the same discounts
+    assert math.isclose(lm.perplexity(val), ref.perplexity(val.tolist()), rel_tol=1e-10)
+    for ctx in ([], [3], [6, 6]):
+        assert math.isclose(float(lm.distribution(ctx).sum()), 1.0, rel_tol=1e-12)
+    # the estimated discounts, passed back in, give the same model
+    est = NGramLM(3, smoothing, vocab_size=7).fit(train)
+    again = est.restricted(3, discounts=est.discounts)
+    assert again.token_log_probs(val).tolist() == est.token_log_probs(val).tolist()
+
+
+def test_fixed_discounts_are_checked():
+    with pytest.raises(ValueError, match="Kneser-Ney smoothing only"):
+        NGramLM(2, "add_k", discounts=[0.5, 0.5])
+    with pytest.raises(ValueError, match="one entry per order"):
+        NGramLM(2, discounts=[0.5])
+    with pytest.raises(ValueError, match="0 < D1 <= 1"):
+        NGramLM(2, discounts=[0.5, (1.2, 1.5, 2.0)])
+    with pytest.raises(ValueError, match="0 < D1 <= 1"):
+        NGramLM(2, discounts=[0.0, 0.5])
+    with pytest.raises(ValueError, match="one number or"):
+        NGramLM(2, discounts=[0.5, (0.5, 1.0)])
+
+
+def test_leave_one_out_objective_against_brute_force():
+    # A backing-off absolute-discount unigram model: a seen word gets (c - D) / N, the freed mass
+    # D n_+ / N is shared evenly by the unseen words. Take each token out, predict it from the
+    # rest: the total log-likelihood is F(D) plus terms free of D.
+    from collections import Counter
+
+    from lmcourse.ngram import leave_one_out_log_likelihood
+
+    g = torch.Generator().manual_seed(0)
+    tokens = (torch.rand(400, generator=g) ** 3 * 60).long().tolist()
+    V = 80
+
+    def brute(D):
+        total, counts = 0.0, Counter(tokens)
+        for w in tokens:
+            counts[w] -= 1
+            N, seen = sum(counts.values()), sum(1 for c in counts.values() if c > 0)
+            if counts[w] > 0:
+                p = (counts[w] - D) / N
+            else:
+                p = D * seen / N / (V - seen)
+            total += math.log(p)
+            counts[w] += 1
+        return total
+
+    nr = torch.bincount(torch.tensor(list(Counter(tokens).values()))).double()
+    F = [leave_one_out_log_likelihood(nr, d) for d in (0.2, 0.5, 0.8)]
+    B = [brute(d) for d in (0.2, 0.5, 0.8)]
+    assert math.isclose(F[0] - F[1], B[0] - B[1], rel_tol=1e-9)
+    assert math.isclose(F[2] - F[1], B[2] - B[1], rel_tol=1e-9)
+    # the maximiser lies below the closed form n1 / (n1 + 2 n2), and close to it
+    grid = torch.linspace(0.01, 0.99, 981).tolist()
+    best = max(grid, key=lambda d: leave_one_out_log_likelihood(nr, d))
+    bound = float(nr[1] / (nr[1] + 2 * nr[2]))
+    assert best <= bound + 1e-3 and best > bound - 0.2
+    # with only singletons and doubletons the bound is the maximiser itself
+    only12 = torch.tensor([0.0, 30.0, 10.0])
+    best12 = max(grid, key=lambda d: leave_one_out_log_likelihood(only12, d))
+    assert abs(best12 - 30 / 50) < 1e-3
+    with pytest.raises(ValueError, match="discount must be in"):
+        leave_one_out_log_likelihood(nr, 1.0)
+    with pytest.raises(ValueError, match="count_of_counts"):
+        leave_one_out_log_likelihood(torch.tensor([1.0, 2.0]), 0.5)
+
+
+def test_zipf_fit_against_numpy():
+    import numpy as np
+
+    from lmcourse.ngram import zipf_fit
+
+    g = torch.Generator().manual_seed(0)
+    counts = (torch.rand(500, generator=g) * 1000).round() + 1
+    slope, intercept = zipf_fit(counts, 5, 300)
+    f = np.sort(counts.double().numpy())[::-1][4:300]
+    want = np.polyfit(np.log(np.arange(5, 301)), np.log(f), 1)
+    assert math.isclose(slope, want[0], rel_tol=1e-9) and math.isclose(intercept, want[1], rel_tol=1e-9)
+    ranks = torch.arange(1, 201, dtype=torch.float64)
+    assert zipf_fit(7.0 * ranks**-1.3)[0] == pytest.approx(-1.3, rel=1e-12)
+    with pytest.raises(ValueError, match="min_rank"):
+        zipf_fit(counts, 0, 10)
+    with pytest.raises(ValueError, match="max_rank"):
+        zipf_fit(counts, 1, 10_000)
+
+
+def test_stored_ngrams_and_count_of_counts_against_sets():
+    from collections import Counter
+
+    x = corpus(1500, seed=4)
+    lm = NGramLM(4, "kneser_ney", vocab_size=7).fit(x)
+    toks = x.tolist()
+    grams = [Counter(tuple(toks[i : i + m]) for i in range(len(toks) - m + 1)) for m in range(1, 5)]
+    assert lm.stored_ngrams == [len(gm) for gm in grams]
+    top = Counter(grams[3].values())  # raw counts at the top order
+    nr = lm.count_of_counts(4)
+    assert all(nr[r] == top.get(r, 0) for r in range(1, len(nr)))
+    cont = Counter(Counter(g[1:] for g in grams[3]).values())  # continuation counts of trigrams
+    assert all(lm.count_of_counts(3)[r] == cont.get(r, 0) for r in range(1, 6))
+    contexts = sum(len({g[:-1] for g in gm}) for gm in grams)
+    assert lm.stored_numbers == 2 * sum(lm.stored_ngrams) + 3 * contexts
+    with pytest.raises(ValueError, match="order must be between 1 and n = 4"):
+        lm.count_of_counts(5)
