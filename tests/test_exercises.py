@@ -271,6 +271,81 @@ _wrong("03_params_calls_package", "params", "gru_lm_params", """
     return total - (H * V if tied else 0)
 """, "must not call")
 
+# chapter 4
+_wrong("04_window_off_by_one", "window_mask", "sliding_window_mask", """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    t = torch.arange(T)[:, None]
+    s = torch.arange(T)[None, :]
+    return (s <= t) & (t - s <= window)
+""", "each position sees itself and the one before")
+_wrong("04_window_calls_package", "window_mask", "sliding_window_mask", """
+    from lmcourse.attention import causal_mask
+
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
+    t = torch.arange(T)
+    return causal_mask(T) & (t[:, None] - t[None, :] < window)
+""", "must not call")
+_wrong("04_mha_scale_by_D", "mha", "causal_mha", """
+    B, T, D = x.shape
+    Dh = D // n_heads
+    q, k, v = (x @ w_qkv.T + b_qkv).split(D, dim=-1)
+    q, k, v = (z.view(B, T, n_heads, Dh).transpose(1, 2) for z in (q, k, v))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # the model width
+    future = torch.ones(T, T, dtype=torch.bool).triu(1)
+    y = scores.masked_fill(future, float("-inf")).softmax(dim=-1) @ v
+    return y.transpose(1, 2).reshape(B, T, D) @ w_out.T + b_out
+""", "scale by sqrt(D / H)")
+_wrong("04_mha_heads_without_transpose", "mha", "causal_mha", """
+    B, T, D = x.shape
+    Dh = D // n_heads
+    q, k, v = (x @ w_qkv.T + b_qkv).split(D, dim=-1)
+    q, k, v = (z.reshape(B, n_heads, T, Dh) for z in (q, k, v))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(Dh)
+    future = torch.ones(T, T, dtype=torch.bool).triu(1)
+    y = scores.masked_fill(future, float("-inf")).softmax(dim=-1) @ v
+    return y.reshape(B, T, D) @ w_out.T + b_out
+""", "")
+_wrong("04_mha_softmax_over_queries", "mha", "causal_mha", """
+    B, T, D = x.shape
+    Dh = D // n_heads
+    q, k, v = (x @ w_qkv.T + b_qkv).split(D, dim=-1)
+    q, k, v = (z.view(B, T, n_heads, Dh).transpose(1, 2) for z in (q, k, v))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(Dh)
+    future = torch.ones(T, T, dtype=torch.bool).triu(1)
+    y = scores.masked_fill(future, float("-inf")).softmax(dim=-2) @ v
+    return y.transpose(1, 2).reshape(B, T, D) @ w_out.T + b_out
+""", "softmax runs over the keys")
+_wrong("04_mha_calls_package", "mha", "causal_mha", """
+    B, T, D = x.shape
+    q, k, v = (x @ w_qkv.T + b_qkv).split(D, dim=-1)
+    q, k, v = (z.view(B, T, n_heads, -1).transpose(1, 2) for z in (q, k, v))
+    y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    return y.transpose(1, 2).reshape(B, T, D) @ w_out.T + b_out
+""", "must not call")
+_wrong("04_leak_counts_own_position", "leak", "first_leak", """
+    x = torch.randn(1, T, D, generator=gen, dtype=torch.float64)
+    base = attn(x)
+    leaks = []
+    for s in range(1, T):
+        x2 = x.clone()
+        x2[0, s] = torch.randn(D, generator=gen, dtype=torch.float64)
+        moved = (attn(x2) - base)[0, :s + 1].abs().amax(dim=-1) > 1e-9
+        if moved.any():
+            leaks.append(int(moved.nonzero()[0]))
+    return min(leaks) if leaks else None
+""", "a causal function has no leak")
+_wrong("04_leak_last_position_only", "leak", "first_leak", """
+    x = torch.randn(1, T, D, generator=gen, dtype=torch.float64)
+    if T < 2:
+        return None
+    x2 = x.clone()
+    x2[0, -1] = torch.randn(D, generator=gen, dtype=torch.float64)
+    moved = (attn(x2) - attn(x))[0, :-1].abs().amax(dim=-1) > 1e-9
+    return int(moved.nonzero()[0]) if moved.any() else None
+""", "change every later position")
+
 # --- end of the table --------------------------------------------------------
 
 
