@@ -53,19 +53,28 @@ class KVStore(Protocol):
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
 
 
-def causal_mask(T: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """The ``(T, T)`` boolean causal mask: ``True`` where attending is allowed.
+def causal_mask(T: int, device: torch.device | str | None = None, *, offset: int = 0) -> torch.Tensor:
+    """The ``(T, offset + T)`` boolean causal mask: ``True`` where attending is allowed.
 
     Row t (a query position) is ``True`` at columns 0..t: the past and itself.
+    With ``offset`` (a key/value cache holding ``offset`` earlier positions), the
+    ``T`` queries sit at positions ``offset .. offset+T-1`` of ``offset + T`` keys:
+    row t may see columns ``0 .. offset + t``, a lower triangle moved ``offset``
+    columns right (``tril(diagonal=offset)``).
 
     >>> causal_mask(3).int()
     tensor([[1, 0, 0],
             [1, 1, 0],
             [1, 1, 1]], dtype=torch.int32)
+    >>> causal_mask(2, offset=3).int()  # 2 new queries after 3 cached keys
+    tensor([[1, 1, 1, 1, 0],
+            [1, 1, 1, 1, 1]], dtype=torch.int32)
     """
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
-    return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+    if offset < 0:
+        raise ValueError(f"offset must be >= 0, got {offset}")
+    return torch.ones(T, offset + T, dtype=torch.bool, device=device).tril(diagonal=offset)
 
 
 def scaled_dot_product_attention(
@@ -118,9 +127,7 @@ def _mask_for(Tq: int, Tk: int, device: torch.device) -> torch.Tensor:
     Without a cache ``Tq == Tk`` and this is :func:`causal_mask`; with cached keys
     in front, query i sits at key index ``i + Tk - Tq``.
     """
-    rows = torch.arange(Tq, device=device)[:, None] + (Tk - Tq)
-    cols = torch.arange(Tk, device=device)[None, :]
-    return cols <= rows  # (Tq, Tk)
+    return causal_mask(Tq, device, offset=Tk - Tq)  # (Tq, Tk)
 
 
 class AttentionHead(nn.Module):
@@ -193,6 +200,13 @@ class MultiHeadAttention(nn.Module):
     queries and keys: RoPE) bring in positions; ``offset`` is the absolute position
     of the first token (what RoPE rotates by), the hook for a key/value cache.
 
+    ``n_kv_heads`` (default ``n_heads``) makes fewer key/value heads than query
+    heads: grouped-query attention (Ainslie et al., 2023, "GQA"), or multi-query
+    attention with ``n_kv_heads=1`` (Shazeer, 2019, "Fast Transformer Decoding: One
+    Write-Head is All You Need"). Query head h reads key/value head
+    ``h // (n_heads / n_kv_heads)``; the K and V projections and a key/value cache
+    shrink by ``n_heads / n_kv_heads``.
+
     >>> attn = MultiHeadAttention(d_model=8, n_heads=2)
     >>> y, w = attn(torch.zeros(1, 5, 8), need_weights=True)
     >>> y.shape, w.shape
@@ -200,15 +214,21 @@ class MultiHeadAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, causal: bool = True, dropout: float = 0.0, bias: bool = True,
-                 qk_norm: bool = False) -> None:
+                 qk_norm: bool = False, n_kv_heads: int | None = None) -> None:
         super().__init__()
         _check_heads(d_model, n_heads)
+        n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
+        if not isinstance(n_kv_heads, int) or n_kv_heads < 1 or n_heads % n_kv_heads:
+            raise ValueError(f"n_kv_heads must be a positive divisor of n_heads ({n_heads}), got {n_kv_heads!r}")
         self.d_model, self.n_heads, self.causal, self.dropout = d_model, n_heads, causal, dropout
+        self.n_kv_heads = n_kv_heads
+        self.d_kv = n_kv_heads * (d_model // n_heads)  # width of all key (or value) heads together
         # QK-norm (Henry et al., 2020; Dehghani et al., 2023): RMSNorm each head's queries and
         # keys, so no score can blow up; the learned gains set how sharp attention may get.
         self.q_norm = nn.RMSNorm(d_model // n_heads) if qk_norm else None
         self.k_norm = nn.RMSNorm(d_model // n_heads) if qk_norm else None
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)  # [W_q; W_k; W_v], head-major inside each
+        # [W_q; W_k; W_v], head-major inside each: D + 2 D_kv outputs (3 D without GQA)
+        self.qkv = nn.Linear(d_model, d_model + 2 * self.d_kv, bias=bias)
         self.proj = nn.Linear(d_model, d_model, bias=bias)
         self.attn_dropout = nn.Dropout(dropout)
         self.resid_dropout = nn.Dropout(dropout)
@@ -224,52 +244,60 @@ class MultiHeadAttention(nn.Module):
         cache: KVStore | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         B, T, _ = x.shape  # (B, T, C)
-        q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_heads)
+        H, G = self.n_heads, self.n_kv_heads  # G = H, or fewer key/value heads (GQA)
+        heads = rearrange(self.qkv(x), "b t (n d) -> b n t d", n=H + 2 * G)  # (B, H + 2G, T, Dh)
+        q, k, v = heads.split([H, G, G], dim=1)  # (B, H, T, Dh), (B, G, T, Dh), (B, G, T, Dh)
         if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)  # (B, H, T, Dh), before RoPE
+            q, k = self.q_norm(q), self.k_norm(k)  # before RoPE
         if rotary is not None:
-            q, k = rotary(q, k, offset=offset)  # (B, H, T, Dh)
+            q, k = rotary(q, k, offset=offset)
         if cache is not None:
             # Keys are cached *after* RoPE: a cached key never needs rotating again.
-            k, v = cache.append(k, v)  # (B, H, Tk, Dh), Tk = cached + T
+            k, v = cache.append(k, v)  # (B, G, Tk, Dh), Tk = cached + T: G heads, not H
             if not need_weights:
                 return self._cached_fast(q, k, v, bias)
         Tk = k.shape[-2]
         mask = _mask_for(T, Tk, x.device) if self.causal else None
+        gqa = G != H
         if need_weights:
+            if gqa:  # each key/value head serves H / G query heads, in order
+                k, v = (z.repeat_interleave(H // G, dim=1) for z in (k, v))
             out, w = scaled_dot_product_attention(q, k, v, mask=mask, bias=bias)
             if self.training and self.dropout > 0:
                 out = self.attn_dropout(w) @ v
         else:
             p = self.dropout if self.training else 0.0
             if bias is None and self.causal:
-                out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+                out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, enable_gqa=gqa)
             else:
                 # A float mask is *added* to the scores: the bias, and -inf where masked.
                 attn_mask = None if bias is None else bias.to(q.dtype)
                 if mask is not None:
                     blocked = torch.zeros(mask.shape, dtype=q.dtype, device=x.device).masked_fill(~mask, float("-inf"))
                     attn_mask = blocked if attn_mask is None else attn_mask + blocked
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p, enable_gqa=gqa)
         y = self.resid_dropout(self.proj(rearrange(out, "b h t d -> b t (h d)")))  # (B, T, C)
         return (y, w) if need_weights else y
 
     def _cached_fast(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None
     ) -> torch.Tensor:
-        """Attention of ``T`` new queries ``(B, H, T, Dh)`` on ``Tk`` keys that end with theirs."""
+        """Attention of ``T`` new queries ``(B, H, T, Dh)`` on ``Tk`` keys ``(B, G, Tk, Dh)`` that end with theirs."""
         B, H, T, Dh = q.shape
         p = self.dropout if self.training else 0.0
+        gqa = k.shape[1] != H  # G < H key/value heads: SDPA lets each serve H / G query heads
         if bias is None and self.causal and T == k.shape[-2]:  # an empty cache: plain causal attention
-            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+            out = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True, enable_gqa=gqa)
         else:
             attn_mask = None if bias is None else bias.to(q.dtype)  # (H, T, Tk)
             if self.causal and T > 1:  # one new query (T = 1) may see every key: no mask needed
-                allowed = _mask_for(T, k.shape[-2], q.device)  # query i sits at key index i + Tk - T
+                past = k.shape[-2] - T  # cached positions: query i sits at key index past + i
+                allowed = causal_mask(T, q.device, offset=past)  # (T, Tk)
                 blocked = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device)
                 blocked = blocked.masked_fill(~allowed, float("-inf"))
                 attn_mask = blocked if attn_mask is None else attn_mask + blocked
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)  # (B, H, T, Dh)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p,
+                                                 enable_gqa=gqa)  # (B, H, T, Dh)
         return self.resid_dropout(self.proj(out.transpose(1, 2).reshape(B, T, H * Dh)))  # (B, T, C)
 
     @classmethod

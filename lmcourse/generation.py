@@ -39,9 +39,19 @@ Design choices, and why:
   token once the window is full; a larger ``slide`` re-prefills only every
   ``slide`` tokens (the model then sees between ``C - slide + 1`` and C tokens).
   The uncached path follows the same rule, so cached == uncached for every slide.
+* **Key/value heads, not query heads.** With grouped-query attention
+  (``GPTConfig(n_kv_heads=G)``) the cache holds ``G`` heads per layer, not ``H``:
+  ``n_heads / n_kv_heads`` times less memory, and less to read at every step.
+
+:func:`forward_cost` counts the FLOPs and the fewest bytes a forward must move:
+their ratio, the *arithmetic intensity*, is what separates a prefill (many tokens
+per weight read: compute-bound) from a decode step (one token per sequence per
+weight read: memory-bandwidth-bound).
 """
 
 from __future__ import annotations
+
+import operator
 
 import torch
 from torch import nn
@@ -83,8 +93,22 @@ class LayerKVCache:
     def reset(self) -> None:
         self.length = 0  # the old entries are simply overwritten
 
+    def truncate(self, length: int) -> None:
+        """Keep the first ``length`` positions and forget the rest (they are overwritten later)."""
+        self.length = _checked_length(length, self.length)
+
     def nbytes(self) -> int:
         return self.k.numel() * self.k.element_size() + self.v.numel() * self.v.element_size()
+
+
+def _checked_length(length: int, held: int) -> int:
+    try:
+        n = None if isinstance(length, bool) else operator.index(length)  # ints (numpy and 0-d tensor ones too)
+    except TypeError:
+        n = None
+    if n is None or not 0 <= n <= held:
+        raise ValueError(f"length must be an int in [0, {held}] (the positions cached), got {length!r}")
+    return n
 
 
 class ConcatLayerKVCache:
@@ -113,12 +137,22 @@ class ConcatLayerKVCache:
     def reset(self) -> None:
         self.k = self.v = None
 
+    def truncate(self, length: int) -> None:
+        """Keep the first ``length`` positions (a copy of them) and drop the rest."""
+        if _checked_length(length, self.length) == 0:
+            self.reset()
+        elif self.k is not None:
+            self.k, self.v = self.k[:, :, :length].clone(), self.v[:, :, :length].clone()
+
     def nbytes(self) -> int:
         return 0 if self.k is None else 2 * self.k.numel() * self.k.element_size()
 
 
 class KVCache:
     """The key/value caches of all layers of a model; ``model(ids, offset, cache=...)`` fills it.
+
+    Each layer holds ``(B, G, T_max, Dh)`` keys and values, ``G = config.kv_heads``
+    (``n_heads`` unless the model uses grouped-query attention).
 
     >>> from lmcourse.transformer import GPT, GPTConfig
     >>> model = GPT(GPTConfig(vocab_size=10, context_length=8, d_model=16, n_layers=2, n_heads=2))
@@ -144,7 +178,8 @@ class KVCache:
             return cls([ConcatLayerKVCache() for _ in range(c.n_layers)])
         p = next(model.parameters())
         T = c.context_length if max_len is None else max_len
-        return cls([LayerKVCache(batch_size, c.n_heads, T, c.d_model // c.n_heads, p.dtype, p.device)
+        G = getattr(c, "kv_heads", c.n_heads)  # key/value heads: fewer than n_heads with GQA
+        return cls([LayerKVCache(batch_size, G, T, c.d_model // c.n_heads, p.dtype, p.device)
                     for _ in range(c.n_layers)])
 
     @property
@@ -156,6 +191,11 @@ class KVCache:
         for layer in self.layers:
             layer.reset()
 
+    def truncate(self, length: int) -> None:
+        """Keep the first ``length`` positions of every layer: the next token goes at position ``length``."""
+        for layer in self.layers:
+            layer.truncate(length)
+
     def nbytes(self) -> int:
         """Bytes held by the key and value tensors of all layers."""
         return sum(layer.nbytes() for layer in self.layers)
@@ -164,6 +204,10 @@ class KVCache:
 def kv_cache_bytes(n_layers: int, batch_size: int, n_heads: int, seq_len: int, d_head: int,
                    bytes_per_element: int = 4) -> int:
     """Memory of a KV cache: ``2 (K and V) x layers x B x H x T x Dh x bytes``.
+
+    ``n_heads`` is the number of *key/value* heads: ``n_kv_heads`` for a model with
+    grouped-query attention (``config.kv_heads``), which divides the memory by
+    ``n_heads / n_kv_heads``.
 
     >>> kv_cache_bytes(n_layers=2, batch_size=3, n_heads=2, seq_len=8, d_head=8)
     6144
@@ -176,7 +220,9 @@ def flops_per_new_token(config, t: int, use_cache: bool) -> tuple[int, int]:
 
     One token through the linear layers costs ``2 x`` (multiply-adds) per weight:
     ``24 L D^2`` per token for the blocks (Q, K, V and output ``4 D^2``, the MLP
-    ``8 D^2``, per layer) plus ``2 D V`` for the head. Attention of one query on
+    ``8 D^2``, per layer) plus ``2 D V`` for the head. (Exactly: with ``G`` key/value
+    heads K and V take ``2 D D_kv``, ``D_kv = G Dh``; a SwiGLU MLP has three
+    ``D x round(8D/3)`` matrices.) Attention of one query on
     ``t`` keys costs ``4 t D`` per layer (scores ``q k^T`` and the weighted sum of
     values). Without a cache all ``t`` positions are recomputed: ``t`` times the
     linear work and ``4 L t^2 D`` in attention (the dense ``t x t`` products; a causal
@@ -189,11 +235,57 @@ def flops_per_new_token(config, t: int, use_cache: bool) -> tuple[int, int]:
     """
     if t < 1:
         raise ValueError(f"t must be >= 1, got {t}")
-    L, D, V = config.n_layers, config.d_model, config.vocab_size
-    per_token = 24 * L * D * D + 2 * D * V
+    L, D = config.n_layers, config.d_model
+    block, head = _linear_weights(config)
+    per_token = 2 * (L * block + head)  # 24 L D^2 + 2 D V without GQA and with a 4D MLP
     if use_cache:
         return per_token, 4 * L * t * D
     return t * per_token, 4 * L * t * t * D
+
+
+def _linear_weights(config) -> tuple[int, int]:
+    """Weights one token multiplies by: ``(per block, head)`` (no biases, norms or embeddings)."""
+    D, V = config.d_model, config.vocab_size
+    d_kv = getattr(config, "kv_heads", config.n_heads) * (D // config.n_heads)  # G Dh
+    mlp = getattr(config, "mlp", "gelu")
+    hidden = round(8 * D / 3) if mlp == "swiglu" else 4 * D
+    attention = D * (D + 2 * d_kv) + D * D  # W_q, W_k, W_v, W_o
+    return attention + (3 if mlp == "swiglu" else 2) * D * hidden, D * V
+
+
+def forward_cost(config, new_tokens: int, cached: int = 0, batch_size: int = 1,
+                 bytes_per_element: int = 4) -> tuple[int, int]:
+    """``(FLOPs, bytes)`` of one forward over ``new_tokens`` per sequence after ``cached`` cached ones.
+
+    A *prefill* is ``cached=0, new_tokens=T``; a *decode step* is ``new_tokens=1``.
+    FLOPs: 2 per weight of the linear layers (head included) per new token, plus
+    attention, ``4 D`` per layer per new query per key (``cached + new_tokens``
+    keys, every one counted, as :func:`flops_per_new_token` does). Bytes: the
+    fewest a forward must move, the weights read once (all ``B x new_tokens``
+    tokens share them) and each sequence's keys and values read once,
+    ``2 L G (cached + new_tokens) Dh`` elements per sequence. Activations, biases
+    and norms are left out, so ``FLOPs / bytes`` is the highest *arithmetic
+    intensity* the forward can reach: about ``B x new_tokens / 2`` FLOPs per byte
+    of float32 weights while the weights dominate, and ``2 H / (G x bytes)`` in
+    a decode step's attention, whatever the batch.
+
+    >>> from lmcourse.transformer import GPTConfig
+    >>> c = GPTConfig(vocab_size=10, d_model=16, n_layers=2)
+    >>> forward_cost(c, 1, cached=4)  # decode: 4 x (6,304 weights + 320 cached keys and values) bytes
+    (13248, 26496)
+    >>> forward_cost(c, 8)  # prefill of 8 tokens: 8 times the linear FLOPs, the weights still read once
+    (109056, 27264)
+    """
+    for name, value, low in (("new_tokens", new_tokens, 1), ("cached", cached, 0), ("batch_size", batch_size, 1),
+                             ("bytes_per_element", bytes_per_element, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    L, D, t = config.n_layers, config.d_model, cached + new_tokens
+    block, head = _linear_weights(config)
+    kv = 2 * L * getattr(config, "kv_heads", config.n_heads) * t * (D // config.n_heads)  # per sequence
+    n = batch_size * new_tokens
+    flops = 2 * n * (L * block + head) + 4 * L * n * t * D
+    return flops, bytes_per_element * (L * block + head + batch_size * kv)
 
 
 def _slid(start: int, n: int, context_length: int, slide: int) -> int:
@@ -285,3 +377,29 @@ def tokens_per_second(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens
     seconds = best_time(lambda: generate(model, prompt_ids, max_new_tokens, do_sample=False, **generate_kwargs),
                         repeats=repeats, device=device)
     return prompt_ids.shape[0] * max_new_tokens / seconds
+
+
+def compare_tokens_per_second(model: nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int,
+                              variants: dict[str, dict], repeats: int = 2) -> dict[str, float]:
+    """Tokens per second of several ways to run :func:`generate`, timed alike.
+
+    ``variants`` maps a name to keyword arguments of :func:`generate` (``{}`` for
+    the default cached run, ``{"use_cache": False}`` for none). Every variant gets
+    the same treatment: ``repeats`` rounds, each running every variant once in
+    turn (so a machine whose load drifts slows them all), and the best round counts.
+
+    >>> from lmcourse.transformer import GPT, GPTConfig
+    >>> model = GPT(GPTConfig(vocab_size=10, context_length=8, d_model=16, n_layers=1, n_heads=2))
+    >>> speed = compare_tokens_per_second(model, torch.tensor([[1, 2]]), 4, {"cache": {}, "none": {"use_cache": False}})
+    >>> sorted(speed)
+    ['cache', 'none']
+    """
+    if not isinstance(variants, dict) or not variants or not all(isinstance(v, dict) for v in variants.values()):
+        raise TypeError("variants must be a non-empty dict of name -> dict of generate() keyword arguments")
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    best = dict.fromkeys(variants, 0.0)
+    for _ in range(repeats):
+        for name, kwargs in variants.items():
+            best[name] = max(best[name], tokens_per_second(model, prompt_ids, max_new_tokens, 1, **kwargs))
+    return best

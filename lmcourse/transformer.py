@@ -15,7 +15,9 @@ Language Models"): logits = h E^T, one tensor, ``V x D`` fewer parameters.
 
 ``causal=False`` gives the bidirectional encoder of the masked LM (chapter 10);
 ``norm``, ``mlp``, ``qk_norm`` and ``positional="rope"`` give today's recipe
-(chapter 11): RMSNorm, SwiGLU or ReLU^2, QK-norm, rotary positions.
+(chapter 11): RMSNorm, SwiGLU or ReLU^2, QK-norm, rotary positions. ``n_kv_heads``
+gives grouped-query or multi-query attention (chapter 8): fewer key/value heads,
+a smaller key/value cache.
 
 The forward pass takes a position ``offset`` (the position of the first token)
 and, for generation (chapter 8), a key/value ``cache``
@@ -61,6 +63,7 @@ class GPTConfig:
     mlp: str = "gelu"  # "gelu" (GPT-2) | "swiglu" (Shazeer 2020) | "relu2" (So et al. 2021)
     qk_norm: bool = False  # RMSNorm on each head's queries and keys before the scores
     causal: bool = True  # False: every position sees every other (the encoder of chapter 10)
+    n_kv_heads: int | None = None  # key/value heads: None = n_heads; fewer = grouped-query (chapter 8)
     norm_position: str = "pre"  # "pre": x + f(norm(x)) (GPT-2) | "post": norm(x + f(x)) (Vaswani et al. 2017)
 
     def __post_init__(self) -> None:
@@ -69,6 +72,9 @@ class GPTConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of n_heads ({self.n_heads})")
+        if self.n_kv_heads is not None and (self.n_kv_heads < 1 or self.n_heads % self.n_kv_heads):
+            raise ValueError(f"n_kv_heads must be a positive divisor of n_heads ({self.n_heads}), "
+                             f"got {self.n_kv_heads}")
         if self.positional not in POSITIONAL:
             raise ValueError(f"positional must be one of {POSITIONAL}, got {self.positional!r}")
         if self.positional == "sinusoidal" and self.d_model % 2:
@@ -83,6 +89,11 @@ class GPTConfig:
             raise ValueError(f"norm_position must be one of {NORM_POSITIONS}, got {self.norm_position!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def kv_heads(self) -> int:
+        """The number of key/value heads: ``n_kv_heads``, or ``n_heads`` when it is None."""
+        return self.n_heads if self.n_kv_heads is None else self.n_kv_heads
 
 
 def make_norm(config: GPTConfig, dim: int | None = None) -> nn.Module:
@@ -139,7 +150,7 @@ class Block(nn.Module):
         self.ln1 = make_norm(config)
         self.attn = MultiHeadAttention(config.d_model, config.n_heads, causal=causal,
                                        dropout=config.dropout, bias=config.bias,
-                                       qk_norm=config.qk_norm)
+                                       qk_norm=config.qk_norm, n_kv_heads=config.kv_heads)
         self.ln2 = make_norm(config)
         self.mlp = MLP(config)
         self.post_norm = config.norm_position == "post"

@@ -5,9 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from lmcourse.attention import MultiHeadAttention, causal_mask
 from lmcourse.generation import (
     KVCache,
     LayerKVCache,
+    compare_tokens_per_second,
+    flops_per_new_token,
+    forward_cost,
     generate,
     kv_cache_bytes,
     tokens_per_second,
@@ -155,3 +159,199 @@ def test_generate_rejects_out_of_range_ids_and_restores_the_mode(use_cache):
 def test_tokens_per_second_counts_all_rows():
     model = tiny("rope")
     assert tokens_per_second(model, prompt(B=2, T=3), 4, repeats=2) > 0
+
+
+# --- grouped-query / multi-query attention (n_kv_heads) -------------------------------------------------------------
+
+H = 4  # query heads of tiny(); d_model 32, so Dh = 8
+
+
+def _as_multi_head(gqa: GPT) -> GPT:
+    """The same function as ``gqa`` built as plain multi-head attention: each K/V head copied to its query heads.
+
+    An independent reference for grouped-query attention: nothing of the GQA code path runs in it.
+    """
+    c = gqa.config
+    mha = GPT(GPTConfig(**{**c.__dict__, "n_kv_heads": None})).eval()
+    D, G, Dh = c.d_model, c.kv_heads, c.d_model // c.n_heads
+    state = gqa.state_dict()
+    for name, w in state.items():
+        if name.endswith("attn.qkv.weight") or name.endswith("attn.qkv.bias"):
+            q, k, v = w.split([D, G * Dh, G * Dh], dim=0)
+            k, v = (z.unflatten(0, (G, Dh)).repeat_interleave(c.n_heads // G, dim=0).flatten(0, 1) for z in (k, v))
+            state[name] = torch.cat([q, k, v], dim=0)
+    mha.load_state_dict(state)
+    return mha
+
+
+def test_n_kv_heads_defaults_to_n_heads_and_is_checked():
+    c = GPTConfig()
+    assert c.n_kv_heads is None and c.kv_heads == c.n_heads
+    model = GPT(GPTConfig(vocab_size=V, context_length=C, d_model=32, n_layers=1, n_heads=4))
+    assert model.blocks[0].attn.qkv.weight.shape == (3 * 32, 32)  # every existing checkpoint still fits
+    assert GPTConfig(n_heads=4, n_kv_heads=2).kv_heads == 2
+    for bad in (0, 3, 8):
+        with pytest.raises(ValueError, match="n_kv_heads must be a positive divisor of n_heads"):
+            GPTConfig(n_heads=4, n_kv_heads=bad)
+    with pytest.raises(ValueError, match="n_kv_heads"):
+        MultiHeadAttention(d_model=32, n_heads=4, n_kv_heads=3)
+
+
+@pytest.mark.parametrize("G", [1, 2, 4])
+def test_parameter_count_formula_with_n_kv_heads(G):
+    D, L, Dkv = 32, 3, G * 8
+    model = tiny("learned", n_kv_heads=G)
+    per_block = (
+        2 * D  # ln1
+        + D * (D + 2 * Dkv) + (D + 2 * Dkv)  # W_q, W_k, W_v and their biases
+        + D * D + D  # output projection
+        + 2 * D  # ln2
+        + D * 4 * D + 4 * D + 4 * D * D + D  # MLP
+    )
+    assert model.num_params() == V * D + C * D + L * per_block + 2 * D  # tied head; final LayerNorm
+
+
+@pytest.mark.parametrize("positional", POSITIONAL)
+@pytest.mark.parametrize("G", [1, 2])
+@pytest.mark.parametrize("qk_norm", [False, True])
+def test_gqa_equals_multi_head_with_repeated_kv_heads(positional, G, qk_norm):
+    model = tiny(positional, n_kv_heads=G, qk_norm=qk_norm)
+    reference = _as_multi_head(model)
+    x = prompt(B=2, T=C)
+    torch.testing.assert_close(model(x), reference(x), atol=1e-5, rtol=1e-5)
+    # the weights path (scaled_dot_product_attention written out) and its maps, too
+    for a, b in zip(model.attention_maps(x), reference.attention_maps(x), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("G", [1, 2])
+def test_gqa_attention_against_torch_sdpa_with_enable_gqa(G):
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(d_model=32, n_heads=4, n_kv_heads=G).eval()
+    x = torch.randn(2, 7, 32, generator=torch.Generator().manual_seed(3))
+    q, k, v = attn.qkv(x).split([32, 8 * G, 8 * G], dim=-1)
+    q = q.view(2, 7, 4, 8).transpose(1, 2)  # (B, H, T, Dh)
+    k, v = (z.view(2, 7, G, 8).transpose(1, 2) for z in (k, v))  # (B, G, T, Dh)
+    ref = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(4 // G, dim=1), v.repeat_interleave(4 // G, dim=1), is_causal=True)
+    ref = attn.proj(ref.transpose(1, 2).reshape(2, 7, 32))
+    torch.testing.assert_close(attn(x), ref, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(attn(x, need_weights=True)[0], ref, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("positional", POSITIONAL)
+@pytest.mark.parametrize("G", [1, 2, 4])
+def test_gqa_cached_equals_uncached(positional, G):
+    model = tiny(positional, n_kv_heads=G, qk_norm=positional == "rope")
+    p = prompt(B=3, T=5)
+    cached = generate(model, p, 2 * C, do_sample=False)  # past the context: the window slides
+    assert torch.equal(cached, generate(model, p, 2 * C, do_sample=False, use_cache=False))
+    x = prompt(B=2, T=C)
+    cache = KVCache.for_model(model, batch_size=2)
+    steps = [model(x[:, :6], cache=cache)] + [model(x[:, t : t + 1], offset=t, cache=cache) for t in range(6, C)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), model(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("G", [1, 2, 4])
+def test_cache_holds_n_kv_heads_heads(G):
+    model = tiny("rope", n_kv_heads=G)
+    cache = KVCache.for_model(model, batch_size=3)
+    model(prompt(B=3, T=5), cache=cache)
+    assert all(layer.k.shape == layer.v.shape == (3, G, C, 8) for layer in cache.layers)
+    assert cache.nbytes() == kv_cache_bytes(3, 3, G, C, 8, 4)
+    full = KVCache.for_model(tiny("rope"), batch_size=3)
+    assert full.nbytes() == cache.nbytes() * (H // G)  # the cache shrinks by n_heads / n_kv_heads
+
+
+# --- the offset causal mask, truncation ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("T, offset", [(1, 0), (3, 0), (1, 5), (3, 4)])
+def test_offset_causal_mask_is_the_last_rows_of_the_full_mask(T, offset):
+    full = torch.ones(offset + T, offset + T).tril().bool()  # hand-built reference
+    assert torch.equal(causal_mask(T, offset=offset), full[offset:])
+    with pytest.raises(ValueError, match="offset"):
+        causal_mask(2, offset=-1)
+
+
+@pytest.mark.parametrize("concat", [False, True])
+def test_truncate_then_continue_equals_a_fresh_forward(concat):
+    model = tiny("rope", n_kv_heads=2)
+    x = prompt(B=2, T=9)
+    cache = KVCache.for_model(model, batch_size=2, concat=concat)
+    model(x, cache=cache)
+    cache.truncate(6)  # forget positions 6..8 (as a rejected speculative draft would be)
+    assert cache.length == 6
+    y = torch.flip(x[:, 6:], dims=[0])  # other tokens at positions 6..8
+    torch.testing.assert_close(model(y, offset=6, cache=cache), model(torch.cat([x[:, :6], y], 1))[:, 6:],
+                               atol=1e-5, rtol=1e-5)
+    for bad in (-1, 10, 2.0):
+        with pytest.raises(ValueError, match="length must be an int"):
+            cache.truncate(bad)
+    cache.truncate(0)
+    assert cache.length == 0
+
+
+# --- cost model: FLOPs against PyTorch's counter, bytes against the tensors -----------------------------------------
+
+@pytest.mark.parametrize("kw", [dict(), dict(n_kv_heads=1, mlp="swiglu", tie_weights=False), dict(n_kv_heads=2)])
+def test_linear_flops_match_flop_counter(kw):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = tiny("rope", **kw)
+    with FlopCounterMode(display=False) as counter:
+        model(prompt(B=1, T=10))
+    counted = sum(n for op, n in counter.get_flop_counts()["Global"].items() if str(op) in ("aten.addmm", "aten.mm"))
+    assert counted == flops_per_new_token(model.config, 10, use_cache=False)[0]
+
+
+@pytest.mark.parametrize("G", [1, 4])
+def test_forward_cost_bytes_are_the_weights_and_the_cache(G):
+    model = tiny("learned", n_kv_heads=G)
+    c = model.config
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    weights += model.tok_emb.weight.numel()  # the tied head reads the embedding matrix
+    cache = KVCache.for_model(model, batch_size=3, max_len=9)
+    model(prompt(B=3, T=9), cache=cache)  # every slot filled: the keys and values one forward over 9 reads
+    flops, nbytes = forward_cost(c, new_tokens=1, cached=8, batch_size=3)
+    assert nbytes == 4 * weights + cache.nbytes()
+    assert flops == 3 * sum(flops_per_new_token(c, 9, use_cache=True))
+    prefill_flops, prefill_bytes = forward_cost(c, new_tokens=9, batch_size=3)
+    assert prefill_bytes == nbytes  # the same weights and cache, read once
+    assert prefill_flops == 3 * sum(flops_per_new_token(c, 9, use_cache=False))  # dense attention both ways
+    with pytest.raises(ValueError, match="new_tokens"):
+        forward_cost(c, 0)
+    with pytest.raises(ValueError, match="batch_size"):
+        forward_cost(c, 1, batch_size=0)
+
+
+def test_decode_intensity_formula():
+    # one token per weight: 2 FLOPs per 4 bytes; the batch multiplies it; attention reads its own cache
+    c = GPTConfig(vocab_size=V, context_length=64, d_model=64, n_layers=2, n_heads=8, n_kv_heads=2)
+    flops, nbytes = forward_cost(c, 1, cached=0)
+    assert 0.4 < flops / nbytes < 0.55
+    f8, b8 = forward_cost(c, 1, cached=0, batch_size=8)
+    assert 7 < (f8 / b8) / (flops / nbytes) <= 8
+
+
+def test_compare_tokens_per_second_times_every_variant():
+    model = tiny("rope")
+    speed = compare_tokens_per_second(model, prompt(B=2, T=3), 4, {"cache": {}, "none": {"use_cache": False}})
+    assert set(speed) == {"cache", "none"} and all(v > 0 for v in speed.values())
+    with pytest.raises(TypeError, match="variants"):
+        compare_tokens_per_second(model, prompt(), 2, {})
+    with pytest.raises(ValueError, match="repeats"):
+        compare_tokens_per_second(model, prompt(), 2, {"a": {}}, repeats=0)
+
+
+def test_bench_prefill_decode_rows():
+    from lmcourse.bench.kv_cache import forward_seconds, prefill_decode, read_bytes_per_second
+
+    model = tiny("learned")
+    rows = prefill_decode(model, prompt_tokens=6, batch_sizes=(1, 2), repeats=1)
+    assert [(r["phase"], r["batch"], r["tokens"]) for r in rows] == [("prefill", 1, 6), ("decode", 1, 1),
+                                                                      ("decode", 2, 2)]
+    assert rows[0]["intensity"] > rows[1]["intensity"] and all(r["seconds"] > 0 for r in rows)
+    assert forward_seconds(model, 1, 1, cached=C - 1, repeats=1) > 0  # fills the context exactly
+    assert read_bytes_per_second(4096, repeats=1) > 0
+    with pytest.raises(ValueError, match="cached"):
+        forward_seconds(model, 1, 1, cached=-1)

@@ -8,7 +8,9 @@ weights), greedy generation from a 16-token prompt, for each number of new
 tokens: tokens per second without a cache (the whole window re-run every step),
 with the preallocated cache of :mod:`lmcourse.generation`, and with the
 ``torch.cat`` teaching cache (:class:`~lmcourse.generation.ConcatLayerKVCache`),
-all in the same run, so the ratios are comparable. The models' context length is
+all in the same run and timed alike (best of ``--repeats`` rounds, each round
+running every variant in turn: :func:`~lmcourse.generation.compare_tokens_per_second`),
+so the ratios are comparable. The models' context length is
 set to hold the whole generation, so this measures the cache, not the sliding
 window. With one sequence the ``torch.cat`` copies are small; a second run at a
 larger batch (``--big-batch``) compares the two caches where they are not, and so
@@ -16,6 +18,11 @@ does the time of one step with a long cache (alternating blocks of steps). Then 
 cache memory, ``2 x layers x B x H x T x Dh x 4`` bytes, from the
 formula and from the tensors. The uncached path costs O(T^2) per generation, so it
 is timed up to ``--max-uncached`` new tokens only.
+
+Last (``--roofline``), prefill against decode on a wider model (D = 768, 4 layers):
+this device's matmul FLOP/s and read bandwidth, and the FLOP/s and bytes/s that a
+prefill and a decode step reach, beside their arithmetic intensity
+(:func:`~lmcourse.generation.forward_cost`).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import os
 import torch
 
 from ..device import best_time
-from ..generation import KVCache, kv_cache_bytes, tokens_per_second
+from ..generation import KVCache, compare_tokens_per_second, forward_cost, kv_cache_bytes, tokens_per_second
 from ..transformer import GPT, GPTConfig
 
 SIZES = {  # name: (n_layers, d_model, n_heads), vocabulary of the character tokenizer
@@ -38,11 +45,70 @@ PROMPT = 16
 
 def _interleaved(model: GPT, prompt: torch.Tensor, n: int, repeats: int) -> tuple[float, float]:
     """Best tokens/s of the preallocated and the torch.cat cache, runs alternating (a busy machine drifts)."""
-    best = [0.0, 0.0]
-    for _ in range(repeats):
-        for i, concat in enumerate((False, True)):
-            best[i] = max(best[i], tokens_per_second(model, prompt, n, 1, concat_cache=concat))
-    return best[0], best[1]
+    best = compare_tokens_per_second(model, prompt, n, {"cache": {}, "cat": {"concat_cache": True}}, repeats)
+    return best["cache"], best["cat"]
+
+
+@torch.no_grad()
+def forward_seconds(model: GPT, batch_size: int, new_tokens: int, cached: int = 0, repeats: int = 3) -> float:
+    """Best wall-clock seconds of one forward over ``new_tokens`` per sequence after ``cached`` cached positions.
+
+    ``cached=0`` times a prefill; ``new_tokens=1`` a decode step. The cache is filled
+    once (token 0 everywhere: the time does not depend on the ids) and cut back to
+    ``cached`` positions before every timed forward, so each one does the same work.
+    """
+    if min(batch_size, new_tokens, repeats) < 1 or cached < 0:
+        raise ValueError(f"batch_size, new_tokens and repeats must be >= 1 and cached >= 0, got "
+                         f"{batch_size}, {new_tokens}, {repeats} and {cached}")
+    device = next(model.parameters()).device
+    cache = KVCache.for_model(model, batch_size, max_len=cached + new_tokens)
+    if cached:
+        model(torch.zeros(batch_size, cached, dtype=torch.long, device=device), cache=cache)
+    x = torch.zeros(batch_size, new_tokens, dtype=torch.long, device=device)
+
+    def step() -> None:
+        cache.truncate(cached)
+        model(x, offset=cached, cache=cache)
+
+    step()  # warm-up
+    return best_time(step, repeats=repeats, device=device)
+
+
+def matmul_flops_per_second(n: int = 1024, repeats: int = 5, device: torch.device | str = "cpu") -> float:
+    """FLOP/s of an ``n x n`` float32 matrix product, ``2 n^3`` FLOPs (best of ``repeats``): the compute roof."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
+    a @ b  # warm-up
+    return 2 * n**3 / best_time(lambda: a @ b, repeats=repeats, device=device)
+
+
+def read_bytes_per_second(n_bytes: int, repeats: int = 5, device: torch.device | str = "cpu") -> float:
+    """Bytes/s of reading a float32 tensor of ``n_bytes`` once (a sum, best of ``repeats``): the memory roof."""
+    if n_bytes < 4:
+        raise ValueError(f"n_bytes must be >= 4, got {n_bytes}")
+    x = torch.ones(n_bytes // 4, device=device)
+    x.sum()  # warm-up
+    return 4 * (n_bytes // 4) / best_time(x.sum, repeats=repeats, device=device)
+
+
+def prefill_decode(model: GPT, prompt_tokens: int = 128, batch_sizes: tuple[int, ...] = (1, 8),
+                   repeats: int = 3) -> list[dict]:
+    """A prefill of ``prompt_tokens`` (batch 1) and a decode step after them at each batch size, measured.
+
+    One dict per forward: ``phase``, ``batch``, ``tokens`` (new tokens in all),
+    ``flops`` and ``bytes`` (:func:`~lmcourse.generation.forward_cost`, float32),
+    ``intensity`` (FLOPs per byte), ``seconds`` (:func:`forward_seconds`) and what
+    was reached, ``flops_per_s`` and ``bytes_per_s``.
+    """
+    runs = [("prefill", 1, prompt_tokens, 0)] + [("decode", b, 1, prompt_tokens) for b in batch_sizes]
+    rows = []
+    for phase, batch, new, cached in runs:
+        flops, nbytes = forward_cost(model.config, new, cached, batch, bytes_per_element=4)
+        seconds = forward_seconds(model, batch, new, cached, repeats)
+        rows.append(dict(phase=phase, batch=batch, tokens=batch * new, flops=flops, bytes=nbytes,
+                         intensity=flops / nbytes, seconds=seconds, flops_per_s=flops / seconds,
+                         bytes_per_s=nbytes / seconds))
+    return rows
 
 
 @torch.no_grad()
@@ -76,11 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-uncached", type=int, default=512, help="time the uncached path up to this many tokens")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     ap.add_argument("--repeats", type=int, default=3,
-                    help="cached runs: best of this many, alternating (uncached: one run)")
+                    help="best of this many rounds, each running every variant once in turn")
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--big-batch", type=int, default=8, help="then cache vs torch.cat cache at this batch size")
     ap.add_argument("--big-batch-lengths", default="256,1024")
+    ap.add_argument("--roofline", action=argparse.BooleanOptionalAction, default=True,
+                    help="then prefill vs decode on a D = 768 model (--no-roofline to skip)")
     args = ap.parse_args(argv)
     lengths = [int(n) for n in args.lengths.split(",")]
     torch.set_num_threads(args.threads)
@@ -97,11 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'new':>6} {'no cache':>10} {'cache':>10} {'cat cache':>10} {'speed-up':>9} {'vs cat':>7}  (tokens/s)")
         tokens_per_second(model, prompt, 8)  # warm-up
         for n in lengths:
-            cached, concat = _interleaved(model, prompt, n, args.repeats)
+            variants = {"cache": {}, "cat": {"concat_cache": True}}
             if n <= args.max_uncached:
-                plain = tokens_per_second(model, prompt, n, 1, use_cache=False)
-                ratio = f"{cached / plain:8.1f}x"
-                plain_s = f"{plain:10.0f}"
+                variants["none"] = {"use_cache": False}
+            speed = compare_tokens_per_second(model, prompt, n, variants, args.repeats)  # all timed alike
+            cached, concat = speed["cache"], speed["cat"]
+            if "none" in speed:
+                ratio = f"{cached / speed['none']:8.1f}x"
+                plain_s = f"{speed['none']:10.0f}"
             else:
                 plain_s, ratio = f"{'-':>10}", f"{'-':>9}"
             print(f"{n:6d} {plain_s} {cached:10.0f} {concat:10.0f} {ratio} {cached / concat:6.2f}x", flush=True)
@@ -121,7 +192,23 @@ def main(argv: list[str] | None = None) -> int:
         per_token = kv_cache_bytes(L, 1, H, 1, D // H, 4)
         print(f"cache memory: {per_token} bytes per token per sequence; preallocated for T={config.context_length}: "
               f"{formula / 2**20:.2f} MiB (formula) = {cache.nbytes() / 2**20:.2f} MiB (tensors)")
+    if args.roofline:
+        _print_roofline(device, args.repeats)
     return 0
+
+
+def _print_roofline(device: torch.device, repeats: int) -> None:
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=75, context_length=256, d_model=768, n_layers=4, n_heads=12)).to(device).eval()
+    weights = 4 * model.num_params()
+    peak, bandwidth = matmul_flops_per_second(device=device), read_bytes_per_second(weights, device=device)
+    print(f"\nroofline, D = 768, 4 layers, {weights / 2**20:.0f} MiB of float32 weights: matmul "
+          f"{peak / 1e9:.1f} GFLOP/s, reading {bandwidth / 1e9:.1f} GB/s, ridge point {peak / bandwidth:.1f} FLOP/byte")
+    for r in prefill_decode(model, repeats=repeats):
+        bound = min(peak, r["intensity"] * bandwidth)
+        print(f"{r['phase']:>8} batch {r['batch']:2d}, {r['tokens']:3d} tokens: {r['intensity']:6.1f} FLOP/byte, "
+              f"{r['seconds'] * 1e3:7.2f} ms, {r['flops_per_s'] / 1e9:6.1f} GFLOP/s (roofline {bound / 1e9:6.1f}), "
+              f"{r['bytes_per_s'] / 1e9:5.1f} GB/s", flush=True)
 
 
 if __name__ == "__main__":
