@@ -9,10 +9,17 @@ probability 0), every row on its own:
 * top-k: keep the k largest logits (Fan et al., 2018);
 * top-p, "nucleus": keep the smallest set of most likely tokens whose probability
   reaches p (Holtzman et al., 2020, "The Curious Case of Neural Text Degeneration");
-* repetition penalty: push down tokens already generated (Keskar et al., 2019, CTRL).
+* min-p: keep the tokens at least ``min_p`` times as likely as the most likely one
+  (Nguyen et al., 2024, "Turning Up the Heat: Min-p Sampling"), a threshold that
+  rises with the model's confidence;
+* repetition penalty: push down tokens already generated. The idea is CTRL's
+  (Keskar et al., 2019), which divides their logits by ``theta``; the sign-aware
+  rule here is Hugging Face's fix of it (a negative logit divided by ``theta > 1``
+  would *rise*, so it is multiplied instead).
 
-:func:`filter_logits` chains the first three the usual way (temperature, then
-top-k, then top-p): :func:`sample_next` draws from its output and
+:func:`filter_logits` chains the first four the usual way (temperature, then
+top-k, then top-p, then min-p, Hugging Face's order): :func:`sample_next` draws
+from its output and
 :func:`lmcourse.widgets.filtered_distribution` plots it. :func:`beam_search`
 searches for a likely sequence instead of sampling one; :func:`distinct_n`
 measures repetition.
@@ -41,7 +48,8 @@ def _check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
 
 
-def _check_chain(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None) -> None:
+def _check_chain(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
+                 min_p: float | None = None) -> None:
     """The arguments of :func:`filter_logits`, checked before any work (also when greedy)."""
     _check_logits(logits)
     _check_temperature(temperature)
@@ -49,6 +57,8 @@ def _check_chain(logits: torch.Tensor, temperature: float, top_k: int | None, to
         _check_k(top_k)
     if top_p is not None:
         _check_p(top_p)
+    if min_p is not None:
+        _check_min_p(min_p)
 
 
 def _check_k(k: int) -> None:
@@ -59,6 +69,11 @@ def _check_k(k: int) -> None:
 def _check_p(p: float) -> None:
     if not 0 < p <= 1:
         raise ValueError(f"top-p needs 0 < p <= 1, got p={p}")
+
+
+def _check_min_p(min_p: float) -> None:
+    if isinstance(min_p, bool) or not isinstance(min_p, (int, float)) or not 0 <= min_p <= 1:
+        raise ValueError(f"min-p needs a number 0 <= min_p <= 1, got min_p={min_p!r}")
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -159,12 +174,40 @@ def naive_top_p_filter_pooled(logits: torch.Tensor, p: float) -> torch.Tensor:
     return out
 
 
+def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Min-p filter: keep the tokens with ``P(v) >= min_p * max_u P(u)``, the rest ``-inf``.
+
+    The threshold scales with the most likely token's probability (Nguyen et al.,
+    2024): a confident step (top token 0.9) keeps little, a flat one keeps many.
+    Hugging Face's ``MinPLogitsWarper`` with ``min_tokens_to_keep=1``: the same
+    softmax, the same comparison. ``min_p = 0`` keeps everything; the most likely
+    token is always kept (``min_p <= 1``). As ``P(v) / P_max = exp(z_v - z_max)``,
+    this keeps ``z_v >= z_max + ln(min_p)``: after a temperature ``tau``, the logits
+    within ``tau * ln(1 / min_p)`` of the largest.
+
+    >>> z = torch.log(torch.tensor([[0.5, 0.2, 0.04, 0.26]]))
+    >>> min_p_filter(z, 0.1).isfinite().tolist()  # threshold 0.1 * 0.5 = 0.05
+    [[True, True, False, True]]
+    """
+    _check_logits(logits)
+    _check_min_p(min_p)
+    probs = torch.softmax(logits, dim=-1)  # (B, V)
+    threshold = min_p * probs.amax(dim=-1, keepdim=True)  # (B, 1), one per row
+    remove = probs < threshold  # (B, V)
+    remove.scatter_(-1, probs.argmax(dim=-1, keepdim=True), False)  # the top token stays
+    return logits.masked_fill(remove, NEG_INF)
+
+
 def apply_repetition_penalty(logits: torch.Tensor, previous_ids: torch.Tensor, penalty: float) -> torch.Tensor:
-    """CTRL's repetition penalty: make every token already in the row less likely.
+    """Repetition penalty: make every token already in the row less likely.
 
     For each token id in row b of ``previous_ids`` ``(B, T)``:
     ``z -> z / penalty`` if ``z > 0`` else ``z * penalty``. An id that occurs several
     times is penalised once; ``penalty = 1`` changes nothing, ``< 1`` favours repeats.
+    This is Hugging Face's ``RepetitionPenaltyLogitsProcessor``, a fix of CTRL's
+    rule (Keskar et al., 2019), which divides every such logit by ``penalty``:
+    that raises a negative logit (``-2 / 1.3 = -1.54``) and so makes a repeat
+    *more* likely; multiplying the negative ones pushes them all down.
 
     >>> apply_repetition_penalty(torch.tensor([[2.0, -1.0, 3.0]]), torch.tensor([[0, 1, 0]]), 2.0)
     tensor([[ 1., -2.,  3.]])
@@ -189,14 +232,15 @@ def filter_logits(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    min_p: float | None = None,
 ) -> torch.Tensor:
-    """The sampling filter chain: temperature, then top-k, then top-p; logits ``(B, V)``.
+    """The sampling filter chain: temperature, then top-k, top-p and min-p; logits ``(B, V)``.
 
     Returns new logits ``(B, V)``, the removed tokens at ``-inf``; their softmax is
     the distribution :func:`sample_next` draws from. ``None`` skips a filter.
     ``temperature = 0`` is greedy: the result is :func:`apply_temperature`'s, every
     logit but each row's first maximum at ``-inf`` (so its softmax is one-hot and
-    its argmax the greedy token); top-k and top-p are not applied then (neither
+    its argmax the greedy token); the other filters are not applied then (none
     could remove that token), but their arguments are still checked.
 
     >>> z = torch.tensor([[1.0, 3.0, 2.0, 0.0]])
@@ -205,7 +249,7 @@ def filter_logits(
     >>> filter_logits(z, temperature=0)
     tensor([[-inf, 3., -inf, -inf]])
     """
-    _check_chain(logits, temperature, top_k, top_p)
+    _check_chain(logits, temperature, top_k, top_p, min_p)
     z = apply_temperature(logits, temperature)  # (B, V)
     if temperature == 0:
         return z
@@ -213,6 +257,8 @@ def filter_logits(
         z = top_k_filter(z, top_k)
     if top_p is not None:
         z = top_p_filter(z, top_p)
+    if min_p is not None:
+        z = min_p_filter(z, min_p)
     return z
 
 
@@ -224,8 +270,9 @@ def sample_next(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    min_p: float | None = None,
 ) -> torch.Tensor:
-    """Next token ids ``(B,)``: :func:`filter_logits` (temperature, top-k, top-p), then a draw.
+    """Next token ids ``(B,)``: :func:`filter_logits` (temperature, top-k, top-p, min-p), then a draw.
 
     Greedy (each row's argmax, lowest id on ties) when ``do_sample=False`` or
     ``temperature == 0``; otherwise ``torch.multinomial`` on the filtered softmax,
@@ -238,9 +285,9 @@ def sample_next(
     tensor([1])
     """
     if not do_sample or temperature == 0:
-        _check_chain(logits, temperature, top_k, top_p)
+        _check_chain(logits, temperature, top_k, top_p, min_p)
         return logits.argmax(dim=-1)  # (B,); no filter can drop the argmax
-    z = filter_logits(logits, temperature, top_k, top_p)  # (B, V); checks shape and arguments
+    z = filter_logits(logits, temperature, top_k, top_p, min_p)  # (B, V); checks shape and arguments
     probs = torch.softmax(z, dim=-1)  # (B, V)
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)  # (B,)
 
@@ -263,7 +310,13 @@ def beam_search(
     The beam holds ``num_beams`` hypotheses (Jurafsky & Martin's textbook version):
     each step extends the live ones by every token, keeps the best ``num_beams -
     finished`` extensions by log-probability (all live ones have the same length,
-    so this is also the order by score), and retires those ending in ``eos_id``.
+    so this is also the order by score), and retires those ending in ``eos_id``:
+    each finished hypothesis takes a slot, so the live beam shrinks. Hugging Face's
+    ``generate(num_beams=...)`` keeps the live beam at ``num_beams`` instead: it
+    takes the best ``2 * num_beams`` extensions, files those ending in EOS (if they
+    rank in the first ``num_beams``) in a separate list of the ``num_beams`` best
+    finished ones, continues the best ``num_beams`` unfinished ones, and stops
+    when no live one can (by a heuristic) beat the worst finished one.
     ``num_beams = 1`` is greedy decoding; ``num_beams >= V ** max_new_tokens`` is
     exhaustive search. Returns ``sequences (num_beams, T + n_max)`` (prompt
     included; shorter ones padded with ``eos_id``) and their ``scores (num_beams,)``

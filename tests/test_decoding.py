@@ -13,6 +13,7 @@ from lmcourse.decoding import (
     beam_search,
     distinct_n,
     filter_logits,
+    min_p_filter,
     naive_top_p_filter_pooled,
     sample_next,
     top_k_filter,
@@ -395,3 +396,76 @@ def test_entry_points_reject_out_of_range_ids():
         beam_search(lambda ids: torch.zeros(*ids.shape, 5), torch.tensor([[1, 9]]), 2, num_beams=2)
     with pytest.raises(ValueError, match="token id -1 is out of range for a vocabulary of 4 ids"):
         beam_search(TableModel(4), torch.tensor([[2, -1]]), 2, num_beams=2)  # -1 would index the table's end
+
+
+# ---------------------------------------------------------------- min-p, and Hugging Face as the reference
+def test_min_p_matches_hugging_face_min_p_logits_warper():
+    transformers = pytest.importorskip("transformers")
+    z = 3 * randn(16, 40, seed=21)
+    z[3, 5:] = -INF  # a row already filtered
+    z[4] = 0.0  # all tied
+    for dtype in (torch.float64, torch.float32):
+        for min_p in (0.0, 0.01, 0.1, 0.3, 0.9, 1.0):
+            zz = z.to(dtype)
+            ref = transformers.MinPLogitsWarper(min_p)(None, zz.clone())
+            assert torch.equal(min_p_filter(zz, min_p), ref)
+
+
+def test_min_p_hand_example_and_properties():
+    # probabilities 0.5, 0.2, 0.04, 0.26: threshold min_p * 0.5
+    z = torch.log(torch.tensor([[0.5, 0.2, 0.04, 0.26]], dtype=torch.float64))
+    assert min_p_filter(z, 0.1).isfinite().tolist() == [[True, True, False, True]]  # 0.05
+    assert min_p_filter(z, 0.5).isfinite().tolist() == [[True, False, False, True]]  # 0.25
+    assert min_p_filter(z, 1.0).isfinite().tolist() == [[True, False, False, False]]
+    assert torch.equal(min_p_filter(z, 0.0), z)
+    # the kept set is z_v >= z_max + ln(min_p), so after temperature tau it grows with tau
+    w = randn(6, 30, seed=22)
+    for tau in (0.5, 1.0, 2.0):
+        kept = min_p_filter(w / tau, 0.1).isfinite()
+        assert torch.equal(kept, w >= w.amax(-1, keepdim=True) + tau * math.log(0.1))
+    sizes = [min_p_filter(w / tau, 0.1).isfinite().sum().item() for tau in (0.5, 1.0, 2.0)]
+    assert sizes[0] < sizes[1] < sizes[2]
+    # batch-correct: each row on its own threshold
+    rows = torch.cat([min_p_filter(w[b : b + 1], 0.2) for b in range(6)])
+    assert torch.equal(min_p_filter(w, 0.2), rows)
+    for bad in (-0.1, 1.5, True, "0.1"):
+        with pytest.raises(ValueError, match="min_p"):
+            min_p_filter(w, bad)
+
+
+def test_filter_chain_with_min_p_is_hugging_faces_warper_order():
+    transformers = pytest.importorskip("transformers")
+    z = 2 * randn(5, 30, seed=23)
+    for t, k, p, m in [(0.7, 10, 0.9, 0.05), (1.3, None, 0.95, 0.1), (1.0, 5, None, 0.2)]:
+        warpers = [transformers.TemperatureLogitsWarper(t)]
+        if k is not None:
+            warpers.append(transformers.TopKLogitsWarper(k))
+        if p is not None:
+            warpers.append(transformers.TopPLogitsWarper(p))
+        warpers.append(transformers.MinPLogitsWarper(m))
+        ref = z.clone()
+        for w in warpers:
+            ref = w(None, ref)
+        ours = filter_logits(z, t, k, p, min_p=m)
+        assert torch.equal(ours.isfinite(), ref.isfinite())
+        torch.testing.assert_close(ours[ours.isfinite()], ref[ref.isfinite()], rtol=1e-12, atol=0)
+        g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+        drawn = sample_next(z, temperature=t, top_k=k, top_p=p, min_p=m, generator=g1)
+        assert torch.equal(drawn, torch.multinomial(torch.softmax(ours, -1), 1, generator=g2).squeeze(-1))
+
+
+def test_repetition_penalty_matches_hugging_face_not_ctrl():
+    transformers = pytest.importorskip("transformers")
+    z = randn(6, 17, seed=24)
+    prev = torch.randint(0, 17, (6, 9), generator=torch.Generator().manual_seed(25))
+    for penalty in (0.5, 1.3, 4.0):
+        ref = transformers.RepetitionPenaltyLogitsProcessor(penalty)(prev, z.clone())
+        assert torch.equal(apply_repetition_penalty(z, prev, penalty), ref)
+    # CTRL's rule as written (Keskar et al., 2019) divides every seen logit by theta,
+    # which raises a negative one: the sign-aware rule lowers both
+    z = torch.tensor([[2.0, -2.0, 0.5]], dtype=torch.float64)
+    seen = torch.tensor([[0, 1]])
+    ctrl = z.clone()
+    ctrl[0, :2] /= 1.3
+    ours = apply_repetition_penalty(z, seen, 1.3)
+    assert ctrl[0, 1] > z[0, 1] and ours[0, 1] < z[0, 1] and ours[0, 0] < z[0, 0]
