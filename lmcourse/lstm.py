@@ -23,6 +23,14 @@ trains it on a contiguous token stream with ``TrainConfig(objective="tbptt")``
     python -m lmcourse train --config lstm_char
 
 reproduces the checkpoint the package ships (seeded, on the CPU).
+
+Two other cells run in the same model for comparison (``LSTMConfig(cell=...)``):
+the plain tanh recurrence ``h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``
+(Elman, 1990) and the gated recurrent unit, GRU (Cho et al., 2014), which has
+two gates and no separate cell state. :func:`state_gradient_norms` measures how
+the gradient of a loss at step t fades with the distance k to ``h_{t-k}``: the
+product of k Jacobians that makes the tanh recurrence hard to train (Bengio et
+al., 1994; Hochreiter, 1991).
 """
 
 from __future__ import annotations
@@ -38,7 +46,8 @@ from .data import check_ids, stream_batches
 from .decoding import sample_next
 from .device import eval_mode
 
-State = tuple[torch.Tensor, torch.Tensor]  # (h, c), each (L, B, H)
+State = tuple[torch.Tensor, ...]  # LSTM: (h, c); GRU and tanh RNN: (h,); each (L, B, H)
+CELLS = ("lstm", "gru", "rnn")
 
 
 @dataclass(frozen=True)
@@ -52,8 +61,13 @@ class LSTMConfig:
     dropout: float = 0.1  # on the embeddings, between layers and before the output layer
     tie_weights: bool = False  # output layer = embedding matrix (needs embed_dim == hidden_size)
     scratch: bool = False  # run the from-scratch ScratchLSTM instead of torch.nn.LSTM
+    cell: str = "lstm"  # "lstm" | "gru" (Cho et al., 2014) | "rnn" (the plain tanh recurrence)
 
     def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.scratch and self.cell != "lstm":
+            raise ValueError(f"scratch=True runs the from-scratch LSTM; it has no {self.cell!r} cell")
         for name in ("vocab_size", "embed_dim", "hidden_size", "num_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -88,6 +102,37 @@ def lstm_cell(
     c = f * c + i * g  # keep part of the old memory, write part of the candidate
     h = o * torch.tanh(c)  # expose part of the memory
     return h, c
+
+
+def rnn_cell(x: torch.Tensor, h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
+             b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
+    """One step of the plain tanh recurrence, ``tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)`` (as ``nn.RNNCell``).
+
+    >>> z = torch.zeros
+    >>> rnn_cell(z(2, 3), z(2, 4), z(4, 3), z(4, 4), z(4), torch.ones(4))[0]
+    tensor([0.7616, 0.7616, 0.7616, 0.7616])
+    """
+    return torch.tanh(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh)  # (B, H)
+
+
+def gru_cell(x: torch.Tensor, h: torch.Tensor, w_ih: torch.Tensor, w_hh: torch.Tensor,
+             b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
+    """One GRU step (Cho et al., 2014) in ``nn.GRUCell``'s layout: gates stacked (reset, update, new)::
+
+        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)       reset gate
+        z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)       update gate
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))    candidate
+        h' = (1 - z) * n + z * h
+
+    >>> z = torch.zeros
+    >>> gru_cell(z(1, 2), torch.ones(1, 3), z(9, 2), z(9, 3), z(9), z(9))  # z = 1/2, n = 0
+    tensor([[0.5000, 0.5000, 0.5000]])
+    """
+    xr, xz, xn = (x @ w_ih.T + b_ih).chunk(3, dim=-1)  # (B, H) each
+    hr, hz, hn = (h @ w_hh.T + b_hh).chunk(3, dim=-1)
+    r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+    n = torch.tanh(xn + r * hn)
+    return (1 - z) * n + z * h  # an interpolation: z = 1 keeps h unchanged
 
 
 class LSTMCell(nn.Module):
@@ -146,6 +191,9 @@ class ScratchLSTM(nn.Module):
 class LSTMLM(nn.Module):
     """Embedding -> LSTM layers -> dropout -> linear: logits ``(B, T, V)`` and the new state.
 
+    ``config.cell`` swaps the LSTM layers for GRU or tanh-RNN layers (``nn.GRU``,
+    ``nn.RNN``); their state is ``(h,)`` instead of ``(h, c)``.
+
     >>> model = LSTMLM(LSTMConfig(vocab_size=10, embed_dim=8, hidden_size=8, num_layers=2))
     >>> logits, (h, c) = model(torch.zeros(3, 5, dtype=torch.long))
     >>> tuple(logits.shape), tuple(h.shape)
@@ -156,7 +204,7 @@ class LSTMLM(nn.Module):
         super().__init__()
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.embed_dim)
-        rnn_cls = ScratchLSTM if config.scratch else nn.LSTM
+        rnn_cls = ScratchLSTM if config.scratch else {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[config.cell]
         kwargs = {} if config.scratch else {"batch_first": True}
         self.rnn = rnn_cls(config.embed_dim, config.hidden_size, config.num_layers,
                            dropout=config.dropout if config.num_layers > 1 else 0.0, **kwargs)
@@ -166,24 +214,28 @@ class LSTMLM(nn.Module):
             self.head.weight = self.embed.weight  # (V, H) is (V, E) when E == H
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        """The all-zero ``(h, c)``, each ``(num_layers, B, hidden_size)``."""
+        """The all-zero ``(h, c)`` (``(h,)`` for a GRU or tanh RNN), each ``(num_layers, B, hidden_size)``."""
         shape = (self.config.num_layers, batch_size, self.config.hidden_size)
         p = self.head.weight
-        return (torch.zeros(shape, device=device or p.device, dtype=p.dtype),
-                torch.zeros(shape, device=device or p.device, dtype=p.dtype))
+        parts = 2 if self.config.cell == "lstm" else 1
+        return tuple(torch.zeros(shape, device=device or p.device, dtype=p.dtype) for _ in range(parts))
 
     def forward(self, idx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         check_ids(idx, self.config.vocab_size, batched=True)
         if state is None:
             state = self.init_state(idx.shape[0], idx.device)
         x = self.drop(self.embed(idx))  # (B, T, E)
-        out, state = self.rnn(x, state)  # (B, T, H); h, c each (L, B, H)
+        if self.config.cell == "lstm":
+            out, state = self.rnn(x, state)  # (B, T, H); h, c each (L, B, H)
+        else:
+            out, h = self.rnn(x, state[0])  # (B, T, H); h (L, B, H)
+            state = (h,)
         return self.head(self.drop(out)), state  # (B, T, V)
 
 
 def detach_state(state: State) -> State:
-    """Cut the graph behind ``(h, c)``: values carry on, gradients stop here (TBPTT)."""
-    return state[0].detach(), state[1].detach()
+    """Cut the graph behind ``(h, c)`` (or ``(h,)``): values carry on, gradients stop here (TBPTT)."""
+    return tuple(s.detach() for s in state)
 
 
 def num_params(model: nn.Module) -> int:
@@ -202,6 +254,97 @@ def evaluate(model: LSTMLM, ids, batch_size: int = 32, bptt: int = 256) -> float
             total += F.cross_entropy(logits.flatten(0, 1).float(), y.to(device).flatten(), reduction="sum").item()
             count += y.numel()
     return total / count
+
+
+@torch.no_grad()
+def stream_nll(model: LSTMLM, ids, batch_size: int = 32, bptt: int = 256, warmup: int = 256) -> torch.Tensor:
+    """The NLL (nats) of every token of ``ids`` after the first, in order: a float32 CPU tensor of ``len(ids) - 1``.
+
+    Entry ``i`` is ``-ln P(ids[i + 1] | ids[:i + 1])``, the same targets, in the same
+    order, as ``-NGramLM.token_log_probs(ids)``. The targets are cut into ``batch_size``
+    contiguous pieces read side by side (state carried from chunk to chunk); each
+    piece after the first starts reading ``warmup`` tokens early, without scoring
+    them, so no scored token meets a cold (all-zero) state with less than ``warmup``
+    tokens of context behind it. (:func:`evaluate` instead drops the tail of the
+    stream and scores each row from a cold state.)
+
+    >>> model = LSTMLM(LSTMConfig(vocab_size=5, embed_dim=4, hidden_size=4, num_layers=1))
+    >>> stream_nll(model, torch.arange(5).repeat(4), batch_size=3, bptt=4, warmup=2).shape
+    torch.Size([19])
+    """
+    ids = torch.as_tensor(ids, dtype=torch.long).flatten()
+    n = len(ids)
+    if n < 2:
+        raise ValueError(f"ids needs at least two tokens, got {n}")
+    for name, value, least in (("batch_size", batch_size, 1), ("bptt", bptt, 1), ("warmup", warmup, 0)):
+        if value < least:
+            raise ValueError(f"{name} must be >= {least}, got {value}")
+    device = model.head.weight.device
+    bounds = torch.linspace(1, n, min(batch_size, n - 1) + 1).round().long().tolist()  # target index ranges
+    pieces = [(max(0, a - 1 - warmup), a, e) for a, e in zip(bounds[:-1], bounds[1:], strict=True)]
+    width = max(e - 1 - s for s, _, e in pieces)  # inputs ids[s : e - 1] predict ids[s + 1 : e]
+    x = torch.zeros(len(pieces), width, dtype=torch.long)  # padded at the end: causal, so harmless
+    y = torch.zeros_like(x)
+    for row, (s, _, e) in enumerate(pieces):
+        x[row, : e - 1 - s], y[row, : e - 1 - s] = ids[s : e - 1], ids[s + 1 : e]
+    nll, state = [], None
+    with eval_mode(model):
+        for start in range(0, width, bptt):
+            logits, state = model(x[:, start : start + bptt].to(device), state)  # (B, T, V)
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            nll.append(-logp.gather(-1, y[:, start : start + bptt, None].to(device))[..., 0].cpu())
+    nll = torch.cat(nll, dim=1)  # (B, width)
+    out = torch.empty(n - 1)
+    for row, (s, a, e) in enumerate(pieces):
+        out[a - 1 : e - 1] = nll[row, a - 1 - s : e - 1 - s]  # targets ids[a .. e - 1]
+    return out
+
+
+def state_gradient_norms(model: LSTMLM, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``||d loss_t / d h_{t-k}||`` for k = 0 .. T-1, per row: a ``(B, T)`` tensor, column k for distance k.
+
+    ``loss_t`` is the cross-entropy of the *last* position's prediction (``t = T - 1``)
+    against ``y[:, -1]``; ``h_s`` is the hidden state at step s of every layer
+    together (``(L, H)`` per row; for the LSTM, the cell state ``c_s`` is held fixed).
+    The model's recurrence is run step by step with its own weights (in eval mode,
+    starting from zeros) so that every ``h_s`` is a node of the graph. By the chain
+    rule the gradient at distance k is a product of k step Jacobians
+    ``dh_{s+1} / dh_s``: it fades (or grows) geometrically unless those are close
+    to the identity, which is what the LSTM's additive cell state allows.
+
+    >>> model = LSTMLM(LSTMConfig(vocab_size=5, embed_dim=4, hidden_size=4, num_layers=1, cell="rnn"))
+    >>> state_gradient_norms(model, torch.zeros(2, 6, dtype=torch.long), torch.zeros(2, 6, dtype=torch.long)).shape
+    torch.Size([2, 6])
+    """
+    check_ids(x, model.config.vocab_size, batched=True)
+    check_ids(y, model.config.vocab_size, batched=True)
+    if x.shape != y.shape:
+        raise ValueError(f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    c = model.config
+    device = model.head.weight.device
+    step = {"lstm": lstm_cell, "gru": gru_cell, "rnn": rnn_cell}[c.cell]
+    names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    weights = [[getattr(model.rnn, f"{n}_l{layer}") for n in names] for layer in range(c.num_layers)]
+    B, T = x.shape
+    with eval_mode(model), torch.enable_grad():
+        inputs = model.embed(x.to(device))  # (B, T, E)
+        state = [tuple(s[layer] for s in model.init_state(B, device)) for layer in range(c.num_layers)]
+        hs: list[list[torch.Tensor]] = []  # hs[t][layer]: (B, H)
+        for t in range(T):
+            inp, row = inputs[:, t], []
+            for layer in range(c.num_layers):
+                prev = state[layer] if c.cell == "lstm" else state[layer][0]
+                new = step(inp, prev, *weights[layer])  # (h, c) for the LSTM, h otherwise
+                state[layer] = new if c.cell == "lstm" else (new,)
+                inp = state[layer][0]
+                row.append(inp)
+            hs.append(row)
+        loss = F.cross_entropy(model.head(hs[-1][-1]).float(), y[:, -1].to(device), reduction="sum")
+        flat = [h for row in hs for h in row]
+        grads = torch.autograd.grad(loss, flat, allow_unused=True)
+    norms = torch.stack([g.pow(2).sum(-1) if g is not None else torch.zeros(B, device=device) for g in grads])
+    norms = norms.view(T, c.num_layers, B).sum(1).sqrt()  # (T, B), time s = 0 .. T-1
+    return norms.flip(0).T.cpu()  # (B, T): column k is distance k = T - 1 - s
 
 
 @torch.no_grad()

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from lmcourse import load_pretrained
 from lmcourse.lstm import (
@@ -15,8 +16,12 @@ from lmcourse.lstm import (
     detach_state,
     evaluate,
     generate,
+    gru_cell,
     lstm_cell,
     num_params,
+    rnn_cell,
+    state_gradient_norms,
+    stream_nll,
 )
 from lmcourse.shipped import CHECKPOINT_DIR, save_weights, sha256
 from lmcourse.train import TrainConfig, train
@@ -186,3 +191,121 @@ def test_shipped_checkpoint_matches_its_manifest():
     model = load_pretrained(PRETRAINED)
     assert num_params(model) == entry["parameters"]
     assert LSTMConfig(**entry["config"]) == model.config
+
+
+# ----------------------------------------------------------------------------------
+# The other cells, the stream scorer and the gradient measurement
+
+
+def test_rnn_and_gru_cells_equal_torch_cells_float64():
+    g = _gen(3)
+    x = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    h = torch.randn(4, 6, generator=g, dtype=torch.float64)
+    for ours, ref in ((rnn_cell, nn.RNNCell(5, 6)), (gru_cell, nn.GRUCell(5, 6))):
+        ref = ref.double()
+        expected = ref(x, h)
+        got = ours(x, h, ref.weight_ih, ref.weight_hh, ref.bias_ih, ref.bias_hh)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn"])
+def test_lm_with_other_cells_carries_state_like_one_pass(cell):
+    torch.manual_seed(0)
+    model = LSTMLM(LSTMConfig(vocab_size=9, embed_dim=4, hidden_size=5, num_layers=2, cell=cell)).double().eval()
+    assert isinstance(model.rnn, {"gru": nn.GRU, "rnn": nn.RNN}[cell])
+    idx = torch.randint(0, 9, (2, 12), generator=_gen())
+    whole, state = model(idx)
+    assert len(state) == 1 and state[0].shape == (2, 2, 5)  # (h,) only
+    first, state = model(idx[:, :5])
+    second, _ = model(idx[:, 5:], detach_state(state))
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=0, atol=1e-12)
+
+
+def test_cell_config_errors():
+    with pytest.raises(ValueError, match="cell must be one of"):
+        LSTMConfig(cell="transformer")
+    with pytest.raises(ValueError, match="scratch=True"):
+        LSTMConfig(cell="gru", scratch=True)
+
+
+def test_engine_trains_a_gru_with_tbptt():
+    torch.manual_seed(0)
+    ids = torch.arange(6).repeat(300)
+    model = LSTMLM(LSTMConfig(vocab_size=6, embed_dim=8, hidden_size=16, num_layers=1, dropout=0.0, cell="gru"))
+    cfg = TrainConfig(steps=60, batch_size=4, context_length=16, lr=1e-2, min_lr=1e-3, warmup_steps=0,
+                      eval_every=60, eval_batches=2, objective="tbptt")
+    hist = train(model, ids, ids, cfg)
+    assert hist.train_loss[-1] < 0.5 * hist.train_loss[0]
+
+
+@pytest.mark.parametrize("batch_size, warmup", [(1, 0), (3, 0), (4, 5), (7, 100)])
+def test_stream_nll_scores_every_target_like_one_pass(batch_size, warmup):
+    torch.manual_seed(0)
+    model = LSTMLM(LSTMConfig(vocab_size=7, embed_dim=4, hidden_size=6, num_layers=2)).double().eval()
+    ids = torch.randint(0, 7, (50,), generator=_gen(2))
+    got = stream_nll(model, ids, batch_size=batch_size, bptt=6, warmup=warmup)
+    assert got.shape == (49,)
+    # reference: one pass over the whole stream from a zero state
+    logits, _ = model(ids[None, :-1])
+    ref = F.cross_entropy(logits[0], ids[1:], reduction="none").float()
+    if batch_size == 1 or warmup >= 50:
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+    else:  # each piece restarts cold `warmup` tokens early: the first piece is exact
+        first = 49 // batch_size
+        torch.testing.assert_close(got[:first], ref[:first], rtol=0, atol=1e-6)
+        assert not torch.allclose(got, ref, atol=1e-6)
+    with pytest.raises(ValueError, match="warmup must be >= 0"):
+        stream_nll(model, ids, warmup=-1)
+    with pytest.raises(ValueError, match="at least two tokens"):
+        stream_nll(model, ids[:1])
+
+
+def test_stream_nll_with_a_long_warmup_equals_one_pass():
+    torch.manual_seed(0)
+    model = LSTMLM(LSTMConfig(vocab_size=7, embed_dim=4, hidden_size=6, num_layers=1)).double().eval()
+    ids = torch.randint(0, 7, (40,), generator=_gen(4))
+    logits, _ = model(ids[None, :-1])
+    ref = F.cross_entropy(logits[0], ids[1:], reduction="none").float()
+    got = stream_nll(model, ids, batch_size=5, bptt=4, warmup=40)  # every piece reads from the start
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_state_gradient_norms_match_finite_differences(cell):
+    # d loss / d h_s by central differences on a hand-unrolled recurrence, float64
+    torch.manual_seed(0)
+    model = LSTMLM(LSTMConfig(vocab_size=5, embed_dim=3, hidden_size=4, num_layers=1, dropout=0.0,
+                              cell=cell)).double().eval()
+    x = torch.randint(0, 5, (1, 6), generator=_gen(5))
+    y = torch.randint(0, 5, (1, 6), generator=_gen(6))
+    got = state_gradient_norms(model, x, y)  # (1, 6), column k = distance k
+    step = {"lstm": lstm_cell, "gru": gru_cell, "rnn": rnn_cell}[cell]
+    w = [getattr(model.rnn, f"{n}_l0") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+    emb = model.embed(x)[0].detach()
+
+    def loss_with_push(s: int, delta: torch.Tensor) -> float:
+        h = torch.zeros(1, 4, dtype=torch.float64)
+        c = torch.zeros(1, 4, dtype=torch.float64)
+        for t in range(6):
+            if cell == "lstm":
+                h, c = step(emb[t:t + 1], (h, c), *w)
+            else:
+                h = step(emb[t:t + 1], h, *w)
+            if t == s:
+                h = h + delta  # perturb h_s only (c_s held)
+        return F.cross_entropy(model.head(h), y[:, -1]).item()
+
+    eps = 1e-6
+    with torch.no_grad():
+        for s in range(6):
+            grad = torch.tensor([(loss_with_push(s, eps * e) - loss_with_push(s, -eps * e)) / (2 * eps)
+                                 for e in torch.eye(4, dtype=torch.float64)])
+            assert abs(got[0, 5 - s].item() - grad.norm().item()) < 1e-6, (cell, s)
+
+
+def test_state_gradient_norms_bad_input():
+    model = LSTMLM(LSTMConfig(vocab_size=5, embed_dim=3, hidden_size=4, num_layers=1))
+    with pytest.raises(ValueError, match="same shape"):
+        state_gradient_norms(model, torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="out of range"):
+        state_gradient_norms(model, torch.full((1, 4), 7), torch.zeros(1, 4, dtype=torch.long))
