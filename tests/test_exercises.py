@@ -346,6 +346,103 @@ _wrong("04_leak_last_position_only", "leak", "first_leak", """
     return int(moved.nonzero()[0]) if moved.any() else None
 """, "change every later position")
 
+# chapter 5
+_ROPE_HALF = """
+    T, Dh = x.shape[-2], x.shape[-1]
+    theta = base ** (-torch.arange(0, Dh, 2, dtype=torch.float64) / Dh)
+    angle = torch.arange(T, dtype=torch.float64)[:, None] * theta
+    phi = torch.cat([angle, angle], dim=-1)
+    cos, sin = phi.cos().to(x.dtype), phi.sin().to(x.dtype)
+    x1, x2 = x[..., : Dh // 2], x[..., Dh // 2 :]
+"""
+_wrong("05_rope_half_wrong_sign", "rope_half", "rope_half", _ROPE_HALF + """
+    return x * cos + torch.cat([x2, -x1], dim=-1) * sin
+""", "turns by t theta_0")
+_wrong("05_rope_half_interleaved_pairs", "rope_half", "rope_half", """
+    T, Dh = x.shape[-2], x.shape[-1]
+    theta = base ** (-torch.arange(0, Dh, 2, dtype=torch.float64) / Dh)
+    angle = torch.arange(T, dtype=torch.float64)[:, None] * theta
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    a, b = x[..., 0::2], x[..., 1::2]  # chapter 5's pairs
+    return torch.stack((a * cos - b * sin, a * sin + b * cos), -1).flatten(-2)
+""", "feature 0 pairs with feature D_h / 2")
+_wrong("05_rope_half_calls_package", "rope_half", "rope_half", """
+    from lmcourse.positions import apply_rope, rope_angles
+
+    T, Dh = x.shape[-2], x.shape[-1]
+    perm = [j for i in range(Dh // 2) for j in (i, i + Dh // 2)]
+    inverse = [perm.index(j) for j in range(Dh)]
+    y = apply_rope(x[..., perm], *rope_angles(T, Dh, base=base))
+    return y[..., inverse]
+""", "must not call")
+_wrong("05_rope_permutation_inverted", "rope_half", "half_to_interleaved", """
+    return list(range(0, d_head, 2)) + list(range(1, d_head, 2))
+""", "features (0, D_h / 2)")
+_wrong("05_shift_transposed", "shift", "shift_matrix", """
+    M = torch.zeros(d_model, d_model, dtype=torch.float64)
+    for i in range(d_model // 2):
+        w = base ** (-2 * i / d_model)
+        c, s = math.cos(k * w), math.sin(k * w)
+        M[2 * i, 2 * i], M[2 * i, 2 * i + 1] = c, -s
+        M[2 * i + 1, 2 * i], M[2 * i + 1, 2 * i + 1] = s, c
+    return M
+""", "M_3 must map (sin 5, cos 5) to (sin 8, cos 8)")
+_wrong("05_shift_wrong_frequency", "shift", "shift_matrix", """
+    M = torch.zeros(d_model, d_model, dtype=torch.float64)
+    for i in range(d_model // 2):
+        w = base ** (-i / d_model)
+        c, s = math.cos(k * w), math.sin(k * w)
+        M[2 * i, 2 * i], M[2 * i, 2 * i + 1] = c, s
+        M[2 * i + 1, 2 * i], M[2 * i + 1, 2 * i + 1] = -s, c
+    return M
+""", "frequency omega_i = base^(-2i/D)")
+_wrong("05_shift_calls_package", "shift", "shift_matrix", """
+    from lmcourse.positions import sinusoidal_table
+
+    T = d_model + 200
+    table = sinusoidal_table(T + abs(k), d_model, base=base,
+                             dtype=torch.float64)
+    a, b = (table[:T], table[k:k + T]) if k >= 0 else (table[-k:-k + T],
+                                                        table[:T])
+    return torch.linalg.lstsq(a, b).solution.T
+""", "must not call")
+_T5_HEAD = """
+    bucket = torch.zeros_like(rel)
+    if bidirectional:
+        num_buckets //= 2
+        bucket = bucket + (rel > 0).long() * num_buckets
+        n = rel.abs()
+    else:
+        n = (-rel).clamp(min=0)
+    m = num_buckets // 2
+"""
+_wrong("05_t5_rounds", "t5_bucket", "t5_bucket", _T5_HEAD + """
+    far = m + torch.round(torch.log(n.float() / m)
+                          / math.log(max_distance / m)
+                          * (num_buckets - m)).long()
+    far = far.clamp(max=num_buckets - 1)
+    return bucket + torch.where(n < m, n, far)
+""", "truncate, do not round")
+_wrong("05_t5_no_clamp", "t5_bucket", "t5_bucket", _T5_HEAD + """
+    far = m + (torch.log(n.float() / m) / math.log(max_distance / m)
+               * (num_buckets - m)).long()
+    return bucket + torch.where(n < m, n, far)
+""", "beyond max_distance: bucket 31")
+_wrong("05_t5_query_minus_key", "t5_bucket", "t5_bucket", """
+    bucket = torch.zeros_like(rel)
+    if bidirectional:
+        num_buckets //= 2
+        bucket = bucket + (rel < 0).long() * num_buckets
+        n = rel.abs()
+    else:
+        n = rel.clamp(min=0)
+    m = num_buckets // 2
+    far = m + (torch.log(n.float() / m) / math.log(max_distance / m)
+               * (num_buckets - m)).long()
+    far = far.clamp(max=num_buckets - 1)
+    return bucket + torch.where(n < m, n, far)
+""", "distances 0..15 get buckets 0..15")
+
 # --- end of the table --------------------------------------------------------
 
 
