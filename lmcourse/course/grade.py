@@ -22,7 +22,12 @@ grader
    (``--require-sandbox`` refuses instead);
 4. scores each check: ``passed`` (points), ``failed`` (an assertion failed),
    ``error`` (another exception), ``not-attempted`` (the task still raises
-   ``NotImplementedError``) or ``timeout``, and sums the checks of each task.
+   ``NotImplementedError``) or ``timeout``, and sums the checks of each task;
+5. scores 0 (``failed``, message ``task T must not call NAME``) every task whose
+   answer called a function or class that the task's solution cell forbids
+   (metadata ``lmcourse.forbid`` in ``solutions/``; :mod:`lmcourse.course.forbid`
+   records such calls while the submission runs; the checks' own calls of the
+   reference do not count).
 
 A broken submission costs only its own points: the batch always completes. The
 checks of every chapter are read once, before any submission runs, so a
@@ -56,8 +61,9 @@ from pathlib import Path
 
 import nbformat
 
-from .exercises import BEGIN_HIDDEN, SOLUTIONS_DIR, Check, cell_info, chapter_of, checks_of
+from .exercises import BEGIN_HIDDEN, SOLUTIONS_DIR, Check, cell_info, chapter_of, checks_of, forbid_of, provided_of
 from .export import student_of, write_autograder, write_gradebook
+from .forbid import message as forbidden_message
 from .sandbox import WORKDIR, PidsCgroup, Sandbox, SandboxUnavailable, runner_env
 
 FIELDS = ("submission", "chapter", "task", "points", "max_points", "status", "message")
@@ -141,8 +147,12 @@ def solution_notebook(chapter: str, solutions: Path = SOLUTIONS_DIR) -> Path:
     return matches[0]
 
 
-def build_program(submission_nb, checks: list[Check]) -> list[dict]:
-    """The cells to run: the submission's code, with authoritative check cells."""
+def build_program(submission_nb, checks: list[Check], provided: frozenset[str] | set[str] = frozenset()) -> list[dict]:
+    """The cells to run: the submission's code, with authoritative check cells.
+
+    A code cell whose source is one of ``provided`` (a setup cell as the course
+    wrote it) is marked ``trusted``: code the learner did not write.
+    """
     by_id = {c.check: c for c in checks}
     cells: list[dict] = []
     placed: set[str] = set()
@@ -159,7 +169,8 @@ def build_program(submission_nb, checks: list[Check]) -> list[dict]:
             source = cell.get("source", "")
             source = "".join(source) if isinstance(source, list) else str(source)
             role = "solution" if info.get("role") == "solution" else "code"
-            cells.append({"source": source, "role": role, "task": info.get("task"), "check": None})
+            cells.append({"source": source, "role": role, "task": info.get("task"), "check": None,
+                          "trusted": role == "code" and source in provided})
     for c in checks:  # checks the learner deleted still run, at the end
         if c.check not in placed:
             cells.append({"source": c.source, "role": "check", "task": c.task, "check": c.check})
@@ -195,7 +206,8 @@ def _feed(stream, data: bytes) -> None:
 
 
 def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMORY_MB,
-                sandbox: Sandbox | None = None, hide: tuple[Path, ...] = ()) -> tuple[list[dict | None], str | None]:
+                sandbox: Sandbox | None = None, hide: tuple[Path, ...] = (),
+                forbid: dict[str, list[str]] | None = None) -> tuple[list[dict | None], str | None]:
     """Run the cells in a fresh process; per-cell records (``None``: never finished) and a problem.
 
     The runner gets a secret token and the program (hidden checks included) on
@@ -206,6 +218,7 @@ def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMO
     bubblewrap (``hide``: paths to keep out of its view even where they lie in a
     folder it sees); without, in a temporary working directory with your rights.
     A pids cgroup, where one is writable, caps its processes either way.
+    ``forbid`` (task -> dotted names) is what each task's answer must not call.
     """
     token = secrets.token_hex(16)
     sandboxed = sandbox is not None and sandbox.active()
@@ -231,7 +244,7 @@ def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMO
             )
             os.close(results_w)
             results_w = -1
-            program = (token + "\n" + json.dumps({"cells": cells})).encode()
+            program = (token + "\n" + json.dumps({"cells": cells, "forbid": forbid or {}})).encode()
             threads = [threading.Thread(target=_drain, args=(proc.stdout, output, MAX_OUTPUT), daemon=True),
                        threading.Thread(target=_drain, args=(os.fdopen(results_r, "rb"), results, MAX_RESULTS),
                                         daemon=True),
@@ -281,8 +294,20 @@ def _describe(rec: dict) -> str:
     return f"{rec['etype']}: {rec['message']}" if rec.get("message") else str(rec["etype"])
 
 
+def forbidden_calls(records: list[dict | None]) -> dict[str, list[str]]:
+    """Task -> the forbidden names its answer called, from the last record the runner wrote."""
+    last = next((r for r in reversed(records) if r), None)
+    found = (last or {}).get("forbidden") or {}
+    return {str(t): [str(n) for n in names] for t, names in found.items() if isinstance(names, list) and names}
+
+
 def score(cells: list[dict], records: list[dict | None], problem: str | None, timeout: float) -> list[CheckResult]:
-    """Turn per-cell records into one result per check."""
+    """Turn per-cell records into one result per check.
+
+    Every check of a task whose answer called a forbidden function fails with
+    ``task T must not call NAME`` (one message per name, joined by ``; ``).
+    """
+    forbidden = forbidden_calls(records)
     unattempted = {
         cell["task"]
         for cell, rec in zip(cells, records, strict=True)
@@ -322,6 +347,9 @@ def score(cells: list[dict], records: list[dict | None], problem: str | None, ti
         if rec and rec.get("restored"):
             note = "the submission had replaced " + ", ".join(rec["restored"][:5]) + " (restored before checking)"
             message = f"{message}; {note}" if message else note
+        if cell["task"] in forbidden:
+            status, hidden = "failed", False
+            message = feedback = "; ".join(forbidden_message(cell["task"], n) for n in forbidden[cell["task"]])
         results.append(CheckResult(check, status, message, feedback, hidden and status in ("failed", "error")))
     return results
 
@@ -330,16 +358,36 @@ _STATUS_ORDER = ("timeout", "error", "failed", "not-attempted", "passed")
 
 
 class Chapters:
-    """The checks of each chapter, read from ``solutions/`` once and kept in memory."""
+    """The checks of each chapter, read from ``solutions/`` once and kept in memory.
+
+    With them: what each task's answer must not call (:meth:`forbid`) and the
+    setup cells as the course wrote them (:meth:`provided`).
+    """
 
     def __init__(self, solutions: Path = SOLUTIONS_DIR) -> None:
         self.solutions = Path(solutions)
         self._checks: dict[str, list[Check]] = {}
+        self._forbid: dict[str, dict[str, list[str]]] = {}
+        self._provided: dict[str, frozenset[str]] = {}
 
     def checks(self, chapter: str) -> list[Check]:
         if chapter not in self._checks:
-            self._checks[chapter] = checks_of(nbformat.read(solution_notebook(chapter, self.solutions), as_version=4))
+            path = solution_notebook(chapter, self.solutions)
+            nb = nbformat.read(path, as_version=4)
+            self._forbid[chapter] = forbid_of(nb, str(path))
+            self._provided[chapter] = frozenset(provided_of(nb))
+            self._checks[chapter] = checks_of(nb, str(path))
         return self._checks[chapter]
+
+    def forbid(self, chapter: str) -> dict[str, list[str]]:
+        """Task -> the dotted names its answer must not call."""
+        self.checks(chapter)
+        return self._forbid[chapter]
+
+    def provided(self, chapter: str) -> frozenset[str]:
+        """The sources of the chapter's setup cells (neither solution nor check)."""
+        self.checks(chapter)
+        return self._provided[chapter]
 
     def preload(self) -> None:
         for path in sorted(self.solutions.glob("[0-9][0-9]_*.ipynb")):
@@ -406,9 +454,10 @@ def grade_notebook(path: Path, chapter: str | None = None, solutions: Path = SOL
     if problem is not None:
         results = [CheckResult(c, "error", problem, problem) for c in checks]
     else:
-        cells = build_program(nb, checks)
+        cells = build_program(nb, checks, chapters.provided(target))
         hide = (Path(chapters.solutions), Path(path))
-        records, run_problem = run_program(cells, timeout, memory_mb, sandbox or default_sandbox(), hide)
+        records, run_problem = run_program(cells, timeout, memory_mb, sandbox or default_sandbox(), hide,
+                                           chapters.forbid(target))
         results = score(cells, records, run_problem, timeout)
     return task_rows(name, target, checks, results)
 

@@ -20,6 +20,13 @@ grader knows which part failed (hidden tests are never quoted in feedback).
 Before each check the attributes of the modules the checks rely on (every module
 of ``lmcourse``, ``torch``, ``math``, ...) are put back as they were before the
 submission ran: monkey-patching them cannot make a check pass.
+
+The program may also name, per task, the functions and classes its answer must
+not call (``"forbid"``), and mark the cells the course provides (``"trusted"``:
+setup cells as the course wrote them). A :class:`~lmcourse.course.forbid.CallRecorder`
+is installed before any submitted code runs; every record carries the forbidden
+calls recorded so far (``"forbidden"``: task -> names), and the grader scores
+those tasks 0.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from IPython.core.interactiveshell import InteractiveShell
 import lmcourse
 
 from .exercises import BEGIN_HIDDEN, END_HIDDEN
+from .forbid import CallRecorder
 
 GUARDED_PREFIXES = ("lmcourse", "torch", "numpy", "math", "builtins", "json", "random")
 
@@ -121,8 +129,9 @@ def main(results_fd: int) -> int:
     data = sys.stdin.buffer.read()  # to the end: the grader closes its side after the program
     token, _, program = data.decode("utf-8").partition("\n")
     token = token.strip()
-    cells = json.loads(program)["cells"]
-    del data, program
+    loaded = json.loads(program)
+    cells, forbid = loaded["cells"], loaded.get("forbid") or {}
+    del data, program, loaded
     sys.stdin.close()
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
@@ -141,6 +150,21 @@ def main(results_fd: int) -> int:
     random.seed(0)
     torch.manual_seed(0)
     shell = InteractiveShell.instance()
+    try:
+        recorder = CallRecorder(forbid)
+    except ValueError:  # the grader checks the lists first; a malformed one forbids nothing
+        recorder = CallRecorder({})
+    recorder.install()  # before the guard's snapshot, so that restoring a module restores the recorders too
+    recorder.user_globals = shell.user_ns
+    whose = {"task": None, "trusted": True}  # the cell that runs now: every code name it compiles is its
+    cache = shell.compile.cache
+
+    def cache_and_register(*args, **kwargs):
+        name = cache(*args, **kwargs)
+        recorder.register(name, **whose)
+        return name
+
+    shell.compile.cache = cache_and_register
     guard = ModuleGuard()
     sentinel_name, sentinel = "__lmcourse_check_ran__", token[::-1]
     results = os.fdopen(results_fd, "w", encoding="utf-8")
@@ -158,7 +182,10 @@ def main(results_fd: int) -> int:
     for i in range(len(cells)):
         cell, cells[i] = cells[i], None
         record = {"token": token, "cell": i, "status": "ok", "etype": None, "message": None, "part": None}
+        trusted = cell["role"] == "check" or bool(cell.get("trusted"))
+        whose.update(task=None if trusted or cell["role"] != "solution" else cell.get("task"), trusted=trusted)
         if cell["role"] == "check":
+            recorder.checking = cell.get("task")
             cached = _cached_names()
             visible, hidden = split_check(cell["source"])
             for part, source in (("visible", visible), ("hidden", hidden)):
@@ -172,6 +199,7 @@ def main(results_fd: int) -> int:
                 if exc is not None:
                     record.update(status="error", etype=type(exc).__name__, message=str(exc)[:500], part=part)
                     break
+            recorder.checking = None
             _forget(cached)
             del visible, hidden, source
             exc = None
@@ -181,10 +209,11 @@ def main(results_fd: int) -> int:
                 record.update(status="error", etype=type(exc).__name__, message=str(exc)[:500])
         # Undo any patching of guarded modules at once, so that neither the next
         # check nor this runner's own bookkeeping can be fooled by it.
-        for name in guard.restore():
+        for name in guard.restore() + recorder.reinstall():
             if name not in tampered:
                 tampered.append(name)
         record["restored"] = tampered[:20]
+        record["forbidden"] = {task: list(names) for task, names in recorder.calls.items()}
         cell = None
         try:
             write_line(dumps(record) + "\n")

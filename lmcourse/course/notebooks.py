@@ -22,7 +22,7 @@ from pathlib import Path
 
 import nbformat
 
-from .exercises import checks_of
+from .exercises import exercise_table
 
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
 
@@ -96,7 +96,7 @@ def runtime_table(book: Path, solutions: Path, repeats: int = 1) -> str:
     Each notebook is executed in a temporary copy (stored outputs are untouched);
     with ``repeats > 1`` the fastest run counts.
     """
-    rows, exercise_rows = [], []
+    rows = []
     for path in sorted(Path(book).glob("[0-9][0-9]_*.ipynb")):
         nb = nbformat.read(path, as_version=4)
         best = None
@@ -108,14 +108,6 @@ def runtime_table(book: Path, solutions: Path, repeats: int = 1) -> str:
             best = seconds if best is None else min(best, seconds)
         rows.append(f"| {path.name[:2]} | {title_of(nb)} | {best:.0f} s |")
         print(f"{path}: {best:.1f} s", file=sys.stderr)
-        sol = Path(solutions) / path.name
-        if sol.exists():
-            checks = checks_of(nbformat.read(sol, as_version=4))
-            tasks: dict[str, float] = {}
-            for c in checks:
-                tasks[c.task] = tasks.get(c.task, 0.0) + c.points
-            listing = ", ".join(f"`{t}` ({p:g})" for t, p in tasks.items())
-            exercise_rows.append(f"| {path.name[:2]} | {listing} | {sum(tasks.values()):g} |")
     cores = os.cpu_count()
     lines = [
         "# Appendix: run times and exercises",
@@ -129,13 +121,7 @@ def runtime_table(book: Path, solutions: Path, repeats: int = 1) -> str:
         "|---|---|---|",
         *rows,
         "",
-        "## Exercises and points",
-        "",
-        "Each task of `exercises/NN_*.ipynb` with its points (a task's checks may give partial credit).",
-        "",
-        "| chapter | tasks (points) | total |",
-        "|---|---|---|",
-        *exercise_rows,
+        *exercise_table(solutions),
         "",
     ]
     return "\n".join(lines)
