@@ -19,6 +19,14 @@ are permuted the same way. The four schemes of chapter 5:
 Every table here is a function of the positions, so the fixed schemes evaluate at
 any position; tables kept in modules are non-persistent buffers (derived, not
 saved) that move with ``.to(device)``.
+
+Also here: :func:`sinusoidal_shift_matrix`, the rotation that turns ``PE(p)`` into
+``PE(p + k)`` for every p (the linearity Vaswani et al. point to);
+:func:`apply_rope_half`, RoPE in the half-split layout of GPT-NeoX, Llama and
+Hugging Face, equal to :func:`apply_rope` up to the permutation
+:func:`rope_half_permutation`; and position interpolation (Chen et al., 2023,
+``scale`` of :func:`rope_angles`), which squeezes longer inputs into the range of
+angles seen in training.
 """
 
 from __future__ import annotations
@@ -86,6 +94,32 @@ def sinusoidal_table(T: int, d_model: int, base: float = 10000.0, offset: int = 
     return table.to(dtype)
 
 
+def sinusoidal_shift_matrix(k: int, d_model: int, base: float = 10000.0) -> torch.Tensor:
+    """The ``(d_model, d_model)`` matrix ``M_k`` with ``PE[p + k] = M_k @ PE[p]`` for *every* p (float64).
+
+    Pair i of the table is ``(sin p w_i, cos p w_i)`` with ``w_i = base^(-2i/D)``; by
+    the angle-sum formulas, moving k positions turns it by ``k w_i``:
+    ``sin(p+k)w = sin pw cos kw + cos pw sin kw`` and ``cos(p+k)w = cos pw cos kw - sin pw sin kw``.
+    So ``M_k`` is block-diagonal, one 2 x 2 rotation per pair, and depends on k
+    only: Vaswani et al.'s reason to hope a model can attend by relative position.
+
+    >>> M = sinusoidal_shift_matrix(3, 4)
+    >>> pe = sinusoidal_table(10, 4, dtype=torch.float64)
+    >>> torch.allclose(pe[3:], pe[:-3] @ M.T)
+    True
+    """
+    if d_model % 2 or d_model < 2:
+        raise ValueError(f"the sinusoidal table needs an even d_model >= 2, got {d_model}")
+    w = base ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (D/2,)
+    c, s = torch.cos(k * w), torch.sin(k * w)
+    M = torch.zeros(d_model, d_model, dtype=torch.float64)
+    M[0::2, 0::2] = torch.diag(c)  # new sin from old sin
+    M[0::2, 1::2] = torch.diag(s)  # ... and old cos
+    M[1::2, 0::2] = torch.diag(-s)  # new cos from old sin
+    M[1::2, 1::2] = torch.diag(c)  # ... and old cos
+    return M
+
+
 class SinusoidalPositions(nn.Module):
     """The fixed sinusoidal table, times ``scale``, as a non-persistent buffer (extended on demand).
 
@@ -110,16 +144,24 @@ class SinusoidalPositions(nn.Module):
 
 
 def rope_angles(T: int, d_head: int, base: float = 10000.0, offset: int = 0,
-                device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``cos`` and ``sin`` of the angles ``pos * theta_i``, each ``(T, d_head / 2)`` (float64).
+                device: torch.device | None = None, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos`` and ``sin`` of the angles ``pos * scale * theta_i``, each ``(T, d_head / 2)`` (float64).
 
     ``theta_i = base^(-2i / d_head)``: pair 0 turns fastest (one radian per
-    position), the last pair slowest.
+    position), the last pair slowest. ``scale < 1`` is position interpolation
+    (Chen et al., 2023): a model trained on ``L`` positions reads ``L / scale``
+    positions with the angles of ``0 .. L`` (fractional positions in between).
+
+    >>> cos, sin = rope_angles(4, 2, scale=0.5)
+    >>> torch.atan2(sin, cos)[:, 0]  # positions 0, 1, 2, 3 turned as 0, 0.5, 1, 1.5
+    tensor([0.0000, 0.5000, 1.0000, 1.5000], dtype=torch.float64)
     """
     if d_head % 2:
         raise ValueError(f"RoPE rotates pairs of coordinates: d_head must be even, got {d_head}")
+    if not scale > 0:
+        raise ValueError(f"scale must be positive, got {scale}")
     theta = base ** (-torch.arange(0, d_head, 2, device=device, dtype=torch.float64) / d_head)  # (Dh/2,)
-    angle = _positions(T, offset, device)[:, None] * theta  # (T, Dh/2)
+    angle = _positions(T, offset, device)[:, None] * scale * theta  # (T, Dh/2)
     return torch.cos(angle), torch.sin(angle)
 
 
@@ -140,11 +182,47 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rotated.flatten(-2)  # (..., T, Dh), pairs interleaved back
 
 
+def apply_rope_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """RoPE in the half-split layout (GPT-NeoX, Llama, Hugging Face): pair i is ``(x[i], x[i + Dh/2])``.
+
+    ``x * cat(cos, cos) + rotate_half(x) * cat(sin, sin)`` with
+    ``rotate_half([a, b]) = [-b, a]``: the same rotations as :func:`apply_rope`, on
+    other pairs of coordinates. The two are equal up to a fixed permutation of the
+    coordinates, :func:`rope_half_permutation`; since the query and key projections
+    are learned, a model can be trained in either layout.
+
+    >>> cos, sin = rope_angles(2, 2)
+    >>> apply_rope_half(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), cos, sin)  # one pair: as apply_rope
+    tensor([[1.0000, 0.0000],
+            [0.5403, 0.8415]])
+    """
+    if x.shape[-1] != 2 * cos.shape[-1]:
+        raise ValueError(f"x has {x.shape[-1]} coordinates, the angles are for {2 * cos.shape[-1]}")
+    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+    a, b = x.chunk(2, dim=-1)  # (..., T, Dh/2): first halves, second halves
+    return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)  # (..., T, Dh)
+
+
+def rope_half_permutation(d_head: int) -> torch.Tensor:
+    """The order of coordinates that turns the interleaved layout into the half-split one.
+
+    ``perm = [0, 2, 4, ..., 1, 3, 5, ...]``: with it,
+    ``apply_rope(x, cos, sin)[..., perm] == apply_rope_half(x[..., perm], cos, sin)``.
+
+    >>> rope_half_permutation(6)
+    tensor([0, 2, 4, 1, 3, 5])
+    """
+    if d_head % 2 or d_head < 2:
+        raise ValueError(f"RoPE rotates pairs of coordinates: d_head must be even and >= 2, got {d_head}")
+    return torch.cat((torch.arange(0, d_head, 2), torch.arange(1, d_head, 2)))
+
+
 class RotaryEmbedding(nn.Module):
     """RoPE for queries and keys of head size ``d_head``; cos/sin tables as buffers.
 
     Call it as ``q, k = rope(q, k, offset=0)`` on ``(..., T, Dh)`` tensors; positions
-    beyond the stored tables are computed on the fly.
+    beyond the stored tables are computed on the fly. ``scale`` multiplies every
+    position (position interpolation, see :func:`rope_angles`).
 
     >>> rope = RotaryEmbedding(d_head=4, context_length=8)
     >>> q, k = rope(torch.ones(1, 2, 5, 4), torch.ones(1, 2, 5, 4))
@@ -152,10 +230,10 @@ class RotaryEmbedding(nn.Module):
     torch.Size([1, 2, 5, 4])
     """
 
-    def __init__(self, d_head: int, context_length: int, base: float = 10000.0) -> None:
+    def __init__(self, d_head: int, context_length: int, base: float = 10000.0, scale: float = 1.0) -> None:
         super().__init__()
-        self.d_head, self.base = d_head, base
-        cos, sin = rope_angles(context_length, d_head, base)
+        self.d_head, self.base, self.scale = d_head, base, scale
+        cos, sin = rope_angles(context_length, d_head, base, scale=scale)
         self.register_buffer("cos", cos.float(), persistent=False)
         self.register_buffer("sin", sin.float(), persistent=False)
 
@@ -163,7 +241,7 @@ class RotaryEmbedding(nn.Module):
         """``cos`` and ``sin`` for positions ``offset .. offset+T-1``."""
         if offset + T <= len(self.cos):
             return self.cos[offset : offset + T], self.sin[offset : offset + T]
-        return rope_angles(T, self.d_head, self.base, offset, self.cos.device)
+        return rope_angles(T, self.d_head, self.base, offset, self.cos.device, self.scale)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         # The new queries and keys sit at the same positions; cached keys (later) are

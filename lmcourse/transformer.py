@@ -39,7 +39,7 @@ from .attention import KVStore, MultiHeadAttention
 from .data import check_ids
 from .positions import ALiBi, LearnedPositions, RotaryEmbedding, SinusoidalPositions
 
-POSITIONAL = ("learned", "sinusoidal", "rope", "alibi")
+POSITIONAL = ("learned", "sinusoidal", "rope", "alibi", "none")
 NORMS = ("layer", "rms")
 MLPS = ("gelu", "swiglu", "relu2")
 NORM_POSITIONS = ("pre", "post")
@@ -57,7 +57,7 @@ class GPTConfig:
     n_heads: int = 4  # attention heads per block; head size = d_model / n_heads
     dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches
     tie_weights: bool = True  # output head shares the token embedding matrix (chapter 6)
-    positional: str = "learned"  # "learned" | "sinusoidal" | "rope" | "alibi" (chapter 5)
+    positional: str = "learned"  # "learned" | "sinusoidal" | "rope" | "alibi" | "none" (chapter 5)
     bias: bool = True  # biases in the linear layers and LayerNorms
     norm: str = "layer"  # "layer" (LayerNorm, GPT-2) | "rms" (RMSNorm, Zhang & Sennrich 2019)
     mlp: str = "gelu"  # "gelu" (GPT-2) | "swiglu" (Shazeer 2020) | "relu2" (So et al. 2021)
@@ -174,10 +174,15 @@ def position_modules(c: GPTConfig) -> tuple[LearnedPositions | SinusoidalPositio
                                             RotaryEmbedding | None, ALiBi | None]:
     """The modules of ``c.positional`` as ``(pos_emb, rotary, alibi)``: exactly one is not None.
 
+    ``"none"`` gives none at all: the model sees no position, only what a causal
+    mask lets it infer (Haviv et al., 2022).
+
     Added positions (learned, sinusoidal) go in ``pos_emb``; RoPE rotates queries and
     keys; ALiBi biases the scores. The fixed ones hold non-persistent buffers. The GPT
     and the masked LM of chapter 10 build their positions with this one function.
     """
+    if c.positional == "none":
+        return None, None, None
     if c.positional == "learned":
         return LearnedPositions(c.context_length, c.d_model), None, None
     if c.positional == "sinusoidal":

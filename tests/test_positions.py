@@ -13,9 +13,13 @@ from lmcourse.positions import (
     alibi_bias,
     alibi_slopes,
     apply_rope,
+    apply_rope_half,
     rope_angles,
+    rope_half_permutation,
+    sinusoidal_shift_matrix,
     sinusoidal_table,
 )
+from lmcourse.transformer import GPT, GPTConfig
 
 
 def test_sinusoidal_table_matches_the_formula_in_float64():
@@ -112,3 +116,100 @@ def test_alibi_bias_is_minus_slope_times_distance():
                 assert bias[h, i, j].item() == pytest.approx(-m * (i - j))
     # queries that are the last 2 of 5 keys (a cache in front)
     torch.testing.assert_close(alibi_bias(slopes, 2, 5, offset=3), alibi_bias(slopes, 5)[:, 3:])
+
+
+
+# ----------------------------------------------------------------------------------
+# RoPE's two layouts, the shift matrix, position interpolation, no positions
+
+
+def test_rope_half_equals_hugging_face_llama_float64():
+    llama = pytest.importorskip("transformers.models.llama.modeling_llama")
+    g = torch.Generator().manual_seed(0)
+    B, H, T, Dh = 2, 3, 11, 8
+    q = torch.randn(B, H, T, Dh, generator=g, dtype=torch.float64)
+    k = torch.randn(B, H, T, Dh, generator=g, dtype=torch.float64)
+    # Hugging Face's tables, built as LlamaRotaryEmbedding builds them: freqs repeated over both halves
+    inv_freq = 1.0 / 10000.0 ** (torch.arange(0, Dh, 2, dtype=torch.float64) / Dh)
+    freqs = torch.arange(T, dtype=torch.float64)[:, None] * inv_freq  # (T, Dh/2)
+    emb = torch.cat((freqs, freqs), dim=-1)[None]  # (1, T, Dh)
+    q_ref, k_ref = llama.apply_rotary_pos_emb(q, k, emb.cos(), emb.sin())
+    cos, sin = rope_angles(T, Dh)
+    torch.testing.assert_close(apply_rope_half(q, cos, sin), q_ref, rtol=0, atol=1e-12)
+    torch.testing.assert_close(apply_rope_half(k, cos, sin), k_ref, rtol=0, atol=1e-12)
+    # and its rotate_half is the b -> (-b2, b1) inside apply_rope_half
+    x = torch.randn(4, Dh, generator=g, dtype=torch.float64)
+    zero, one = torch.zeros(1, Dh // 2, dtype=torch.float64), torch.ones(1, Dh // 2, dtype=torch.float64)
+    torch.testing.assert_close(apply_rope_half(x, zero, one), llama.rotate_half(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("d_head", [2, 8, 64])
+def test_interleaved_and_half_split_rope_are_equal_up_to_a_permutation(d_head):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 20, d_head, generator=g, dtype=torch.float64)
+    cos, sin = rope_angles(20, d_head, offset=7)
+    perm = rope_half_permutation(d_head)
+    assert sorted(perm.tolist()) == list(range(d_head))
+    torch.testing.assert_close(apply_rope(x, cos, sin)[..., perm], apply_rope_half(x[..., perm], cos, sin),
+                               rtol=0, atol=1e-12)
+    if d_head > 2:  # and the layouts really differ: without the permutation they disagree
+        assert not torch.allclose(apply_rope(x, cos, sin), apply_rope_half(x, cos, sin))
+
+
+def test_rope_half_and_permutation_bad_input():
+    cos, sin = rope_angles(4, 8)
+    with pytest.raises(ValueError, match="coordinates"):
+        apply_rope_half(torch.ones(4, 6), cos, sin)
+    with pytest.raises(ValueError, match="even"):
+        rope_half_permutation(5)
+
+
+@pytest.mark.parametrize("k", [0, 1, 5, 40])
+def test_sinusoidal_shift_matrix_moves_every_position_by_k(k):
+    D = 16
+    pe = sinusoidal_table(100 + k, D, dtype=torch.float64)
+    M = sinusoidal_shift_matrix(k, D)
+    torch.testing.assert_close(pe[:100] @ M.T, pe[k:], rtol=0, atol=1e-12)  # PE[p + k] = M_k PE[p], all p
+    torch.testing.assert_close(M @ M.T, torch.eye(D, dtype=torch.float64), rtol=0, atol=1e-12)  # a rotation
+    torch.testing.assert_close(sinusoidal_shift_matrix(2 * k, D), M @ M, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="even d_model"):
+        sinusoidal_shift_matrix(k, 7)
+
+
+def test_position_interpolation_scales_the_positions():
+    cos, sin = rope_angles(40, 8, scale=0.25)
+    cos_ref, sin_ref = rope_angles(10, 8)
+    torch.testing.assert_close(cos[::4], cos_ref, rtol=0, atol=1e-12)  # position 4p reads as p
+    torch.testing.assert_close(sin[::4], sin_ref, rtol=0, atol=1e-12)
+    rope = RotaryEmbedding(d_head=8, context_length=10, scale=0.25)
+    c_far, s_far = rope.angles(30, offset=10)  # computed on the fly, same scale
+    torch.testing.assert_close(c_far.double(), cos[10:], rtol=0, atol=1e-6)
+    torch.testing.assert_close(s_far.double(), sin[10:], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="scale must be positive"):
+        rope_angles(4, 8, scale=0.0)
+
+
+def test_no_positions_bidirectional_model_is_permutation_equivariant():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, context_length=16, d_model=16, n_layers=2, n_heads=2,
+                          positional="none", causal=False)).double().eval()
+    assert model.pos_emb is None and model.rotary is None and model.alibi is None
+    assert model.num_params() < GPT(GPTConfig(vocab_size=11, context_length=16, d_model=16, n_layers=2,
+                                              n_heads=2)).num_params()
+    ids = torch.randint(0, 11, (1, 9), generator=torch.Generator().manual_seed(2))
+    perm = torch.randperm(9, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids[:, perm]), model(ids)[:, perm], rtol=0, atol=1e-12)
+
+
+def test_no_positions_causal_model_still_tells_orders_apart():
+    # the causal mask alone: the same tokens in another order give other logits at the last position
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, context_length=16, d_model=16, n_layers=2, n_heads=2,
+                          positional="none")).double().eval()
+    a = torch.tensor([[1, 2, 2, 2, 3]])
+    b = torch.tensor([[2, 2, 1, 2, 3]])  # same multiset, same last token
+    with torch.no_grad():
+        assert not torch.allclose(model(a)[0, -1], model(b)[0, -1])
+    with pytest.raises(ValueError, match="positional must be one of"):
+        GPTConfig(positional="nope")
