@@ -223,6 +223,7 @@ class SpeculativeStats:
     rounds: int = 0  # target forwards (one verification each)
     drafted: int = 0  # draft tokens proposed
     accepted: int = 0  # draft tokens kept
+    rejected: int = 0  # rounds that ended in a rejected draft (the drafts after it were never tested)
     new_tokens: int = 0  # tokens generated: accepted drafts + one target token per round
 
     @property
@@ -231,9 +232,28 @@ class SpeculativeStats:
         return self.accepted / self.drafted if self.drafted else float("nan")
 
     @property
+    def alpha(self) -> float:
+        """Accepted / tested drafts: the chance that a draft is accepted once tested,
+        Leviathan et al.'s ``alpha`` (each round tests drafts until the first rejection)."""
+        tested = self.accepted + self.rejected
+        return self.accepted / tested if tested else float("nan")
+
+    @property
     def tokens_per_round(self) -> float:
         """New tokens per target forward (1.0 for plain decoding)."""
         return self.new_tokens / self.rounds if self.rounds else float("nan")
+
+
+def expected_tokens_per_round(alpha: float, k: int) -> float:
+    """Leviathan et al.'s eq. 1: ``(1 - alpha^(k+1)) / (1 - alpha)`` tokens per target forward,
+    if every draft is accepted with probability ``alpha`` independently.
+
+    >>> expected_tokens_per_round(0.5, 3), expected_tokens_per_round(1.0, 3)
+    (1.875, 4.0)
+    """
+    if not 0 <= alpha <= 1 or isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"need 0 <= alpha <= 1 and an int k >= 0, got alpha={alpha!r}, k={k!r}")
+    return float(k + 1) if alpha == 1 else (1 - alpha ** (k + 1)) / (1 - alpha)
 
 
 @torch.no_grad()
@@ -339,5 +359,6 @@ def speculative_generate(
             stats.rounds += 1
             stats.drafted += k_now
             stats.accepted += n
+            stats.rejected += n < k_now
             stats.new_tokens += n + 1
     return torch.tensor([ids], dtype=torch.long, device=prompt_ids.device), stats

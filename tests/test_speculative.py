@@ -10,7 +10,13 @@ from torch import nn
 from lmcourse.decoding import filter_logits
 from lmcourse.generation import generate
 from lmcourse.ngram import NGramLM
-from lmcourse.speculative import NGramDraft, SpeculativeStats, speculative_accept, speculative_generate
+from lmcourse.speculative import (
+    NGramDraft,
+    SpeculativeStats,
+    expected_tokens_per_round,
+    speculative_accept,
+    speculative_generate,
+)
 from lmcourse.transformer import GPT, GPTConfig
 
 
@@ -134,6 +140,8 @@ def test_greedy_speculative_equals_target_greedy(k):
         assert torch.equal(out, ref)
         assert stats.new_tokens == n_new == stats.accepted + stats.rounds
         assert 0 <= stats.accepted <= stats.drafted <= k * stats.rounds
+        assert stats.rejected <= stats.rounds
+        assert stats.drafted == 0 or stats.acceptance_rate <= stats.alpha <= 1
     # temperature 0 is greedy too, and the target as its own draft accepts everything
     out, stats = speculative_generate(target, target, prompt, 30, k=k, temperature=0)
     assert torch.equal(out, generate(target, prompt, 30, do_sample=False))
@@ -254,3 +262,14 @@ def test_bad_arguments_raise_clear_errors():
     target.train()
     out, _ = speculative_generate(target, draft, p, 5, do_sample=False)
     assert target.training and torch.equal(out, generate(target, p, 5, do_sample=False))
+
+
+def test_expected_tokens_per_round_matches_the_acceptance_rule():
+    # k drafts each accepted with probability alpha: simulate the rule, compare with eq. 1
+    g = torch.Generator().manual_seed(0)
+    for alpha, k in [(0.3, 2), (0.6, 4), (0.9, 3)]:
+        accepted = (torch.rand(100_000, k, generator=g) < alpha).long().cumprod(-1).sum(-1)
+        assert abs((accepted + 1).double().mean().item() - expected_tokens_per_round(alpha, k)) < 0.02
+    assert expected_tokens_per_round(0.0, 5) == 1.0 and expected_tokens_per_round(1.0, 5) == 6.0
+    with pytest.raises(ValueError, match="alpha"):
+        expected_tokens_per_round(1.5, 2)
