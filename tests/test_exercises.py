@@ -443,6 +443,65 @@ _wrong("05_t5_query_minus_key", "t5_bucket", "t5_bucket", """
     return bucket + torch.where(n < m, n, far)
 """, "distances 0..15 get buckets 0..15")
 
+# chapter 6
+_wrong("06_tying_shares_data", "tying", "tie", """
+    model.head.weight.data = model.tok_emb.weight.data  # storage, not parameter
+""", "assign the Parameter itself")
+_wrong("06_tying_new_parameter", "tying", "tie", """
+    model.head.weight = torch.nn.Parameter(model.tok_emb.weight)
+""", "the very same parameter")
+_wrong("06_param_count_builds_model", "param_count", "count_params", """
+    return GPT(config).num_params()
+""", "must not build a model")
+_wrong("06_param_count_meta_model", "param_count", "count_params", """
+    with torch.device("meta"):
+        return sum(p.numel() for p in GPT(config).parameters())
+""", "must not build a model")
+_PARAMS_HEAD = """
+    c = config
+    V, D, L, T = c.vocab_size, c.d_model, c.n_layers, c.context_length
+"""
+_PARAMS_TAIL = """
+    norm = D + b * D
+    block = (2 * norm + qkv * D + b * qkv + D * D + b * D
+             + 4 * D * D + b * 4 * D + 4 * D * D + b * D)
+    positions = T * D if c.positional == "learned" else 0
+    head = 0 if c.tie_weights else V * D
+    return V * D + positions + L * block + norm + head
+"""
+_wrong("06_param_count_ignores_kv_heads", "param_count", "count_params",
+       _PARAMS_HEAD + """
+    b = 1 if c.bias else 0
+    qkv = 3 * D
+""" + _PARAMS_TAIL, "grouped key/value width")
+_wrong("06_param_count_always_bias", "param_count", "count_params",
+       _PARAMS_HEAD + """
+    b = 1
+    kv = c.n_kv_heads or c.n_heads
+    qkv = D + 2 * kv * (D // c.n_heads)
+""" + _PARAMS_TAIL, "check the biases")
+_wrong("06_tied_grad_output_only", "tied_grad", "tied_grad", """
+    N, V = len(x), E.shape[0]
+    X = E[x]
+    P = torch.softmax(X @ E.T, dim=-1)
+    delta = (P - F.one_hot(y, V).to(E.dtype)) / N
+    return delta.T @ X
+""", "add the gradient of both roles")
+_wrong("06_tied_grad_assignment", "tied_grad", "tied_grad", """
+    N, V = len(x), E.shape[0]
+    X = E[x]
+    P = torch.softmax(X @ E.T, dim=-1)
+    delta = (P - F.one_hot(y, V).to(E.dtype)) / N
+    lookup = torch.zeros_like(E)
+    lookup[x] = delta @ E  # a repeated token keeps only one row
+    return delta.T @ X + lookup
+""", "index_add_, not assignment")
+_wrong("06_tied_grad_calls_package", "tied_grad", "tied_grad", """
+    E_ = E.clone().requires_grad_(True)
+    F.cross_entropy(E_[x] @ E_.T, y).backward()
+    return E_.grad
+""", "must not call")
+
 # --- end of the table --------------------------------------------------------
 
 
