@@ -1,7 +1,9 @@
 """Tests of lmcourse.ngram against hand-worked counts and a dictionary reference."""
 
 import math
+from collections import Counter
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,7 +11,7 @@ import torch.nn.functional as F
 from lmcourse.bench import available
 from lmcourse.bench import run as run_bench
 from lmcourse.bench.ngram import ReferenceKneserNey
-from lmcourse.ngram import SMOOTHINGS, NGramLM
+from lmcourse.ngram import SMOOTHINGS, NGramLM, _discounts, leave_one_out_log_likelihood, zipf_fit
 
 SMOOTHED = [s for s in SMOOTHINGS if s != "mle"]
 
@@ -202,8 +204,6 @@ def test_modified_discounts_by_hand():
     # n1..n4 = 4, 3, 2, 1 at the top order: Y = 4 / 10, D1 = 1 - 2 Y 3 / 4, D2 = 2 - 3 Y 2 / 3,
     # D3+ = 3 - 4 Y 1 / 2 (Chen & Goodman 1998, eq. 26)
     counts = torch.tensor([1, 1, 1, 1, 2, 2, 2, 3, 3, 4], dtype=torch.float64)
-    from lmcourse.ngram import _discounts
-
     y = 0.4
     assert _discounts(counts, True) == pytest.approx((1 - 2 * y * 3 / 4, 2 - 3 * y * 2 / 3, 3 - 4 * y / 2))
     assert _discounts(counts, False) == pytest.approx((y, y, y))
@@ -245,10 +245,6 @@ def test_leave_one_out_objective_against_brute_force():
     # A backing-off absolute-discount unigram model: a seen word gets (c - D) / N, the freed mass
     # D n_+ / N is shared evenly by the unseen words. Take each token out, predict it from the
     # rest: the total log-likelihood is F(D) plus terms free of D.
-    from collections import Counter
-
-    from lmcourse.ngram import leave_one_out_log_likelihood
-
     g = torch.Generator().manual_seed(0)
     tokens = (torch.rand(400, generator=g) ** 3 * 60).long().tolist()
     V = 80
@@ -287,10 +283,6 @@ def test_leave_one_out_objective_against_brute_force():
 
 
 def test_zipf_fit_against_numpy():
-    import numpy as np
-
-    from lmcourse.ngram import zipf_fit
-
     g = torch.Generator().manual_seed(0)
     counts = (torch.rand(500, generator=g) * 1000).round() + 1
     slope, intercept = zipf_fit(counts, 5, 300)
@@ -306,8 +298,6 @@ def test_zipf_fit_against_numpy():
 
 
 def test_stored_ngrams_and_count_of_counts_against_sets():
-    from collections import Counter
-
     x = corpus(1500, seed=4)
     lm = NGramLM(4, "kneser_ney", vocab_size=7).fit(x)
     toks = x.tolist()
