@@ -502,6 +502,69 @@ _wrong("06_tied_grad_calls_package", "tied_grad", "tied_grad", """
     return E_.grad
 """, "must not call")
 
+# chapter 7
+_wrong("07_wsd_warmup_from_zero", "wsd", "wsd_lr", """
+    if step < warmup:
+        return lr * step / warmup
+    start = steps - decay
+    if step < start:
+        return lr
+    return lr + (min_lr - lr) * (step - start + 1) / decay
+""", "expected warmup 0.5, 1.0")
+_wrong("07_wsd_decay_ends_late", "wsd", "wsd_lr", """
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    start = steps - decay
+    if step < start:
+        return lr
+    return lr + (min_lr - lr) * (step - start) / decay
+""", "ending at 0.2 on the last step")
+_wrong("07_spikes_window_includes_step", "spikes", "find_spikes", """
+    x = torch.tensor(losses, dtype=torch.float64)
+    spikes = []
+    for t in range(window, len(x)):
+        recent = x[t - window + 1:t + 1]  # the step itself included
+        if x[t] > recent.mean() + k * recent.std(correction=0):
+            spikes.append(t)
+    return spikes
+""", "expected [50, 180, 181], got [50, 180]")
+_wrong("07_spikes_sample_std", "spikes", "find_spikes", """
+    x = torch.tensor(losses, dtype=torch.float64)
+    spikes = []
+    for t in range(window, len(x)):
+        prev = x[t - window:t]
+        if x[t] > prev.mean() + k * prev.std():  # divides by window - 1
+            spikes.append(t)
+    return spikes
+""", "population standard deviation")
+_wrong("07_accumulation_summed", "accumulation", "accumulate", """
+    model.zero_grad(set_to_none=True)
+    micro = x.shape[0] // k
+    total = 0.0
+    for i in range(k):
+        xi, yi = x[i * micro:(i + 1) * micro], y[i * micro:(i + 1) * micro]
+        loss = F.cross_entropy(model(xi).flatten(0, 1), yi.flatten())
+        loss.backward()
+        total += loss.item() / k
+    return total
+""", "divide each micro-batch loss by k")
+_wrong("07_accumulation_whole_batch", "accumulation", "accumulate", """
+    model.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    loss.backward()
+    return loss.item()
+""", "micro-batches of B/k rows")
+_wrong("07_resume_weights_only", "resume", "make_checkpoint", """
+    return {"model": model.state_dict(), "generator": gen.get_state(),
+            "step": step, "optimizer": torch.optim.AdamW(
+                model.parameters(), lr=1e-2).state_dict()}
+""", "AdamW's moments")
+_wrong("07_resume_no_generator", "resume", "restore", """
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    return ckpt["step"]
+""", "the generator's state")
+
 # --- end of the table --------------------------------------------------------
 
 
