@@ -4,6 +4,8 @@
 # and while working:
 #   make lint   ruff (bugbear included) on the package, the tests and the notebooks
 #   make check  ruff, then the fast tests and doctests (no notebooks, no slow tests)
+# and for learners:
+#   make lab    JupyterLab on exercises/ (installed into .venv the first time)
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +13,7 @@ STAMP  := $(VENV)/.installed
 MATHJAX_VERSION := 3.2.2
 MATHJAX := book/_static/mathjax/tex-chtml.js
 
-.PHONY: setup book lint test check chromium bubblewrap grading-scale notebooks exercises clean
+.PHONY: setup book lint test check lab chromium bubblewrap grading-scale notebooks exercises clean
 
 setup: $(STAMP)
 
@@ -20,6 +22,18 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
+
+# JupyterLab (requirements-lab.txt), installed on first use, then opened on exercises/.
+# LAB_ARGS passes options on (e.g. LAB_ARGS="--no-browser --port 8890").
+LAB_STAMP := $(VENV)/.lab-installed
+LAB_ARGS ?=
+
+lab: $(LAB_STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=exercises $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
+
+$(LAB_STAMP): $(STAMP) requirements-lab.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-lab.txt
+	touch $(LAB_STAMP)
 
 # MathJax 3 from the npm registry, unpacked beside the book's static files (not committed).
 $(MATHJAX):

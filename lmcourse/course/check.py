@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 import nbformat
@@ -126,15 +127,42 @@ def check_notebook(path: Path, timeout: float = DEFAULT_TIMEOUT,
     return task_rows(str(path), chapter_of(path, nb) or "?", checks, results)
 
 
-def table(rows: list[TaskRow]) -> str:
-    """The rows as a plain-text table: task, status, points, and what went wrong."""
-    width = max([len("task")] + [len(r.task) for r in rows])
-    lines = [f"{'task':<{width}}  {'status':<13}  points", f"{'-' * width}  {'-' * 13}  ------"]
-    for r in rows:
-        status = _LABELS.get(r.status, r.status)
-        lines.append(f"{r.task:<{width}}  {status:<13}  {fmt_points(r.points):>2} / {fmt_points(r.max_points)}")
-        if r.status in ("failed", "error", "timeout") and r.message:
-            lines.append(f"{'':<{width}}    {r.message[:300]}")
+_WHAT_NEXT = {
+    "passed": "",
+    "not-attempted": "replace raise NotImplementedError(...) with your code",
+    "timeout": "",
+}
+
+
+def table(rows: list[TaskRow], width: int = 100) -> str:
+    """The rows as a plain-text table: task, result, points, checks passed, and what to look at.
+
+    Each message of a failed check goes on its own lines under its task, wrapped
+    to ``width`` columns.
+
+    >>> from lmcourse.course.grade import TaskRow
+    >>> print(table([TaskRow("nb", "01", "perplexity", 0, 2, "failed", "perplexity must be 10", checks=1),
+    ...              TaskRow("nb", "01", "bits", 0, 1, "not-attempted", "", checks=1)]))
+    task        result         points  checks
+    ----------  -------------  ------  ------
+    perplexity  failed          0 / 2   0 / 1
+                  perplexity must be 10
+    bits        not attempted   0 / 1   0 / 1
+                  replace raise NotImplementedError(...) with your code
+    """
+    name = max([len("task")] + [len(r.task) for r in rows])
+    points = [f"{fmt_points(r.points):>2} / {fmt_points(r.max_points)}" for r in rows]
+    pw = max([len("points")] + [len(p) for p in points])
+    lines = [f"{'task':<{name}}  {'result':<13}  {'points':<{pw}}  checks",
+             f"{'-' * name}  {'-' * 13}  {'-' * pw}  ------"]
+    indent = " " * (name + 4)
+    for r, p in zip(rows, points, strict=True):
+        checks = f"{r.checks_passed:>2} / {r.checks}" if r.checks else ""
+        lines.append(f"{r.task:<{name}}  {_LABELS.get(r.status, r.status):<13}  {p:>{pw}}  {checks}".rstrip())
+        notes = [m for m in r.message.split("; ") if m] if r.status != "not-attempted" else []
+        notes = notes or ([_WHAT_NEXT[r.status]] if _WHAT_NEXT.get(r.status) else [])
+        for note in notes:
+            lines += textwrap.wrap(note, width, initial_indent=indent, subsequent_indent=indent)
     return "\n".join(lines)
 
 

@@ -100,6 +100,8 @@ class TaskRow:
     hidden: bool = False  # the task has hidden checks
     visible_status: str = ""  # the task's status from its visible checks alone (what a self-check shows)
     visible_feedback: str = ""  # feedback on the visible checks alone
+    checks_passed: int = 0  # how many of the task's check cells passed
+    checks: int = 0  # how many check cells the task has
 
     def as_csv(self) -> dict:
         row = {k: getattr(self, k) for k in FIELDS}
@@ -409,7 +411,8 @@ def task_rows(name: str, chapter: str, checks: list[Check], results: list[CheckR
         visible_feedback = "; ".join(dict.fromkeys(r.feedback for r in seen if r.feedback))
         hidden = any(line.strip() == BEGIN_HIDDEN for c in checks if c.task == task for line in c.source.split("\n"))
         rows.append(TaskRow(name, chapter, task, got, sum(c.points for c in checks if c.task == task),
-                            worst.status, messages, feedback, hidden, visible, visible_feedback))
+                            worst.status, messages, feedback, hidden, visible, visible_feedback,
+                            sum(r.status == "passed" for r in mine), len(mine)))
     return rows
 
 
