@@ -63,8 +63,8 @@ class ReferenceKneserNey:
                 self.d.append((1.0, 1.0, 1.0) if n1 + n2 else (0.5, 0.5, 0.5))
                 continue
             y = n1 / (n1 + 2 * n2)
-            if self.modified:
-                ds = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / max(n3, 1))
+            if self.modified and min(n1, n2, n3, n4) > 0:  # else one D, as NGramLM does
+                ds = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
                 self.d.append(tuple(min(x if x > 0 else y, r) for r, x in zip((1, 2, 3), ds, strict=True)))  # type: ignore[arg-type]
             else:
                 self.d.append((y, y, y))
