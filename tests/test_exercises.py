@@ -565,6 +565,65 @@ _wrong("07_resume_no_generator", "resume", "restore", """
     return ckpt["step"]
 """, "the generator's state")
 
+# chapter 8
+_wrong("08_chunk_mask_without_offset", "chunk_attention", "chunk_attention", """
+    P, C = past_k.shape[-2], q.shape[-2]
+    keys = torch.cat([past_k, k], dim=-2)
+    values = torch.cat([past_v, v], dim=-2)
+    scores = q @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    future = torch.ones(C, P + C, dtype=torch.bool).triu(1)  # no offset
+    scores = scores.masked_fill(future, float("-inf"))
+    return F.softmax(scores, dim=-1) @ values, keys, values
+""", "query P + i sees keys 0 .. P + i")
+_wrong("08_chunk_no_mask_within_chunk", "chunk_attention", "chunk_attention", """
+    keys = torch.cat([past_k, k], dim=-2)
+    values = torch.cat([past_v, v], dim=-2)
+    scores = q @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    return F.softmax(scores, dim=-1) @ values, keys, values
+""", "with an empty past, a chunk is plain causal attention")
+_wrong("08_chunk_calls_package", "chunk_attention", "chunk_attention", """
+    P, C = past_k.shape[-2], q.shape[-2]
+    keys = torch.cat([past_k, k], dim=-2)
+    values = torch.cat([past_v, v], dim=-2)
+    allowed = torch.ones(C, P + C, dtype=torch.bool).tril(P)
+    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed)
+    return out, keys, values
+""", "must not call")
+_wrong("08_prefill_whole_prompt", "prefill", "generate_chunked", """
+    cache = new_cache(model, prompt.shape[0])
+    logits = model(prompt, 0, cache=cache)  # one forward for the prompt
+    ids = prompt
+    for i in range(n_new):
+        nxt = logits[:, -1].argmax(dim=-1, keepdim=True)
+        ids = torch.cat([ids, nxt], dim=1)
+        if i < n_new - 1:
+            logits = model(nxt, ids.shape[1] - 1, cache=cache)
+    return ids
+""", "expected the prompt in chunks")
+_wrong("08_prefill_every_chunk_at_zero", "prefill", "generate_chunked", """
+    cache = new_cache(model, prompt.shape[0])
+    for start in range(0, prompt.shape[1], chunk):
+        logits = model(prompt[:, start:start + chunk], 0, cache=cache)
+    ids = prompt
+    for i in range(n_new):
+        nxt = logits[:, -1].argmax(dim=-1, keepdim=True)
+        ids = torch.cat([ids, nxt], dim=1)
+        if i < n_new - 1:
+            logits = model(nxt, ids.shape[1] - 1, cache=cache)
+    return ids
+""", "")
+_wrong("08_memory_query_heads", "memory", "max_context", """
+    per_position = (2 * n_layers * batch_size * n_heads
+                    * (d_model // n_heads) * bytes_per_element)
+    return budget_bytes // per_position
+""", "count key/value heads")
+_wrong("08_memory_keys_only", "memory", "max_context", """
+    G = n_kv_heads or n_heads
+    per_position = (n_layers * batch_size * G * (d_model // n_heads)
+                    * bytes_per_element)
+    return budget_bytes // per_position
+""", "16 GiB hold 32,768 positions")
+
 # --- end of the table --------------------------------------------------------
 
 
