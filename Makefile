@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (each sets itself up):
 #   make book   build the HTML book into _build/html (offline MathJax included)
-#   make test   ruff, then unit tests + doctests, strict nbval of book/, exercise sync, grading
+#   make test   ruff, then unit tests + doctests, strict nbval of book/, exercise sync, grading,
+#               the browser tests (the book, and an exercise in JupyterLab)
 # and while working:
 #   make lint   ruff (bugbear included) on the package, the tests and the notebooks
 #   make check  ruff, then the fast tests and doctests (no notebooks, no slow tests)
@@ -62,7 +63,7 @@ bubblewrap:
 # One torch thread unless you say otherwise: on 2 cores, torch's default 2 threads
 # run up to 35x slower as soon as anything else holds a core, and the stored
 # outputs are the same either way.
-test: $(STAMP) lint $(MATHJAX) chromium bubblewrap
+test: $(STAMP) $(LAB_STAMP) lint $(MATHJAX) chromium bubblewrap
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest --nbval --doctest-modules lmcourse tests book
 
 # Settings in pyproject.toml; book/ and solutions/ hold their code lines to the width

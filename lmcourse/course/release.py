@@ -30,7 +30,7 @@ import nbformat
 
 from .exercises import BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION, ROOT, SOLUTIONS_DIR, cell_info
 
-TOP_FILES = ("_config.yml", "_toc.yml", "pyproject.toml", "requirements.txt")
+TOP_FILES = ("_config.yml", "_toc.yml", "pyproject.toml", "requirements.txt", "requirements-lab.txt")
 SKIP_PARTS = {"__pycache__", ".ipynb_checkpoints", "_build", ".pytest_cache"}
 SKIP_DIRS = ("book/_static/mathjax",)  # fetched by `make book`, not a source
 LEARNER_SECTIONS = ("The chapters", "Learners: the exercises")
@@ -43,6 +43,7 @@ MIN_LINE = 9  # shorter lines ("return x", a lone bracket) are too common to ide
 MAKEFILE = """\
 # The student release of the course (written by `python -m lmcourse release`).
 #   make setup   a virtual environment in .venv with the course's requirements
+#   make lab     JupyterLab on exercises/ (installed into .venv the first time)
 #   make smoke   the release's smoke test (seconds)
 #   make test    the smoke test, then every chapter notebook under strict nbval
 #   make book    the HTML book in _build/html
@@ -52,12 +53,17 @@ PY     ?= $(VENV)/bin/python
 MATHJAX_VERSION := 3.2.2
 MATHJAX := book/_static/mathjax/tex-chtml.js
 
-.PHONY: setup smoke test book
+.PHONY: setup lab smoke test book
 
 setup:
 \ttest -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 \t$(VENV)/bin/python -m pip install --quiet -r requirements.txt
 \t$(VENV)/bin/python -m pip install --quiet --no-deps -e .
+
+lab:
+\ttest -x $(VENV)/bin/python || $(MAKE) setup
+\ttest -x $(VENV)/bin/jupyter-lab || $(VENV)/bin/python -m pip install --quiet -r requirements-lab.txt
+\t$(VENV)/bin/jupyter lab --ServerApp.root_dir=exercises $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 smoke:
 \tOMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q tests/test_release_smoke.py
@@ -142,6 +148,7 @@ checks are not part of it.
 You need Python 3.10+ with `venv` and `make` (and `npm` to build the book):
 
     make setup                 # .venv with the course's requirements and lmcourse
+    make lab                   # JupyterLab on exercises/ (installed the first time)
     source .venv/bin/activate
     make smoke                 # the release's smoke test
     make book                  # the HTML book in _build/html
