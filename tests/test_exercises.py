@@ -624,6 +624,46 @@ _wrong("08_memory_keys_only", "memory", "max_context", """
     return budget_bytes // per_position
 """, "16 GiB hold 32,768 positions")
 
+# chapter 9
+_wrong("09_min_p_on_logits", "min_p", "min_p_rows", """
+    top = logits.max(dim=-1, keepdim=True).values
+    return logits.masked_fill(logits < min_p[:, None] * top, NEG_INF)
+""", "row 0 keeps P >= 0.25")
+_wrong("09_min_p_pooled_max", "min_p", "min_p_rows", """
+    probs = torch.softmax(logits, dim=-1)
+    top = probs.max()  # the batch's maximum, not the row's
+    return logits.masked_fill(probs < min_p[:, None] * top, NEG_INF)
+""", "its own maximum probability")
+_wrong("09_min_p_calls_package", "min_p", "min_p_rows", """
+    from lmcourse.decoding import min_p_filter
+
+    return torch.cat([min_p_filter(logits[b:b + 1], float(min_p[b]))
+                      for b in range(len(logits))])
+""", "must not call")
+_wrong("09_penalties_pooled_counts", "penalties", "penalise", """
+    counts = torch.bincount(previous_ids.flatten(),
+                            minlength=logits.shape[-1]).to(logits.dtype)
+    return logits - counts * frequency - (counts > 0).to(logits.dtype) * presence
+""", "token 0 three times")
+_wrong("09_penalties_presence_per_occurrence", "penalties", "penalise", """
+    counts = torch.zeros_like(logits).scatter_add_(
+        1, previous_ids, torch.ones_like(previous_ids, dtype=logits.dtype))
+    return logits - counts * (frequency + presence)
+""", "token 1 twice")
+_wrong("09_gumbel_temperature_after_noise", "gumbel", "gumbel_sample", """
+    u = torch.rand(logits.shape, generator=gen).clamp(min=1e-20)
+    g = -torch.log(-torch.log(u))
+    return ((logits + g) / temperature).argmax(dim=-1)
+""", "divide the logits by T before adding the noise")
+_wrong("09_gumbel_uniform_noise", "gumbel", "gumbel_sample", """
+    u = torch.rand(logits.shape, generator=gen)
+    return (logits / temperature + u).argmax(dim=-1)
+""", "should match softmax")
+_wrong("09_gumbel_calls_package", "gumbel", "gumbel_sample", """
+    probs = torch.softmax(logits / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+""", "must not call")
+
 # --- end of the table --------------------------------------------------------
 
 
