@@ -664,6 +664,62 @@ _wrong("09_gumbel_calls_package", "gumbel", "gumbel_sample", """
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 """, "must not call")
 
+# chapter 10
+_WWM_TAIL = """
+    action = torch.rand(ids.shape, generator=generator)
+    inputs = ids.clone()
+    inputs[chosen & (action < 0.8)] = mask_token_id
+    swap = chosen & (action >= 0.8) & (action < 0.9)
+    inputs[swap] = random_ids[swap]
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    return inputs, labels
+"""
+_WWM_WORDS = """
+    B, W = ids.shape[0], int(word_ids.max()) + 1
+    word_chosen = torch.rand((B, W), generator=generator) < word_probability
+    chosen = word_chosen.gather(1, word_ids.clamp(min=0)) & (word_ids >= 0)
+"""
+_wrong("10_whole_word_per_token", "whole_word", "whole_word_mask", """
+    chosen = ((torch.rand(ids.shape, generator=generator) < word_probability)
+              & (word_ids >= 0))
+    allowed = torch.ones(vocab_size, dtype=torch.bool)
+    allowed[[mask_token_id, *special_ids]] = False
+    normal = allowed.nonzero().squeeze(1)
+    random_ids = normal[torch.randint(len(normal), ids.shape,
+                                      generator=generator)]
+""" + _WWM_TAIL, "choose words, then every token of a chosen word")
+_wrong("10_whole_word_random_from_whole_vocab", "whole_word", "whole_word_mask",
+       _WWM_WORDS + """
+    random_ids = torch.randint(vocab_size, ids.shape, generator=generator)
+""" + _WWM_TAIL, "drew a special token")
+_wrong("10_whole_word_only_mask_excluded", "whole_word", "whole_word_mask",
+       _WWM_WORDS + """
+    normal = torch.tensor([i for i in range(vocab_size) if i != mask_token_id])
+    random_ids = normal[torch.randint(len(normal), ids.shape,
+                                      generator=generator)]
+""" + _WWM_TAIL, "drew a special token")
+_wrong("10_smoothed_loss_all_positions", "smoothed_loss", "smoothed_mlm_loss", """
+    logp = torch.log_softmax(logits, dim=-1)
+    nll = -logp.gather(-1, labels.clamp(min=0)[..., None]).squeeze(-1)
+    uniform = -logp.mean(dim=-1)
+    return ((1 - eps) * nll + eps * uniform).mean()
+""", "average over the labelled positions only")
+_wrong("10_smoothed_loss_calls_package", "smoothed_loss", "smoothed_mlm_loss", """
+    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(),
+                           ignore_index=-100, label_smoothing=eps)
+""", "must not call")
+_wrong("10_pll_no_mask", "pll", "pseudo_log_likelihood", """
+    T = len(ids)
+    logp = torch.log_softmax(model(ids[None]).float()[0], dim=-1)
+    return float(logp[torch.arange(T), ids].sum())
+""", "")
+_wrong("10_pll_all_masked_at_once", "pll", "pseudo_log_likelihood", """
+    T = len(ids)
+    hidden = torch.full((1, T), mask_id)
+    logp = torch.log_softmax(model(hidden).float()[0], dim=-1)
+    return float(logp[torch.arange(T), ids].sum())
+""", "")
+
 # --- end of the table --------------------------------------------------------
 
 
