@@ -9,16 +9,21 @@ One module per concept, in the order the book teaches them:
 * :mod:`lmcourse.ngram`: n-gram models, smoothing and Kneser-Ney.
 * :mod:`lmcourse.lstm`: the LSTM cell from its gates, the LSTM language model, TBPTT.
 * :mod:`lmcourse.attention`: scaled dot-product attention, the causal mask, multi-head attention.
+* :mod:`lmcourse.costs`: what a sequence layer costs: sequential depth, FLOPs, memory (chapters 3 and 4).
 * :mod:`lmcourse.positions`: learned, sinusoidal, rotary (RoPE) and ALiBi positions.
+* :mod:`lmcourse.extrapolation`: chapter 5's experiment: train at one length, read longer windows.
 * :mod:`lmcourse.transformer`: the transformer (causal GPT or bidirectional encoder), tying, modern options.
 * :mod:`lmcourse.optim`: Muon (orthogonalised momentum) beside AdamW.
 * :mod:`lmcourse.objectives`: what the engine trains for: next token, a stream with carried state, masked tokens.
 * :mod:`lmcourse.train`: the one training engine (warmup + cosine, clipping, accumulation, exact resume, torchrun).
 * :mod:`lmcourse.runs`: the named runs, the registry of shipped models, ``python -m lmcourse train``.
+* :mod:`lmcourse.experiments`: chapters 6 and 7's controlled runs (tying, norms, training failures), 3 seeds each.
 * :mod:`lmcourse.recipe`: today's recipe as an ablation, one change at a time (chapter 11).
-* :mod:`lmcourse.copying`: first and later occurrences of new words: what a long context buys (chapter 11).
+* :mod:`lmcourse.copying`: first and later occurrences of new words, induction-head probes (chapter 11).
+* :mod:`lmcourse.renaming`: training plays with their characters renamed, so that copying pays (chapter 11).
 * :mod:`lmcourse.generation`: the KV cache and ``generate()``.
-* :mod:`lmcourse.decoding`: temperature, top-k, top-p, repetition penalty, beam search.
+* :mod:`lmcourse.decoding`: temperature, top-k, top-p, min-p, repetition penalty, beam search.
+* :mod:`lmcourse.speculative`: speculative decoding, a draft model checked by the target (chapter 9).
 * :mod:`lmcourse.mlm`: masked language modeling (BERT-style masking, encoder, fill-mask).
 * :mod:`lmcourse.widgets`: interactive figures that work in the static HTML book.
 * :mod:`lmcourse.device`: which device the course runs on.
