@@ -226,7 +226,7 @@ def test_a_malformed_forbid_list_is_refused(forbid):
         check_forbid(forbid)
 
 
-# -- the exercise generator: setup cells never import a graded task's reference ------------
+# -- the exercise generator: setup cells never import a graded task's reference; the appendix
 
 def _chapter(setup: str, check: str = "assert f(1) == 1", forbid=("lmcourse.positions.sinusoidal_table",)):
     nb = nbformat.v4.new_notebook(metadata={"lmcourse": {"chapter": "98"}})
@@ -273,6 +273,22 @@ def test_the_generator_refuses_a_leak_and_a_name_that_does_not_exist(tmp_path):
         generate(sols, exs)
     nbformat.write(_chapter("import torch"), sols / "98_toy.ipynb")
     assert generate(sols, exs) == [] and generate(sols, exs, check=True) == []
+
+
+def test_the_generator_writes_the_appendix_table_of_tasks_and_points(tmp_path):
+    sols, exs, page = tmp_path / "solutions", tmp_path / "exercises", tmp_path / "runtimes.md"
+    sols.mkdir()
+    nbformat.write(_chapter("import torch"), sols / "98_toy.ipynb")
+    page.write_text("# Appendix\n\n| chapter | run time |\n\n## Exercises and points\n\n| old | table |\n\n"
+                    "## Later\n\nkept\n")
+    assert generate(sols, exs, check=True, appendix=page)[-1].endswith(f"differs from what {sols} gives")
+    assert generate(sols, exs, appendix=page) == [] and generate(sols, exs, check=True, appendix=page) == []
+    text = page.read_text()
+    assert text.startswith("# Appendix\n\n| chapter | run time |\n\n## Exercises and points\n")
+    assert "| 98 | `f` (1) | 1 |" in text and "| old | table |" not in text and text.endswith("## Later\n\nkept\n")
+    page.write_text("# Appendix\n")  # no such section yet: appended
+    generate(sols, exs, appendix=page)
+    assert page.read_text().startswith("# Appendix\n\n## Exercises and points\n")
 
 
 def test_every_forbid_list_of_the_course_names_something_that_exists():
