@@ -310,12 +310,13 @@ def generate(
     generator: torch.Generator | None = None,
     slide: int = 1,
     concat_cache: bool = False,
+    min_p: float | None = None,
 ) -> torch.Tensor:
     """Continue ``prompt_ids`` ``(B, T)`` by ``max_new_tokens``; returns ids ``(B, T + max_new_tokens)``.
 
     Each step takes the last position's logits, applies the repetition penalty
     (over every id so far, prompt included), then :func:`lmcourse.decoding.sample_next`
-    (temperature, top-k, top-p, draw; greedy with ``do_sample=False``). With
+    (temperature, top-k, top-p, min-p, draw; greedy with ``do_sample=False``). With
     ``use_cache`` the model runs on one new token per step against a
     :class:`KVCache`; without, on the whole window every step. Both give the same
     tokens. Past the context length the window slides (see the module docstring;
@@ -351,7 +352,7 @@ def generate(
             if repetition_penalty is not None:
                 logits = apply_repetition_penalty(logits, ids[:, :n], repetition_penalty)
             ids[:, n] = sample_next(logits, do_sample=do_sample, temperature=temperature,
-                                    top_k=top_k, top_p=top_p, generator=generator)
+                                    top_k=top_k, top_p=top_p, min_p=min_p, generator=generator)
             if n + 1 == T0 + max_new_tokens:
                 break
             new_start = _slid(start, n + 1, C, slide)

@@ -355,3 +355,15 @@ def test_bench_prefill_decode_rows():
     assert read_bytes_per_second(4096, repeats=1) > 0
     with pytest.raises(ValueError, match="cached"):
         forward_seconds(model, 1, 1, cached=-1)
+
+
+def test_generate_passes_min_p_to_sampling():
+    # min_p = 1 keeps only the most likely token: sampling becomes greedy decoding
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, context_length=16, d_model=16, n_layers=1, n_heads=2)).eval()
+    prompt = torch.tensor([[1, 2, 3]])
+    greedy = generate(model, prompt, 10, do_sample=False)
+    sampled = generate(model, prompt, 10, min_p=1.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(sampled, greedy)
+    loose = [generate(model, prompt, 10, min_p=0.0, generator=torch.Generator().manual_seed(s)) for s in range(5)]
+    assert any(not torch.equal(x, greedy) for x in loose)
