@@ -720,6 +720,41 @@ _wrong("10_pll_all_masked_at_once", "pll", "pseudo_log_likelihood", """
     return float(logp[torch.arange(T), ids].sum())
 """, "")
 
+# chapter 1
+_wrong("01_char_tokenizer_order_of_appearance", "char_tokenizer", "__init__", """
+    self.itos = list(dict.fromkeys(text))  # first appearance, not sorted
+    self.stoi = {ch: i for i, ch in enumerate(self.itos)}
+""", "ids should follow sorted order")
+_wrong("01_char_tokenizer_calls_package", "char_tokenizer", "__init__", """
+    from lmcourse.tokenization import CharTokenizer
+
+    ref = CharTokenizer(text)
+    self.itos = [ref.decode([i]) for i in range(ref.vocab_size)]
+    self.stoi = {ch: i for i, ch in enumerate(self.itos)}
+""", "must not call")
+_wrong("01_sequence_log_prob_product", "sequence_log_prob", "sequence_log_prob", """
+    picked = next_token_probs.gather(1, targets[:, None]).squeeze(1)
+    return math.log(float(picked.prod()))  # underflows for long sequences
+""", "")
+_wrong("01_perplexity_log_of_softmax", "perplexity", "perplexity_from_logits", """
+    log_probs = torch.softmax(logits, dim=-1).log()
+    picked = log_probs.gather(-1, targets[..., None]).squeeze(-1)
+    return math.exp(-picked.mean().item())
+""", "take log_softmax, not the log of the softmax")
+_wrong("01_perplexity_calls_package", "perplexity", "perplexity_from_logits", """
+    V = logits.shape[-1]
+    return math.exp(F.cross_entropy(logits.reshape(-1, V),
+                                    targets.reshape(-1)).item())
+""", "must not call")
+_wrong("01_bits_per_char_per_token", "bits_per_char", "bits_per_character", """
+    return total_nats / n_tokens / math.log(2)
+""", "")
+_wrong("01_bits_per_char_calls_package", "bits_per_char", "bits_per_character", """
+    from lmcourse.metrics import bits_per_char
+
+    return bits_per_char(total_nats / n_tokens, n_chars / n_tokens)
+""", "must not call")
+
 # --- end of the table --------------------------------------------------------
 
 
