@@ -143,25 +143,112 @@ def evaluate_mlm(model: GPT, ids, *, mask_token_id: int, batch_size: int = 16, n
     """MLM loss (nats) and accuracy over the chosen positions of seeded random windows.
 
     Windows and masks come from ``seed`` only, so two models see the same test.
-    Returns ``{"loss", "accuracy", "mask_accuracy", "positions"}``; ``accuracy``
-    counts all chosen positions, ``mask_accuracy`` only those shown as ``[MASK]``.
+    ``loss`` and ``accuracy`` count every chosen position, ``mask_only_accuracy``
+    only those shown as ``[MASK]`` (the headline: the answer is not in the input),
+    ``random_accuracy`` those shown as a random token and ``kept_accuracy`` those
+    left as they were (the answer is visible). ``mask_accuracy`` is the old name of
+    ``mask_only_accuracy``. ``positions`` counts the chosen positions,
+    ``mask_positions`` those shown as ``[MASK]``.
     """
+    if num_batches < 1 or batch_size < 1:
+        raise ValueError(f"num_batches and batch_size must be >= 1, got {num_batches} and {batch_size}")
     T = context_length or model.config.context_length
     g = torch.Generator().manual_seed(seed)
     device = model.tok_emb.weight.device
-    total = correct = correct_m = n = n_m = 0.0
+    total = 0.0
+    hits = {"chosen": 0, "mask": 0, "random": 0, "kept": 0}
+    counts = dict.fromkeys(hits, 0)
     with eval_mode(model):
         for _ in range(num_batches):
             x, _y = random_windows(as_tensor(ids), batch_size, T, generator=g)
             inputs, labels = mask_tokens(x, mask_token_id=mask_token_id, vocab_size=model.config.vocab_size,
                                          generator=g)
             logits = model(inputs.to(device)).float().cpu()  # (B, T, V)
-            chosen, shown_mask = labels != IGNORE_INDEX, inputs == mask_token_id
+            chosen = labels != IGNORE_INDEX
+            kinds = {"chosen": chosen, "mask": inputs == mask_token_id, "kept": chosen & (inputs == x)}
+            kinds["random"] = chosen & ~kinds["mask"] & ~kinds["kept"]
             total += F.cross_entropy(logits[chosen], labels[chosen], reduction="sum").item()
             hit = logits.argmax(-1) == labels
-            correct, correct_m = correct + hit[chosen].sum().item(), correct_m + hit[shown_mask].sum().item()
-            n, n_m = n + chosen.sum().item(), n_m + shown_mask.sum().item()
-    return {"loss": total / n, "accuracy": correct / n, "mask_accuracy": correct_m / n_m, "positions": int(n)}
+            for k, where in kinds.items():
+                hits[k] += int(hit[where].sum())
+                counts[k] += int(where.sum())
+    acc = {k: hits[k] / counts[k] if counts[k] else float("nan") for k in hits}
+    return {"loss": total / counts["chosen"], "accuracy": acc["chosen"], "mask_only_accuracy": acc["mask"],
+            "mask_accuracy": acc["mask"], "random_accuracy": acc["random"], "kept_accuracy": acc["kept"],
+            "positions": counts["chosen"], "mask_positions": counts["mask"]}
+
+
+@torch.no_grad()
+def mirror_gap(model: GPT, ids: torch.Tensor) -> float:
+    """``max |model(flip(x)) - flip(model(x))|`` over a batch ``ids`` of shape ``(B, T)``.
+
+    Zero (to rounding) for a model that cannot tell left from right: a bidirectional
+    encoder whose only position signal is symmetric in ``i - j`` (ALiBi's
+    ``-m|i - j|``) maps a reversed text to the reversed logits. RoPE and learned
+    positions break the symmetry.
+
+    >>> from lmcourse.transformer import GPTConfig
+    >>> x = torch.randint(10, (2, 8), generator=torch.Generator().manual_seed(0))
+    >>> def encoder(positional):  # untrained: near-uniform attention, so RoPE's gap starts small
+    ...     torch.manual_seed(0)
+    ...     return GPT(GPTConfig(vocab_size=10, context_length=8, d_model=16, n_layers=1, n_heads=2,
+    ...                          causal=False, positional=positional))
+    >>> mirror_gap(encoder("alibi"), x) < 1e-6, mirror_gap(encoder("rope"), x) > 1e-5
+    (True, True)
+    """
+    if not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.dtype != torch.long:
+        raise ValueError("ids must be a (B, T) torch.long tensor of token ids")
+    device = model.tok_emb.weight.device
+    with eval_mode(model):
+        x = ids.to(device)
+        return (model(x.flip(1)) - model(x).flip(1)).abs().max().item()
+
+
+@torch.no_grad()
+def blank_log_probs(model: GPT, ids, positions, *, mask_token_id: int | None = None, side: str = "both",
+                    batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log p(true token), best guess)`` at each of ``positions`` of ``ids``, one blank at a time.
+
+    A causal model (``model.config.causal``) reads the ``context_length`` tokens
+    just before each position and predicts it from the left side only. A masked
+    model reads a window of ``context_length`` tokens with the position replaced
+    by ``mask_token_id``: in the middle of the window for ``side="both"``
+    (moved inwards at the ends of ``ids``), at its end for ``side="left"``. Give
+    each model the ids of its own tokenizer. Returns two ``(N,)`` tensors on the
+    CPU: float64 log-probabilities and long predictions.
+    """
+    ids, positions = as_tensor(ids), torch.as_tensor(positions, dtype=torch.long)
+    T, n = model.config.context_length, len(ids)
+    if positions.ndim != 1 or positions.numel() == 0:
+        raise ValueError("positions must be a non-empty 1-D sequence of indices into ids")
+    if side not in ("both", "left"):
+        raise ValueError(f"side must be 'both' or 'left', got {side!r}")
+    causal = model.config.causal
+    if causal == (mask_token_id is not None):
+        raise ValueError("give mask_token_id for a bidirectional model, and only for one")
+    left_only = causal or side == "left"
+    low = T if causal else T - 1 if left_only else 0
+    if positions.min() < low or positions.max() >= n or n < T:
+        raise ValueError(f"positions must lie in {low}..{n - 1} (the model reads {T} tokens)")
+    if left_only:  # the window ends at the blank (causal: just before it)
+        starts = positions - T if causal else positions - (T - 1)
+    else:
+        starts = (positions - T // 2).clamp(0, n - T)
+    offsets = positions - starts if not causal else torch.full_like(positions, T)  # blank's place in the window
+    device = model.tok_emb.weight.device
+    logps, preds = [], []
+    with eval_mode(model):
+        for i in range(0, len(positions), batch_size):
+            s, o = starts[i:i + batch_size], offsets[i:i + batch_size]
+            windows = ids[s[:, None] + torch.arange(T)]  # (b, T)
+            rows = torch.arange(len(s))
+            if not causal:
+                windows[rows, o] = mask_token_id
+            logits = model(windows.to(device)).double().cpu()  # (b, T, V)
+            at = logits[rows, o - 1 if causal else o]  # (b, V): the logits that predict the blank
+            logps.append(at.log_softmax(-1)[rows, ids[positions[i:i + batch_size]]])
+            preds.append(at.argmax(-1))
+    return torch.cat(logps), torch.cat(preds)
 
 
 def mask_tokenizer():

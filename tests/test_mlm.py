@@ -2,12 +2,25 @@
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from lmcourse import load_pretrained
-from lmcourse.mlm import IGNORE_INDEX, MASK_TOKEN, evaluate_mlm, fill_mask, mask_tokenizer, mask_tokens, mlm_loss
+from lmcourse.mlm import (
+    IGNORE_INDEX,
+    MASK_TOKEN,
+    blank_log_probs,
+    evaluate_mlm,
+    fill_mask,
+    mask_tokenizer,
+    mask_tokens,
+    mirror_gap,
+    mlm_loss,
+)
 from lmcourse.shipped import CHECKPOINT_DIR, sha256
 from lmcourse.train import TrainConfig, train
 from lmcourse.transformer import GPT, GPTConfig
@@ -198,3 +211,138 @@ def test_shipped_checkpoint_matches_manifest(shipped):
     val = tok.encode(load_shakespeare("val")[:20000])
     res = evaluate_mlm(model, val, mask_token_id=0, batch_size=8, num_batches=2)
     assert res["accuracy"] > 0.3 and res["loss"] < 2.5
+    # the headline: accuracy where the input shows [MASK] (the answer is hidden)
+    assert res["mask_only_accuracy"] > 0.42 and entry["val_mask_only_accuracy"] >= 0.42
+    assert entry["val_kept_accuracy"] > entry["val_masked_accuracy"] > entry["val_mask_only_accuracy"]
+    assert entry["val_mask_positions"] > 5000  # enough blanks for a standard error under 0.01
+
+
+def _windows_of_val(tok, n=8, T=64, seed=5):
+    from lmcourse.data import load_shakespeare, random_windows
+
+    val = torch.tensor(tok.encode(load_shakespeare("val")[:20000]))
+    return random_windows(val, n, T, generator=torch.Generator().manual_seed(seed))[0]
+
+
+def test_shipped_encoder_tells_left_from_right(shipped):
+    """With no causal mask, a symmetric position signal (ALiBi's -m|i-j|) makes an encoder
+    reversal-equivariant: f(flip x) = flip f(x). The shipped encoder must not be."""
+    model, tok = shipped
+    x = _windows_of_val(tok, T=model.config.context_length)
+    torch.manual_seed(0)
+    alibi = GPT(GPTConfig(**{**model.config.__dict__, "positional": "alibi"})).eval()
+    assert mirror_gap(alibi, x) < 1e-4  # the reference: the symmetric scheme, same shape
+    gap = mirror_gap(model, x)
+    with torch.no_grad():  # the gap, written out
+        assert gap == pytest.approx((model(x.flip(1)) - model(x).flip(1)).abs().max().item(), abs=1e-5)
+    assert gap > 1.0  # logits, not rounding
+    # by hand: the blank in "I s_y" and in the same text written backwards ("y_s I")
+    text = "Out, damned spot! out, I s[MASK]y!"
+    left, right = text.split(MASK_TOKEN)
+    mirrored = right[::-1] + MASK_TOKEN + left[::-1]
+    assert mirrored == "!y[MASK]s I ,tuo !tops denmad ,tuO"
+    V = model.config.vocab_size
+    for m, symmetric in [(alibi, True), (model, False)]:
+        fwd, back = (dict(fill_mask(m, tok, t, top_k=V)[0]) for t in (text, mirrored))
+        tv = 0.5 * sum(abs(fwd[c] - back[c]) for c in fwd)
+        assert (tv < 1e-5) if symmetric else (tv > 0.3)
+    assert max(fwd, key=fwd.get) == "a"  # the shipped encoder reads "say"
+
+
+@pytest.mark.parametrize("positional, symmetric", [("alibi", True), ("rope", False), ("learned", False)])
+def test_mirror_gap_of_each_position_scheme_with_large_weights(positional, symmetric):
+    """Large random weights (sharp attention): ALiBi stays exactly symmetric, the others do not."""
+    torch.manual_seed(0)
+    enc = GPT(GPTConfig(**{**TINY.__dict__, "positional": positional})).double().eval()
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.normal_(0.0, 0.5)
+    x = torch.randint(0, 12, (4, 16), generator=torch.Generator().manual_seed(1))
+    gap = mirror_gap(enc, x)
+    assert (gap < 1e-9) if symmetric else (gap > 1e-2)
+    with pytest.raises(ValueError, match="ids must be"):
+        mirror_gap(enc, x.float())
+
+
+class _CopyModel(nn.Module):
+    """Predicts the token it is shown: right on kept positions, wrong on [MASK] and random ones."""
+
+    def __init__(self, vocab_size=V, context_length=16):
+        super().__init__()
+        self.config = SimpleNamespace(vocab_size=vocab_size, context_length=context_length)
+        self.tok_emb = nn.Embedding(vocab_size, 1)
+
+    def forward(self, ids):
+        return 10.0 * F.one_hot(ids, self.config.vocab_size).float()  # (B, T, V)
+
+
+def test_evaluate_mlm_splits_accuracy_by_what_the_position_shows():
+    ids = torch.randint(2, V, (5000,), generator=torch.Generator().manual_seed(0))
+    res = evaluate_mlm(_CopyModel(), ids, mask_token_id=MASK, num_batches=40, batch_size=16)
+    assert res["kept_accuracy"] == 1.0  # the answer is in the input
+    assert res["mask_only_accuracy"] == 0.0 == res["random_accuracy"]  # a copy cannot fill a blank
+    assert res["mask_accuracy"] == res["mask_only_accuracy"]  # the old name
+    # accuracy over all chosen positions = the share kept: 0.1 + 0.1 / (V - 1) in expectation
+    n, p = res["positions"], 0.1 + 0.1 / (V - 1)
+    assert abs(res["accuracy"] - p) < 5 * math.sqrt(p * (1 - p) / n)
+    assert abs(res["mask_positions"] / n - 0.8) < 5 * math.sqrt(0.16 / n)
+    with pytest.raises(ValueError, match="num_batches"):
+        evaluate_mlm(_CopyModel(), ids, mask_token_id=MASK, num_batches=0)
+
+
+def _tiny(causal, seed=0):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(**{**TINY.__dict__, "causal": causal})).double().eval()
+
+
+def test_blank_log_probs_against_one_window_at_a_time():
+    ids = torch.randint(1, 12, (60,), generator=torch.Generator().manual_seed(0))
+    T, pos = TINY.context_length, torch.tensor([16, 30, 59, 17])
+    gpt, enc = _tiny(True), _tiny(False)
+    with torch.no_grad():
+        # causal: the T tokens before p; the last logits predict ids[p]
+        lp, pred = blank_log_probs(gpt, ids, pos)
+        for i, p in enumerate(pos.tolist()):
+            ref = gpt(ids[None, p - T:p])[0, -1].log_softmax(-1)
+            assert lp[i].item() == pytest.approx(ref[ids[p]].item(), abs=1e-12) and pred[i] == ref.argmax()
+        # masked, both sides: p in the middle of its window, moved inwards at the end of ids
+        lp, pred = blank_log_probs(enc, ids, pos, mask_token_id=0)
+        for i, p in enumerate(pos.tolist()):
+            s = min(max(p - T // 2, 0), len(ids) - T)
+            w = ids[s:s + T].clone()
+            w[p - s] = 0
+            ref = enc(w[None])[0, p - s].log_softmax(-1)
+            assert lp[i].item() == pytest.approx(ref[ids[p]].item(), abs=1e-12) and pred[i] == ref.argmax()
+        # masked, left only: the window ends with the blank
+        lp, _ = blank_log_probs(enc, ids, pos, mask_token_id=0, side="left", batch_size=1)
+        for i, p in enumerate(pos.tolist()):
+            w = ids[p - T + 1:p + 1].clone()
+            w[-1] = 0
+            assert lp[i].item() == pytest.approx(enc(w[None])[0, -1].log_softmax(-1)[ids[p]].item(), abs=1e-12)
+
+
+def test_blank_log_probs_sees_what_it_should():
+    ids = torch.randint(1, 12, (60,), generator=torch.Generator().manual_seed(0))
+    p = torch.tensor([30])
+    gpt, enc = _tiny(True), _tiny(False)
+    later = ids.clone()
+    later[31] = ids[31] % 11 + 1  # a different token just after the blank
+    hidden = ids.clone()
+    hidden[30] = ids[30] % 11 + 1  # a different token *at* the blank
+    # the GPT and the left-only encoder ignore the right side; the encoder with both sides does not
+    assert torch.equal(blank_log_probs(gpt, ids, p)[0], blank_log_probs(gpt, later, p)[0])
+    left = {"mask_token_id": 0, "side": "left"}
+    assert torch.equal(blank_log_probs(enc, ids, p, **left)[0], blank_log_probs(enc, later, p, **left)[0])
+    assert not torch.equal(blank_log_probs(enc, ids, p, mask_token_id=0)[0],
+                           blank_log_probs(enc, later, p, mask_token_id=0)[0])
+    # the token at the blank is never seen: the same guess whatever it was
+    guesses = [blank_log_probs(enc, x, p, mask_token_id=0)[1] for x in (ids, hidden)]
+    assert torch.equal(*guesses)
+    with pytest.raises(ValueError, match="mask_token_id"):
+        blank_log_probs(gpt, ids, p, mask_token_id=0)
+    with pytest.raises(ValueError, match="mask_token_id"):
+        blank_log_probs(enc, ids, p)
+    with pytest.raises(ValueError, match="positions must lie"):
+        blank_log_probs(gpt, ids, torch.tensor([5]))  # fewer than T tokens before it
+    with pytest.raises(ValueError, match="side"):
+        blank_log_probs(enc, ids, p, mask_token_id=0, side="right")
