@@ -26,6 +26,15 @@ each ``[MASK]`` of a text. The engine of :mod:`lmcourse.train` trains it with
 reproduces the checkpoint the package ships (seeded, on the CPU). Its tokenizer is
 :func:`mask_tokenizer`: ``[MASK]`` takes id 0, so every character's id is one more
 than in the plain tokenizer of chapters 1-6.
+
+Without a causal mask the position scheme alone tells left from right. ALiBi's bias
+``-m|i - j|`` is symmetric, so an encoder with only that signal maps a reversed text
+to reversed logits (:func:`mirror_gap` measures how far a model is from that); the
+shipped encoder uses RoPE (Su et al., 2021), whose scores depend on the signed offset.
+:func:`evaluate_mlm` scores held-out text, its headline the accuracy on positions
+shown as ``[MASK]``; :func:`blank_log_probs` scores single blanks with a causal model
+(left context) or the encoder (both sides, or left only): CLM against MLM on the same
+blanks.
 """
 
 from __future__ import annotations
