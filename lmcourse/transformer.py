@@ -193,7 +193,7 @@ def position_modules(c: GPTConfig) -> tuple[LearnedPositions | SinusoidalPositio
         return SinusoidalPositions(c.d_model, c.context_length, scale=INIT_STD), None, None
     if c.positional == "rope":
         return None, RotaryEmbedding(c.d_model // c.n_heads, c.context_length), None
-    return None, None, ALiBi(c.n_heads)  # -m |i - j|: symmetric, so it also suits an encoder
+    return None, None, ALiBi(c.n_heads)  # -m |i - j|: symmetric: an encoder cannot tell left from right
 
 
 class GPT(nn.Module):
