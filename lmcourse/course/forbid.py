@@ -282,6 +282,6 @@ class CallRecorder:
         self._patches.clear()
 
     def messages(self) -> dict[str, str]:
-        """Each task with a recorded call and its message (one per name, joined by ``; ``)."""
+        """Each task with a recorded call and its message (one per forbidden name, joined by semicolons)."""
         return {task: "; ".join(message(task, n) for n in names) for task, names in self.calls.items() if names}
 

@@ -307,7 +307,7 @@ def score(cells: list[dict], records: list[dict | None], problem: str | None, ti
     """Turn per-cell records into one result per check.
 
     Every check of a task whose answer called a forbidden function fails with
-    ``task T must not call NAME`` (one message per name, joined by ``; ``).
+    ``task T must not call NAME`` (one message per name, joined by semicolons).
     """
     forbidden = forbidden_calls(records)
     unattempted = {
