@@ -13,13 +13,13 @@ import csv
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import nbformat
 import pytest
+from test_exercises import with_wrong_answer  # the one fixture builder, for every chapter
 
-from lmcourse.course.exercises import BEGIN_SOLUTION, END_SOLUTION, SOLUTIONS_DIR
+from lmcourse.course.exercises import SOLUTIONS_DIR
 
 SOLUTION = SOLUTIONS_DIR / "11_modern_gpt.ipynb"
 FIXTURES = Path(__file__).parent / "grading_fixtures" / "wrong_answers"
@@ -106,23 +106,6 @@ WRONG_ANSWERS = {
                      for kind in ("first", "later"))
     """, "average over characters"),
 }
-
-
-def with_wrong_answer(nb, function: str, body: str):
-    """A copy of ``nb`` whose solution region inside ``def function(`` holds ``body`` instead."""
-    nb = nbformat.from_dict(nb)
-    for cell in nb.cells:
-        lines = cell.source.split("\n")
-        starts = [i for i, line in enumerate(lines) if line.startswith(f"def {function}(")]
-        if cell.cell_type != "code" or not starts:
-            continue
-        begin = next(i for i in range(starts[0], len(lines)) if lines[i].strip() == BEGIN_SOLUTION)
-        end = next(i for i in range(begin, len(lines)) if lines[i].strip() == END_SOLUTION)
-        indent = lines[begin][: len(lines[begin]) - len(lines[begin].lstrip())]
-        wrong = textwrap.indent(textwrap.dedent(body).strip("\n"), indent).split("\n")
-        cell.source = "\n".join(lines[:begin] + wrong + lines[end + 1:])
-        return nb
-    raise ValueError(f"no solution cell defines {function}()")
 
 
 def fixture_notebook(name: str):

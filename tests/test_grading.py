@@ -164,7 +164,7 @@ CALLS_PACKAGE = {
 
 
 def calls_package_notebook(name: str):
-    from test_exercises_11 import with_wrong_answer
+    from test_exercises import with_wrong_answer
 
     function, body = CALLS_PACKAGE[name]
     return with_wrong_answer(nbformat.read(SOLUTION_11, as_version=4), function, body)
