@@ -161,7 +161,7 @@ class HeadLoopAttention(nn.Module):
         self.d_model, self.n_heads, self.causal = d_model, n_heads, causal
         self.heads = nn.ModuleList(AttentionHead(d_model, d_model // n_heads, bias) for _ in range(n_heads))
         self.proj = nn.Linear(d_model, d_model, bias=bias)
-        self.attn_dropout = nn.Dropout(dropout)
+        self.attn_dropout = nn.Dropout(self.dropout)
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(
@@ -214,13 +214,15 @@ class MultiHeadAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, causal: bool = True, dropout: float = 0.0, bias: bool = True,
-                 qk_norm: bool = False, n_kv_heads: int | None = None) -> None:
+                 qk_norm: bool = False, n_kv_heads: int | None = None, attn_dropout: float | None = None) -> None:
         super().__init__()
         _check_heads(d_model, n_heads)
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         if not isinstance(n_kv_heads, int) or n_kv_heads < 1 or n_heads % n_kv_heads:
             raise ValueError(f"n_kv_heads must be a positive divisor of n_heads ({n_heads}), got {n_kv_heads!r}")
-        self.d_model, self.n_heads, self.causal, self.dropout = d_model, n_heads, causal, dropout
+        # self.dropout: on the attention weights (attn_dropout, default dropout); resid_dropout: on the output
+        self.d_model, self.n_heads, self.causal = d_model, n_heads, causal
+        self.dropout = dropout if attn_dropout is None else attn_dropout
         self.n_kv_heads = n_kv_heads
         self.d_kv = n_kv_heads * (d_model // n_heads)  # width of all key (or value) heads together
         # QK-norm (Henry et al., 2020; Dehghani et al., 2023): RMSNorm each head's queries and
@@ -230,7 +232,7 @@ class MultiHeadAttention(nn.Module):
         # [W_q; W_k; W_v], head-major inside each: D + 2 D_kv outputs (3 D without GQA)
         self.qkv = nn.Linear(d_model, d_model + 2 * self.d_kv, bias=bias)
         self.proj = nn.Linear(d_model, d_model, bias=bias)
-        self.attn_dropout = nn.Dropout(dropout)
+        self.attn_dropout = nn.Dropout(self.dropout)
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(

@@ -11,7 +11,7 @@ from lmcourse.course.check import visible_part
 from lmcourse.course.exercises import BEGIN_HIDDEN, END_HIDDEN, EXERCISES_DIR, SOLUTIONS_DIR, checks_of
 
 CHAPTER_1 = "01_chain_rule.ipynb"
-TASKS = ("char_tokenizer", "sequence_log_prob", "perplexity", "bits_per_char")
+TASKS = ("char_tokenizer", "sequence_log_prob", "perplexity", "wordpiece_merges")
 
 
 def lmcourse(*args, cwd=None):
@@ -70,7 +70,7 @@ def test_check_passes_the_solutions_and_prints_no_hidden_test():
     result = lmcourse("check", path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert set(statuses(result.stdout).values()) == {"passed"}
-    assert "8 / 8 points" in result.stdout
+    assert "10 / 10 points" in result.stdout
     secret = hidden_lines(path)
     assert any("manual_seed(1)" in line for line in secret)  # the hidden tests are there...
     output = result.stdout + result.stderr

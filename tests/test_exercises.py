@@ -746,13 +746,110 @@ _wrong("01_perplexity_calls_package", "perplexity", "perplexity_from_logits", ""
     return math.exp(F.cross_entropy(logits.reshape(-1, V),
                                     targets.reshape(-1)).item())
 """, "must not call")
-_wrong("01_bits_per_char_per_token", "bits_per_char", "bits_per_character", """
-    return total_nats / n_tokens / math.log(2)
+_WP_HEAD = """
+    words = {tuple(w): c for w, c in word_counts.items()}
+    merges = []
+    while len(merges) < num_merges:
+        f_sym, f_pair = Counter(), Counter()
+        for word, count in words.items():
+            for s in word:
+                f_sym[s] += count
+            for pair in zip(word, word[1:]):
+                f_pair[pair] += count
+        if not f_pair:
+            break
+"""
+_WP_MERGE = """
+        merges.append(best)
+        merged = Counter()
+        for word, count in words.items():
+            out, i = [], 0
+            while i < len(word):
+                if word[i:i + 2] == best:
+                    out.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            merged[tuple(out)] += count
+        words = merged
+    return merges
+"""
+_wrong("01_wordpiece_most_frequent", "wordpiece_merges", "wordpiece_merges", _WP_HEAD + """
+        best = min(f_pair, key=lambda p: (-f_pair[p], p))  # BPE's rule
+""" + _WP_MERGE, "BPE's choice")
+_wrong("01_wordpiece_ties_by_name", "wordpiece_merges", "wordpiece_merges", _WP_HEAD + """
+        best = min(f_pair, key=lambda p: (
+            -Fraction(f_pair[p], f_sym[p[0]] * f_sym[p[1]]), p))
+""" + _WP_MERGE, "the tie goes to the most frequent")
+_wrong("01_wordpiece_ignores_counts", "wordpiece_merges", "wordpiece_merges", _WP_HEAD.replace(
+    "words = {tuple(w): c for w, c in word_counts.items()}",
+    "words = {tuple(w): 1 for w in word_counts}  # every word once") + """
+        best = min(f_pair, key=lambda p: (
+            -Fraction(f_pair[p], f_sym[p[0]] * f_sym[p[1]]), -f_pair[p], p))
+""" + _WP_MERGE, "")
+_wrong("01_wordpiece_symbol_counts_once", "wordpiece_merges", "wordpiece_merges", """
+    words = {tuple(w): c for w, c in word_counts.items()}
+    f_sym = Counter()  # counted once, before any merge
+    for word, count in words.items():
+        for s in word:
+            f_sym[s] += count
+    merges = []
+    while len(merges) < num_merges:
+        f_pair = Counter()
+        for word, count in words.items():
+            for pair in zip(word, word[1:]):
+                f_pair[pair] += count
+        if not f_pair:
+            break
+        best = min(f_pair, key=lambda p: (
+            -Fraction(f_pair[p], max(1, f_sym[p[0]]) * max(1, f_sym[p[1]])),
+            -f_pair[p], p))
+""" + _WP_MERGE, "")
+_wrong("01_wordpiece_string_replace", "wordpiece_merges", "wordpiece_merges", """
+    words = {" ".join(w): c for w, c in word_counts.items()}  # symbols in one string
+    merges = []
+    while len(merges) < num_merges:
+        f_sym, f_pair = Counter(), Counter()
+        for word, count in words.items():
+            syms = word.split(" ")
+            for s in syms:
+                f_sym[s] += count
+            for pair in zip(syms, syms[1:]):
+                f_pair[pair] += count
+        if not f_pair:
+            break
+        best = min(f_pair, key=lambda p: (
+            -Fraction(f_pair[p], f_sym[p[0]] * f_sym[p[1]]), -f_pair[p], p))
+        merges.append(best)
+        merged = Counter()
+        for word, count in words.items():
+            merged[word.replace(best[0] + " " + best[1], best[0] + best[1])] += count
+        words = merged
+    return merges
 """, "")
-_wrong("01_bits_per_char_calls_package", "bits_per_char", "bits_per_character", """
-    from lmcourse.metrics import bits_per_char
+_wrong("01_wordpiece_calls_package", "wordpiece_merges", "wordpiece_merges", """
+    from lmcourse.tokenization import _merge_pair
 
-    return bits_per_char(total_nats / n_tokens, n_chars / n_tokens)
+    words = {tuple(w): c for w, c in word_counts.items()}
+    merges = []
+    while len(merges) < num_merges:
+        f_sym, f_pair = Counter(), Counter()
+        for word, count in words.items():
+            for s in word:
+                f_sym[s] += count
+            for pair in zip(word, word[1:]):
+                f_pair[pair] += count
+        if not f_pair:
+            break
+        best = min(f_pair, key=lambda p: (
+            -Fraction(f_pair[p], f_sym[p[0]] * f_sym[p[1]]), -f_pair[p], p))
+        merges.append(best)
+        merged = Counter()
+        for word, count in words.items():
+            merged[_merge_pair(word, best)] += count
+        words = merged
+    return merges
 """, "must not call")
 
 # --- end of the table --------------------------------------------------------
@@ -784,14 +881,26 @@ def fixture_notebook(name: str):
     return with_wrong_answer(nbformat.read(solution_of(name[:2]), as_version=4), function, body)
 
 
+def stale_fixtures() -> list[Path]:
+    """Fixtures of chapters 1-10 that no entry of WRONG_ANSWERS writes any more (chapter 11 keeps its own)."""
+    return sorted(p for p in FIXTURES.glob("[01][0-9]_*.ipynb")
+                  if p.stem[:2] != "11" and p.stem not in WRONG_ANSWERS)
+
+
 def write_fixtures() -> None:
     FIXTURES.mkdir(parents=True, exist_ok=True)
+    for path in stale_fixtures():
+        path.unlink()
     for name in WRONG_ANSWERS:
         nbformat.write(fixture_notebook(name), FIXTURES / f"{name}.ipynb")
 
 
 CHAPTERS = sorted({name[:2] for name in WRONG_ANSWERS})
 CALLS_PACKAGE = sorted(name for name in WRONG_ANSWERS if name.endswith("_calls_package"))
+
+
+def test_no_fixture_is_left_from_a_removed_wrong_answer():
+    assert not stale_fixtures(), "fixtures no wrong answer writes: run python tests/test_exercises.py"
 
 
 def test_wrong_answer_fixtures_are_the_solutions_with_one_wrong_answer():

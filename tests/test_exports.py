@@ -119,10 +119,10 @@ def test_run_autograder_writes_a_valid_results_json(autograder, tmp_path, which)
     results, stdout = run_autograder(autograder, tmp_path, source)
     validate_results(results)
     scored = [t for t in results["tests"] if t["max_score"] > 0]
-    assert [t["name"] for t in scored] == ["char_tokenizer", "sequence_log_prob", "perplexity", "bits_per_char"]
-    assert sum(t["max_score"] for t in scored) == 8
+    assert [t["name"] for t in scored] == ["char_tokenizer", "sequence_log_prob", "perplexity", "wordpiece_merges"]
+    assert sum(t["max_score"] for t in scored) == 10
     if which == "solution":
-        assert results["score"] == 8 and all(t["status"] == "passed" for t in results["tests"])
+        assert results["score"] == 10 and all(t["status"] == "passed" for t in results["tests"])
     else:
         assert results["score"] == 0 and all(t["status"] == "failed" for t in results["tests"])
         assert any("not-attempted" in t["output"] or "NotImplementedError" in t["output"] for t in results["tests"])

@@ -84,12 +84,12 @@ def test_partial_credit_and_reasons(tmp_path):
         for cell in nb.cells:
             if "def perplexity_from_logits" in cell.source:
                 cell.source = cell.source.replace("math.exp(-picked.mean().item())", "-picked.mean().item()")
-            if "def bits_per_character" in cell.source:
-                cell.source = "def bits_per_character(total_nats, n_tokens, n_chars):\n    return 1 / 0\n"
+            if "def wordpiece_merges" in cell.source:
+                cell.source = "def wordpiece_merges(word_counts, num_merges):\n    return 1 / 0\n"
     rows = {r.task: r for r in grade_notebook(_broken_copy(tmp_path, break_tasks))}
     assert rows["char_tokenizer"].points == 3 and rows["sequence_log_prob"].status == "passed"
     assert rows["perplexity"].status == "failed" and "perplexity must be 10" in rows["perplexity"].message
-    assert rows["bits_per_char"].status == "error" and "ZeroDivisionError" in rows["bits_per_char"].message
+    assert rows["wordpiece_merges"].status == "error" and "ZeroDivisionError" in rows["wordpiece_merges"].message
 
 
 def test_deleted_check_cells_still_run_and_timeout_is_reported(tmp_path):

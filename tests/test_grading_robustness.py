@@ -54,7 +54,7 @@ def test_fixtures_are_up_to_date():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_submission_gets_the_points_it_earned(batch, name):
     rows = rows_of(batch, name)
-    tasks = {"char_tokenizer", "sequence_log_prob", "perplexity", "bits_per_char"}
+    tasks = {"char_tokenizer", "sequence_log_prob", "perplexity", "wordpiece_merges"}
     assert len(rows) == 4 and {r["task"] for r in rows} == tasks
     assert points(rows) == EXPECTED[name], [(r["task"], r["points"], r["status"], r["message"]) for r in rows]
 
@@ -62,8 +62,8 @@ def test_each_submission_gets_the_points_it_earned(batch, name):
 def test_the_batch_completes_and_the_honest_submission_is_unaffected(batch):
     by_sub, out, stdout = batch
     assert len(by_sub) == len(EXPECTED) + 1
-    assert points(by_sub[SOLUTION]) == 8
-    assert "8/8 points, 100%" in stdout
+    assert points(by_sub[SOLUTION]) == 10
+    assert "10/10 points, 100%" in stdout
     assert not (out / "solutions").exists(), "a submission wrote outside its own working directory"
 
 
@@ -80,7 +80,7 @@ def test_reasons_are_in_the_csv(batch):
     assert "MemoryError" in reasons(batch, "memory_bomb")["perplexity"][1]
     assert reasons(batch, "endless_loop")["perplexity"][0] == "timeout"
     assert reasons(batch, "endless_loop")["char_tokenizer"][0] == "passed", "work done before the loop counts"
-    assert "exit code 0" in reasons(batch, "os_exit")["bits_per_char"][1]
+    assert "exit code 0" in reasons(batch, "os_exit")["wordpiece_merges"][1]
     assert {s for s, _ in reasons(batch, "fake_passing_output").values()} == {"not-attempted"}
     patched = reasons(batch, "monkeypatch")
     assert all("torch.allclose" in m and "restored" in m for _, m in patched.values())
@@ -91,7 +91,7 @@ def test_feedback_never_quotes_hidden_checks(batch):
     files = sorted((out / "feedback").glob("*.md"))
     assert len(files) == len(EXPECTED) + 1
     text = next((out / "feedback").glob("*grading_fixtures_monkeypatch.ipynb.md")).read_text()
-    assert "failed a hidden one" in text and "0 / 8 points" in text
+    assert "failed a hidden one" in text and "0 / 10 points" in text
     hidden_sources = (SOLUTIONS_DIR / "01_chain_rule.ipynb").read_text()
     assert "manual_seed(1)" in hidden_sources  # a line of a hidden test...
     assert not any("manual_seed" in f.read_text() for f in files)  # ...quoted in no feedback

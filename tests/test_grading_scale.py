@@ -39,7 +39,7 @@ N = 100
 
 
 def partial(nb):
-    """Chapter 1's solution with perplexity wrong (6 of 8 points)."""
+    """Chapter 1's solution with perplexity wrong (8 of 10 points)."""
     for cell in nb.cells:
         if "def perplexity_from_logits" in cell.source:
             cell.source = cell.source.replace("math.exp(-picked.mean().item())", "-picked.mean().item()")
@@ -88,11 +88,11 @@ def test_grading_100_submissions_with_two_jobs(tmp_path):
                     str(tmp_path / "escaped"), f"lmcourse-scale-{tag}")[0]):
                 nb.cells.append(extra.cells[-1])
         elif i % 3 == 0:
-            nb, points = nbformat.read(SOLUTIONS_DIR / "01_chain_rule.ipynb", as_version=4), 8
+            nb, points = nbformat.read(SOLUTIONS_DIR / "01_chain_rule.ipynb", as_version=4), 10
         elif i % 3 == 1:
             nb, points = nbformat.read(EXERCISES_DIR / "01_chain_rule.ipynb", as_version=4), 0
         else:
-            nb, points = partial(nbformat.read(SOLUTIONS_DIR / "01_chain_rule.ipynb", as_version=4)), 6
+            nb, points = partial(nbformat.read(SOLUTIONS_DIR / "01_chain_rule.ipynb", as_version=4)), 8
         (subs / name).parent.mkdir(parents=True)
         nbformat.write(nb, subs / name)
         expected[name] = points

@@ -90,7 +90,7 @@ try:
 except OSError as err:
     print("could not overwrite the sibling", type(err).__name__)
 '''
-    return _append(_read("solutions", "01_chain_rule.ipynb"), code), 8
+    return _append(_read("solutions", "01_chain_rule.ipynb"), code), 10
 
 
 def connects(port: int, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")):
@@ -105,7 +105,7 @@ for host in {hosts!r}:
     except OSError as err:
         print("no connection to", host, type(err).__name__)
 '''
-    return _append(_read("solutions", "01_chain_rule.ipynb"), code), 8
+    return _append(_read("solutions", "01_chain_rule.ipynb"), code), 10
 
 
 def detached_child(path: str, marker: str, delay: float = 4.0):
@@ -120,7 +120,7 @@ subprocess.Popen(["/bin/sh", "-c", "sleep {delay}; echo escaped > {path}.sh", {m
                  start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                  stderr=subprocess.DEVNULL)
 '''
-    return _append(_read("solutions", "01_chain_rule.ipynb"), code), 8
+    return _append(_read("solutions", "01_chain_rule.ipynb"), code), 10
 
 
 def fork_bomb(cap: int = 1000, hold: float = 5.0):
@@ -139,4 +139,4 @@ except OSError as err:
     print("fork failed after", children, "children:", err)
 time.sleep({hold})
 '''
-    return _append(_read("solutions", "01_chain_rule.ipynb"), code), 8
+    return _append(_read("solutions", "01_chain_rule.ipynb"), code), 10

@@ -3,8 +3,8 @@
     python tests/grading_fixtures/make_fixtures.py
 
 Each fixture is a submission that misbehaves in one way; EXPECTED says the points
-it really earned out of 8 (char_tokenizer 3, sequence_log_prob 2, perplexity 2,
-bits_per_char 1). tests/test_grading_robustness.py grades them all in one batch.
+it really earned out of 10 (char_tokenizer 3, sequence_log_prob 2, perplexity 2,
+wordpiece_merges 3). tests/test_grading_robustness.py grades them all in one batch.
 """
 
 import copy
@@ -21,16 +21,16 @@ EXERCISE = nbformat.read(ROOT / "exercises" / "01_chain_rule.ipynb", as_version=
 EXPECTED = {
     "invalid_json": 0,
     "other_chapter": 0,
-    "checks_deleted": 8,
-    "check_before_solution": 6,
-    "syntax_error": 6,
+    "checks_deleted": 10,
+    "check_before_solution": 8,
+    "syntax_error": 8,
     "import_error": 3,
-    "sys_exit": 8,
+    "sys_exit": 10,
     "os_exit": 5,
     "endless_loop": 3,
-    "memory_bomb": 6,
-    "output_flood": 8,
-    "writes_and_deletes_files": 8,
+    "memory_bomb": 8,
+    "output_flood": 10,
+    "writes_and_deletes_files": 10,
     "fake_passing_output": 0,
     "monkeypatch": 0,
 }
@@ -115,7 +115,7 @@ def fixtures():
     nb = copy.deepcopy(EXERCISE)
     nb.cells.append(new_code_cell(
         "import json, sys\n"
-        "print('char_tokenizer 3/3 passed\\nsolutions/01_chain_rule.ipynb (chapter 01): 8/8 points, 100%')\n"
+        "print('char_tokenizer 3/3 passed\\nsolutions/01_chain_rule.ipynb (chapter 01): 10/10 points, 100%')\n"
         "for path in sys.argv[1:]:\n"
         "    try:\n"
         "        with open(path, 'a') as f:\n"
@@ -136,7 +136,7 @@ def fixtures():
         "class MyCharTokenizer:\n    vocab_size = 8\n    def __init__(self, text): pass\n"
         "    def encode(self, s): return [3, 2, 4, 4, 5]\n    def decode(self, ids): return 'hello world'\n"
         "def sequence_log_prob(p, t): return 0.0\ndef perplexity_from_logits(l, t): return 10.0\n"
-        "def bits_per_character(n, t, c): return 1.0\n"
+        "def wordpiece_merges(w, n): return [('g', 's'), ('p', 'u')][:n]\n"
     )
     nb.cells = [c for c in nb.cells if role(c).get("role") != "solution"]
     nb.cells.insert(2, new_code_cell(patch))
