@@ -197,3 +197,29 @@ def test_attention_dropout_on_both_attention_paths(need_weights):
             _, w = attn(x, need_weights=True)
             _, w_eval = attn.eval()(x, need_weights=True)
             torch.testing.assert_close(w, w_eval, rtol=0, atol=0)
+
+
+def test_attn_dropout_zero_keeps_attention_whole_but_drops_the_residual_branches():
+    from unittest import mock
+
+    import torch.nn.functional as F
+
+    cfg = GPTConfig(**SMALL, dropout=0.3, attn_dropout=0.0)
+    assert cfg.attention_dropout == 0.0 and GPTConfig(**SMALL, dropout=0.3).attention_dropout == 0.3
+    torch.manual_seed(0)
+    model = GPT(cfg).train()
+    seen = []
+    real = F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("dropout_p", 0.0))
+        return real(*args, **kwargs)
+
+    x = ids_for(cfg)
+    with torch.no_grad(), mock.patch.object(F, "scaled_dot_product_attention", spy):
+        a, b = model(x), model(x)
+    assert seen and set(seen) == {0.0}, "attn_dropout=0.0: the attention kernel gets no dropout"
+    assert not torch.equal(a, b), "dropout=0.3 still drops the embeddings and residual branches"
+    assert all(block.attn.resid_dropout.p == 0.3 for block in model.blocks)
+    with pytest.raises(ValueError, match="attn_dropout"):
+        GPTConfig(**SMALL, attn_dropout=1.0)
