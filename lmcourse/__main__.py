@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name: (module whose main(argv) runs 
     "train": ("lmcourse.runs", "train one of the course's named models (--config NAME, --list; also under torchrun)"),
     "ablation": ("lmcourse.recipe", "train chapter 11's ablation of today's recipe (seeds x rows) into a table"),
     "extrapolation": ("lmcourse.extrapolation", "train chapter 5's position schemes (seeds) and score longer windows"),
+    "experiments": ("lmcourse.experiments", "train chapters 6 and 7's stored comparisons (tying, norms, training)"),
     "check": ("lmcourse.course.check", "run an exercise notebook and its visible checks: your self-check"),
     "grade": ("lmcourse.course.grade", "grade submitted exercise notebooks into a CSV (instructors)"),
     "exercises": ("lmcourse.course.exercises", "write exercises/ from solutions/ (--check: fail if out of date)"),

@@ -4,6 +4,8 @@
     python -m lmcourse.experiments norms      # chapter 6: pre-norm vs post-norm, with and without warmup
     python -m lmcourse.experiments training   # chapter 7: a learning-rate sweep, no warmup, no clipping
 
+(``python -m lmcourse experiments NAME`` runs the same.)
+
 An experiment is a list of :class:`Arm` s: one model config and one training
 config each, every arm a small change to the same baseline. Every arm is trained
 with several seeds (the seed sets the initial weights and the batches) for the
@@ -213,7 +215,7 @@ def dumps(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lmcourse.experiments", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m lmcourse experiments", description=__doc__.split("\n\n")[0])
     parser.add_argument("name", choices=EXPERIMENTS)
     parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (0, 1, ...)")
     parser.add_argument("--steps", type=int, default=None, help="override every arm's number of steps")
