@@ -161,7 +161,7 @@ class HeadLoopAttention(nn.Module):
         self.d_model, self.n_heads, self.causal = d_model, n_heads, causal
         self.heads = nn.ModuleList(AttentionHead(d_model, d_model // n_heads, bias) for _ in range(n_heads))
         self.proj = nn.Linear(d_model, d_model, bias=bias)
-        self.attn_dropout = nn.Dropout(self.dropout)
+        self.attn_dropout = nn.Dropout(dropout)
         self.resid_dropout = nn.Dropout(dropout)
 
     def forward(

@@ -56,7 +56,7 @@ class GPTConfig:
     n_layers: int = 4  # number of transformer blocks
     n_heads: int = 4  # attention heads per block; head size = d_model / n_heads
     dropout: float = 0.0  # dropout on embeddings, attention weights and residual branches
-    attn_dropout: float | None = None  # dropout on attention weights alone; None = ``dropout``
+    attn_dropout: float | None = None  # on the attention weights only; None: same as dropout
     tie_weights: bool = True  # output head shares the token embedding matrix (chapter 6)
     positional: str = "learned"  # "learned" | "sinusoidal" | "rope" | "alibi" | "none" (chapter 5)
     bias: bool = True  # biases in the linear layers and LayerNorms

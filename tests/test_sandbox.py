@@ -200,7 +200,7 @@ def batch(tmp_path_factory):
         "erin/01_chain_rule.ipynb": hostile.detached_child(escaped, marker),
         "frank/01_chain_rule.ipynb": hostile.fork_bomb(),
         "grace/01_chain_rule.ipynb": (nbformat.read(ROOT / "exercises" / "01_chain_rule.ipynb", as_version=4), 0),
-        "zoe/01_chain_rule.ipynb": (nbformat.read(SOLUTIONS_DIR / "01_chain_rule.ipynb", as_version=4), 8),
+        "zoe/01_chain_rule.ipynb": (nbformat.read(SOLUTIONS_DIR / "01_chain_rule.ipynb", as_version=4), 10),
     }
     for name, (nb, _) in notebooks.items():
         (subs / name).parent.mkdir(parents=True, exist_ok=True)
@@ -252,7 +252,7 @@ def test_reading_the_solutions_from_disk_scores_zero(batch):
 def test_writes_outside_the_sandbox_leave_no_file_and_change_no_grade(batch):
     assert [p for p in batch["written"] if Path(p).exists()] == []
     assert hashlib.sha256(batch["sibling"].read_bytes()).hexdigest() == batch["before"]
-    assert points(batch["rows"]["zoe/01_chain_rule.ipynb"]) == 8
+    assert points(batch["rows"]["zoe/01_chain_rule.ipynb"]) == 10
 
 
 @pytest.mark.slow
@@ -268,9 +268,9 @@ def test_nothing_a_submission_starts_outlives_it(batch):
 
 @pytest.mark.slow
 def test_a_fork_bomb_costs_no_one_else_anything(batch):
-    assert points(batch["rows"]["frank/01_chain_rule.ipynb"]) == 8
+    assert points(batch["rows"]["frank/01_chain_rule.ipynb"]) == 10
     assert points(batch["rows"]["grace/01_chain_rule.ipynb"]) == 0
-    assert points(batch["rows"]["zoe/01_chain_rule.ipynb"]) == 8
+    assert points(batch["rows"]["zoe/01_chain_rule.ipynb"]) == 10
 
 
 @pytest.mark.slow
@@ -279,5 +279,5 @@ def test_the_gradebook_has_a_row_per_student_and_a_column_per_chapter(batch):
         table = list(csv.reader(f))
     assert table[0] == ["student", "01_chain_rule", "05_positions"]
     body = {row[0]: row[1:] for row in table[1:]}
-    assert body["zoe"] == ["8", ""] and body["carol"] == ["", "0"] and body["grace"] == ["0", ""]
+    assert body["zoe"] == ["10", ""] and body["carol"] == ["", "0"] and body["grace"] == ["0", ""]
     assert len(body) == 7
