@@ -830,18 +830,7 @@ _wrong("01_wordpiece_string_replace", "wordpiece_merges", "wordpiece_merges", ""
 """, "")
 _wrong("01_wordpiece_calls_package", "wordpiece_merges", "wordpiece_merges", """
     from lmcourse.tokenization import _merge_pair
-
-    words = {tuple(w): c for w, c in word_counts.items()}
-    merges = []
-    while len(merges) < num_merges:
-        f_sym, f_pair = Counter(), Counter()
-        for word, count in words.items():
-            for s in word:
-                f_sym[s] += count
-            for pair in zip(word, word[1:]):
-                f_pair[pair] += count
-        if not f_pair:
-            break
+""" + _WP_HEAD + """
         best = min(f_pair, key=lambda p: (
             -Fraction(f_pair[p], f_sym[p[0]] * f_sym[p[1]]), -f_pair[p], p))
         merges.append(best)
