@@ -589,9 +589,7 @@ _wrong("08_chunk_calls_package", "chunk_attention", "chunk_attention", """
     out = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed)
     return out, keys, values
 """, "must not call")
-_wrong("08_prefill_whole_prompt", "prefill", "generate_chunked", """
-    cache = new_cache(model, prompt.shape[0])
-    logits = model(prompt, 0, cache=cache)  # one forward for the prompt
+_GREEDY_AFTER_PREFILL = """
     ids = prompt
     for i in range(n_new):
         nxt = logits[:, -1].argmax(dim=-1, keepdim=True)
@@ -599,19 +597,16 @@ _wrong("08_prefill_whole_prompt", "prefill", "generate_chunked", """
         if i < n_new - 1:
             logits = model(nxt, ids.shape[1] - 1, cache=cache)
     return ids
-""", "expected the prompt in chunks")
+"""  # the decode loop both prefill wrong answers share
+_wrong("08_prefill_whole_prompt", "prefill", "generate_chunked", """
+    cache = new_cache(model, prompt.shape[0])
+    logits = model(prompt, 0, cache=cache)  # one forward for the prompt
+""" + _GREEDY_AFTER_PREFILL, "expected the prompt in chunks")
 _wrong("08_prefill_every_chunk_at_zero", "prefill", "generate_chunked", """
     cache = new_cache(model, prompt.shape[0])
     for start in range(0, prompt.shape[1], chunk):
         logits = model(prompt[:, start:start + chunk], 0, cache=cache)
-    ids = prompt
-    for i in range(n_new):
-        nxt = logits[:, -1].argmax(dim=-1, keepdim=True)
-        ids = torch.cat([ids, nxt], dim=1)
-        if i < n_new - 1:
-            logits = model(nxt, ids.shape[1] - 1, cache=cache)
-    return ids
-""", "")
+""" + _GREEDY_AFTER_PREFILL, "")
 _wrong("08_memory_query_heads", "memory", "max_context", """
     per_position = (2 * n_layers * batch_size * n_heads
                     * (d_model // n_heads) * bytes_per_element)
