@@ -127,11 +127,7 @@ def check_notebook(path: Path, timeout: float = DEFAULT_TIMEOUT,
     return task_rows(str(path), chapter_of(path, nb) or "?", checks, results)
 
 
-_WHAT_NEXT = {
-    "passed": "",
-    "not-attempted": "replace raise NotImplementedError(...) with your code",
-    "timeout": "",
-}
+_NOT_ATTEMPTED_HINT = "replace raise NotImplementedError(...) with your code"
 
 
 def table(rows: list[TaskRow], width: int = 100) -> str:
@@ -159,8 +155,7 @@ def table(rows: list[TaskRow], width: int = 100) -> str:
     for r, p in zip(rows, points, strict=True):
         checks = f"{r.checks_passed:>2} / {r.checks}" if r.checks else ""
         lines.append(f"{r.task:<{name}}  {_LABELS.get(r.status, r.status):<13}  {p:>{pw}}  {checks}".rstrip())
-        notes = [m for m in r.message.split("; ") if m] if r.status != "not-attempted" else []
-        notes = notes or ([_WHAT_NEXT[r.status]] if _WHAT_NEXT.get(r.status) else [])
+        notes = [_NOT_ATTEMPTED_HINT] if r.status == "not-attempted" else [m for m in r.message.split("; ") if m]
         for note in notes:
             lines += textwrap.wrap(note, width, initial_indent=indent, subsequent_indent=indent)
     return "\n".join(lines)
