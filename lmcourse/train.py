@@ -285,9 +285,10 @@ def stream_token_nll(model: nn.Module, ids: Sequence[int] | torch.Tensor, contex
 # Processes (torchrun) and checkpoints
 
 
-def _rng_state(batch_gen: torch.Generator) -> dict:
+def _rng_state(batch_gen: torch.Generator, device: torch.device) -> dict:
+    """The random states a resumed run needs: CUDA's only when it trains on CUDA (dropout there)."""
     state = {"torch": torch.get_rng_state(), "batches": batch_gen.get_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -406,7 +407,7 @@ class Trainer:
             "kind": STATE_KIND, "step": step, "model_class": type(self.model).__name__,
             "model_config": model_config(self.model), "train_config": asdict(self.config),
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "objective": self.objective.state_dict(), "rng": _rng_state(self.batch_gen),
+            "objective": self.objective.state_dict(), "rng": _rng_state(self.batch_gen, self.device),
             "history": asdict(history),
         }
 

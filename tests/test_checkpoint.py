@@ -50,6 +50,17 @@ def test_stopped_and_resumed_run_is_bit_identical(tmp_path):
     assert load_checkpoint(ckpt)["step"] == 30
 
 
+def test_a_cpu_run_saves_no_cuda_random_state(tmp_path, monkeypatch):
+    # on a GPU machine whose notebook already used CUDA, a run on the CPU must save the same
+    # random states as on a CPU-only machine (chapter 7 prints them); its resume needs no CUDA
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("asked CUDA for its state"))
+    ckpt = tmp_path / "run.state.pt"
+    train(_model(), _data()[:400], _data()[400:], CFG, device="cpu", checkpoint=ckpt, stop_at=13)
+    assert sorted(load_checkpoint(ckpt)["rng"]) == ["batches", "torch"]
+
+
 def test_resume_with_another_config_or_architecture_says_which(tmp_path):
     text = _data()
     ckpt = tmp_path / "run.state.pt"
