@@ -91,10 +91,13 @@ def named_runs() -> dict[str, RunSpec]:
         # and a context of 512 characters, long enough to copy a name from earlier in a scene.
         # Its training plays come with 3 more copies whose characters are renamed (lmcourse.renaming),
         # so a name seen earlier in the window is best predicted by copying it, not by memorising it.
+        # 5000 steps pass over the plays' text 9.5 times, hence dropout 0.1 on the residual branches.
+        # Shipped run: `torchrun --nproc_per_node 2 -m lmcourse train --config gpt_modern` (the same
+        # global batches as one process), 5,651 s on 2 cores; validation 1.3367 nats/char.
         "gpt_modern": RunSpec(GPTConfig(vocab_size=75, context_length=512, d_model=160, n_layers=6, n_heads=5,
-                                        dropout=0.0, tie_weights=False, positional="rope", bias=False,
-                                        norm="rms", mlp="relu2", qk_norm=True),
-                              TrainConfig(steps=2400, batch_size=16, context_length=512, lr=3e-3, min_lr=3e-4,
+                                        dropout=0.1, attn_dropout=0.0, tie_weights=False, positional="rope",
+                                        bias=False, norm="rms", mlp="relu2", qk_norm=True),
+                              TrainConfig(steps=5000, batch_size=16, context_length=512, lr=3e-3, min_lr=3e-4,
                                           warmup_steps=100, weight_decay=0.1, grad_clip=1.0, eval_every=250,
                                           eval_batches=4, seed=0, optimizer="muon", muon_lr=0.02),
                               about="chapter 11's modern GPT: long context, today's recipe", shipped=True,
