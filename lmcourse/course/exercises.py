@@ -39,14 +39,13 @@ from pathlib import Path
 import nbformat
 
 from .forbid import check_forbid, resolve
+from .markers import BEGIN_HIDDEN, BEGIN_SOLUTION, END_HIDDEN, END_SOLUTION
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository: lmcourse/course/exercises.py -> .
 SOLUTIONS_DIR = ROOT / "solutions"
 EXERCISES_DIR = ROOT / "exercises"
 APPENDIX = ROOT / "book" / "runtimes.md"  # its section "Exercises and points" is written from solutions/
 
-BEGIN_SOLUTION, END_SOLUTION = "### BEGIN SOLUTION", "### END SOLUTION"
-BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 _CHAPTER = re.compile(r"^(\d\d)_")
 
 

@@ -45,8 +45,8 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import lmcourse
 
-from .exercises import BEGIN_HIDDEN, END_HIDDEN
 from .forbid import CallRecorder
+from .markers import BEGIN_HIDDEN, END_HIDDEN
 
 GUARDED_PREFIXES = ("lmcourse", "torch", "numpy", "math", "builtins", "json", "random")
 
@@ -57,12 +57,15 @@ def import_package() -> list[str]:
     A module imported only later, by the submission, would not be guarded: a
     submission could patch, say, ``lmcourse.attention.causal_mask`` before the
     check that compares against it. Command-line entry points (``__main__``) and
-    this runner are left out. Returns the names imported.
+    the course tooling (``lmcourse.course``: the grader, the exercise generator,
+    the notebook runner), which no check calls, are left out; the tooling this
+    runner uses itself is imported, and so guarded, anyway. Leaving the tooling
+    out keeps ``nbformat`` and ``jsonschema`` out of the process: seconds per
+    submission. Returns the names imported.
     """
-    skip = {"lmcourse.course.grade_runner"}
     names = []
     for info in pkgutil.walk_packages(lmcourse.__path__, "lmcourse.", onerror=lambda name: None):
-        if info.name in skip or info.name.rsplit(".", 1)[-1] == "__main__":
+        if info.name.startswith("lmcourse.course.") or info.name.rsplit(".", 1)[-1] == "__main__":
             continue
         try:
             importlib.import_module(info.name)
