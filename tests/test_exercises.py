@@ -1,5 +1,3 @@
-import csv
-import os
 import subprocess
 import sys
 import textwrap
@@ -7,6 +5,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from chapter_grades import grades_of, group, solution_of
 from nbformat.v4 import new_code_cell, new_notebook
 
 from lmcourse.course.exercises import (
@@ -856,10 +855,6 @@ def with_wrong_answer(nb, function: str, body: str):
     raise ValueError(f"no solution cell defines {function}()")
 
 
-def solution_of(chapter: str) -> Path:
-    return next(SOLUTIONS_DIR.glob(f"{chapter}_*.ipynb"))
-
-
 def fixture_notebook(name: str):
     _, function, body, _ = WRONG_ANSWERS[name]
     return with_wrong_answer(nbformat.read(solution_of(name[:2]), as_version=4), function, body)
@@ -908,43 +903,22 @@ def test_every_task_of_chapters_1_to_10_has_a_wrong_answer_fixture():
         assert tasks <= covered, f"chapter {chapter}: no wrong-answer fixture for {sorted(tasks - covered)}"
 
 
-_GRADES: dict[str, dict[str, dict[str, dict]]] = {}
-
-
-def grades_of(chapter: str, tmp_path_factory) -> dict[str, dict[str, dict]]:
-    """Rows of one grading batch (the solution and the chapter's fixtures), by notebook stem, then task."""
-    if chapter not in _GRADES:
-        out = tmp_path_factory.mktemp(f"grades{chapter}") / "grades.csv"
-        paths = [solution_of(chapter)] + [FIXTURES / f"{n}.ipynb" for n in WRONG_ANSWERS if n[:2] == chapter]
-        result = subprocess.run(
-            [sys.executable, "-m", "lmcourse", "grade", *map(str, paths), "--out", str(out), "--jobs", "2"],
-            capture_output=True, text=True, timeout=1800, env={**os.environ, "OMP_NUM_THREADS": "1"},
-        )
-        assert result.returncode == 0, result.stderr
-        rows: dict[str, dict[str, dict]] = {}
-        for row in csv.DictReader(out.open()):
-            rows.setdefault(Path(row["submission"]).stem, {})[row["task"]] = row
-        _GRADES[chapter] = rows
-    return _GRADES[chapter]
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("name", sorted(WRONG_ANSWERS))
-def test_wrong_answer_costs_its_task_points_and_no_others(tmp_path_factory, name):
-    grades = grades_of(name[:2], tmp_path_factory)
-    solution = grades[solution_of(name[:2]).stem]
-    assert all(r["points"] == r["max_points"] for r in solution.values()), solution
+@pytest.mark.parametrize("name", [pytest.param(n, marks=group(n[:2])) for n in sorted(WRONG_ANSWERS)])
+def test_wrong_answer_costs_its_task_points_and_no_others(name):
+    solution = grades_of(solution_of(name[:2]))
+    assert all(r.points == r.max_points for r in solution.values()), solution
     task, _, _, message = WRONG_ANSWERS[name]
-    rows = grades[name]
+    rows = grades_of(FIXTURES / f"{name}.ipynb")
     assert set(rows) == set(solution)
     wrong = rows[task]
     if name in CALLS_PACKAGE:  # only the grader's enforcement of "forbid" takes its points
-        assert float(wrong["points"]) == 0, wrong
+        assert wrong.points == 0, wrong
     else:
-        assert float(wrong["points"]) < float(wrong["max_points"]), wrong
-    assert wrong["status"] in ("failed", "error") and message in wrong["message"], wrong
+        assert wrong.points < wrong.max_points, wrong
+    assert wrong.status in ("failed", "error") and message in wrong.message, wrong
     others = {t: r for t, r in rows.items() if t != task}
-    assert all(r["points"] == r["max_points"] for r in others.values()), others
+    assert all(r.points == r.max_points for r in others.values()), others
 
 
 if __name__ == "__main__":

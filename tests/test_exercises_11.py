@@ -5,18 +5,15 @@ notebook with one function's solution region replaced by a wrong answer (the tab
 :data:`WRONG_ANSWERS`). After the solutions change, rewrite them with
 ``python tests/test_exercises_11.py``; a fast test says when they are out of date.
 The solution's full marks and the untouched exercise's zero are asserted for every
-chapter by ``tests/test_grading.py``; here the solution is graded again only as the
-control row of the same batch.
+chapter by ``tests/test_grading.py``; every test reads the chapter's one grading
+batch (``tests/chapter_grades.py``).
 """
 
-import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
+from chapter_grades import grades_of, group
 from test_exercises import with_wrong_answer  # the one fixture builder, for every chapter
 
 from lmcourse.course.exercises import SOLUTIONS_DIR
@@ -132,41 +129,27 @@ def test_fixtures_are_the_solutions_with_one_wrong_answer():
         assert (info["role"], info["task"]) == ("solution", task), f"{name}: {function}() is not in task {task}"
 
 
-@pytest.fixture(scope="module")
-def grades(tmp_path_factory):
-    """Rows of one grading batch: the solution and every fixture, keyed by notebook stem, then task."""
-    out = tmp_path_factory.mktemp("grades") / "grades.csv"
-    paths = [SOLUTION] + [FIXTURES / f"{name}.ipynb" for name in WRONG_ANSWERS]
-    result = subprocess.run(
-        [sys.executable, "-m", "lmcourse", "grade", *map(str, paths), "--out", str(out), "--jobs", "2"],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 0, result.stderr
-    rows: dict[str, dict[str, dict]] = {}
-    for row in csv.DictReader(out.open()):
-        rows.setdefault(Path(row["submission"]).stem, {})[row["task"]] = row
-    return rows
-
-
 @pytest.mark.slow
-def test_solution_scores_full_marks(grades):
-    rows = grades[SOLUTION.stem]
+@group("11")
+def test_solution_scores_full_marks():
+    rows = grades_of(SOLUTION)
     assert set(rows) == {"rms_norm", "swiglu", "muon", "copying"}
-    assert sum(float(r["max_points"]) for r in rows.values()) == 14
-    assert all(r["points"] == r["max_points"] and r["status"] == "passed" for r in rows.values()), rows
+    assert sum(r.max_points for r in rows.values()) == 14
+    assert all(r.points == r.max_points and r.status == "passed" for r in rows.values()), rows
 
 
 @pytest.mark.slow
+@group("11")
 @pytest.mark.parametrize("name", sorted(WRONG_ANSWERS))
-def test_wrong_answer_costs_its_task_points_and_no_others(grades, name):
+def test_wrong_answer_costs_its_task_points_and_no_others(name):
     task, _, _, message = WRONG_ANSWERS[name]
-    rows = grades[name]
-    assert set(rows) == set(grades[SOLUTION.stem])
+    rows = grades_of(FIXTURES / f"{name}.ipynb")
+    assert set(rows) == set(grades_of(SOLUTION))
     wrong = rows[task]
-    assert float(wrong["points"]) < float(wrong["max_points"]), wrong
-    assert wrong["status"] in ("failed", "error") and message in wrong["message"], wrong
+    assert wrong.points < wrong.max_points, wrong
+    assert wrong.status in ("failed", "error") and message in wrong.message, wrong
     others = {t: r for t, r in rows.items() if t != task}
-    assert all(r["points"] == r["max_points"] for r in others.values()), others
+    assert all(r.points == r.max_points for r in others.values()), others
 
 
 if __name__ == "__main__":

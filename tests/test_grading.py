@@ -6,11 +6,11 @@ import csv
 import io
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import nbformat
 import pytest
+from chapter_grades import WRONG_ANSWERS_DIR, grades_of, group
 
 from lmcourse.course.exercises import EXERCISES_DIR, SOLUTIONS_DIR, checks_of, forbid_of
 from lmcourse.course.grade import FIELDS, find_notebooks, grade_notebook, write_csv
@@ -20,27 +20,18 @@ pytestmark = pytest.mark.slow  # runs every solution and exercise notebook
 CHAPTERS = sorted(p.name for p in SOLUTIONS_DIR.glob("*.ipynb"))
 
 
-@pytest.fixture(scope="module")
-def graded():
-    """Grade every solution and every exercise once (two at a time)."""
-    paths = [SOLUTIONS_DIR / n for n in CHAPTERS] + [EXERCISES_DIR / n for n in CHAPTERS]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        rows = list(pool.map(grade_notebook, paths))
-    return dict(zip(paths, rows, strict=True))
-
-
-@pytest.mark.parametrize("name", CHAPTERS)
-def test_solution_scores_full_marks(graded, name):
-    rows = graded[SOLUTIONS_DIR / name]
+@pytest.mark.parametrize("name", [pytest.param(n, marks=group(n[:2])) for n in CHAPTERS])
+def test_solution_scores_full_marks(name):
+    rows = list(grades_of(SOLUTIONS_DIR / name).values())
     failures = [(r.task, r.status, r.message) for r in rows if r.points != r.max_points]
     assert not failures, failures
     assert all(r.status == "passed" for r in rows) and sum(r.max_points for r in rows) > 0
     assert all(r.message == "" for r in rows), [r.message for r in rows]  # no false alarm of tampering
 
 
-@pytest.mark.parametrize("name", CHAPTERS)
-def test_untouched_exercise_scores_zero(graded, name):
-    rows = graded[EXERCISES_DIR / name]
+@pytest.mark.parametrize("name", [pytest.param(n, marks=group(n[:2])) for n in CHAPTERS])
+def test_untouched_exercise_scores_zero(name):
+    rows = list(grades_of(EXERCISES_DIR / name).values())
     assert sum(r.points for r in rows) == 0
     assert {r.status for r in rows} == {"not-attempted"}
 
@@ -105,13 +96,14 @@ def test_deleted_check_cells_still_run_and_timeout_is_reported(tmp_path):
     assert all(r.points == r.max_points for r in rows), "deleting a check does not skip it"
 
 
-def test_csv_is_deterministic(graded):
+@group("01")
+def test_csv_is_deterministic():
     def text(rows):
         buf = io.StringIO()
         write_csv(rows, buf)
         return buf.getvalue()
     path = SOLUTIONS_DIR / CHAPTERS[0]
-    assert text(graded[path]) == text(grade_notebook(path))
+    assert text(list(grades_of(path).values())) == text(grade_notebook(path))
 
 
 def test_first_cell_raising_costs_only_what_depends_on_it(tmp_path):
@@ -143,10 +135,10 @@ def test_submission_names_stay_unique(tmp_path):
 # named NN_*_calls_package.ipynb answers by calling what the task forbids: it must
 # score 0 on that task, with the grader's message "task T must not call NAME".
 # Adding a fixture file is enough for it to be graded here; fixtures that a
-# table-driven test (WRONG_ANSWERS in tests/test_exercises*.py) grades, with the
-# message of the check that must catch each, are not graded twice.
+# table-driven test (WRONG_ANSWERS in tests/test_exercises*.py) checks, with the
+# message of the check that must catch each, are not checked twice. Every
+# notebook is graded once, in its chapter's batch (tests/chapter_grades.py).
 
-WRONG_ANSWERS_DIR = Path(__file__).parent / "grading_fixtures" / "wrong_answers"
 SOLUTION_11 = SOLUTIONS_DIR / "11_modern_gpt.ipynb"
 
 # Chapter 11's answers that call the package's own implementation (or PyTorch's),
@@ -227,23 +219,10 @@ def test_every_task_has_a_wrong_answer_fixture(chapter):
                               f"{sorted(tasks - covered)}")
 
 
-_FIXTURE_GRADES: dict[str, dict[str, dict[str, object]]] = {}
-
-
-def fixture_grades(chapter: str) -> dict[str, dict[str, object]]:
-    """Rows by fixture stem, then task: the chapter's fixtures graded here, in one batch (two at a time)."""
-    if chapter not in _FIXTURE_GRADES:
-        paths = [WRONG_ANSWERS_DIR / f"{n}.ipynb" for n in GRADED_HERE if n[:2] == chapter]
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            graded = list(pool.map(grade_notebook, paths))
-        _FIXTURE_GRADES[chapter] = {p.stem: {r.task: r for r in rows} for p, rows in zip(paths, graded, strict=True)}
-    return _FIXTURE_GRADES[chapter]
-
-
-@pytest.mark.parametrize("name", GRADED_HERE)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=group(n[:2])) for n in GRADED_HERE])
 def test_a_wrong_answer_costs_its_task_points_and_no_others(name):
     task = fixture_task(WRONG_ANSWERS_DIR / f"{name}.ipynb")
-    rows = fixture_grades(name[:2])[name]
+    rows = grades_of(WRONG_ANSWERS_DIR / f"{name}.ipynb")
     wrong = rows[task]
     if name.endswith("_calls_package"):
         assert wrong.points == 0 and wrong.status == "failed", (wrong.status, wrong.message)
