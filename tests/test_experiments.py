@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lmcourse.experiments import (
+from lmcourse.experiments.comparisons import (
     BPE_MODEL,
     CHAR_MODEL,
     EXPERIMENTS,
@@ -168,7 +168,7 @@ def test_bad_inputs_say_what_is_wrong():
 
 
 def test_load_results_names_the_command(tmp_path):
-    with pytest.raises(FileNotFoundError, match="python -m lmcourse.experiments tying"):
+    with pytest.raises(FileNotFoundError, match="python -m lmcourse experiments tying"):
         load_results("tying", tmp_path / "none.json")
 
 
@@ -182,7 +182,7 @@ def test_stored_results_are_the_arms_of_the_code():
     stored = json.loads(EXPERIMENTS_FILE.read_text())
     for name in EXPERIMENTS:
         entry = stored[name]
-        assert entry["command"].startswith(f"python -m lmcourse.experiments {name} --seeds 3")
+        assert entry["command"].startswith(f"python -m lmcourse experiments {name} --seeds 3")
         assert [a["name"] for a in entry["arms"]] == [a.name for a in arms(name)]
         for saved, arm in zip(entry["arms"], arms(name), strict=True):
             model, train = asdict(arm.model), asdict(arm.train)
@@ -202,5 +202,5 @@ def test_command_line_writes_its_entry(tmp_path):
     stored = json.loads(out.read_text())
     assert stored["other"] == {"kept": True}
     entry = stored["norms"]
-    assert entry["command"] == "python -m lmcourse.experiments norms --seeds 1 --eval-chars 300 --steps 2"
+    assert entry["command"] == "python -m lmcourse experiments norms --seeds 1 --eval-chars 300 --steps 2"
     assert len(entry["arms"]) == len(arms("norms")) and all(len(a["runs"]) == 1 for a in entry["arms"])

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from lmcourse.extrapolation import KINDS, build, embedding_sizes, main, score, summarise
+from lmcourse.experiments.extrapolation import KINDS, build, embedding_sizes, main, score, summarise
 from lmcourse.positions import SinusoidalPositions
 from lmcourse.train import stream_token_nll
 from lmcourse.transformer import GPTConfig

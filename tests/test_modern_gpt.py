@@ -85,7 +85,7 @@ def test_bad_options_say_what_is_allowed():
 def test_ablation_rows_add_one_change_each_at_equal_tokens_per_step():
     from dataclasses import asdict
 
-    from lmcourse.recipe import rows
+    from lmcourse.experiments.ablation import rows
 
     table = rows()
     assert [r.name for r in table][:2] == ["GPT-2 baseline", "+ RoPE"] and table[-1].name == "+ context 512"

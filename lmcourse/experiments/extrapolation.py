@@ -32,12 +32,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data import as_tensor, load_shakespeare, random_windows
-from .positions import SinusoidalPositions
-from .shipped import CHECKPOINT_DIR
-from .tokenization import shakespeare_char_tokenizer
-from .train import TrainConfig, stream_token_nll, train
-from .transformer import GPT, GPTConfig
+from ..data import as_tensor, load_shakespeare, random_windows
+from ..positions import SinusoidalPositions
+from ..shipped import CHECKPOINT_DIR
+from ..tokenization import shakespeare_char_tokenizer
+from ..train import TrainConfig, stream_token_nll, train
+from ..transformer import GPT, GPTConfig
 
 T_TRAIN = 32
 KINDS = ("none", "learned", "sinusoidal", "sinusoidal, unscaled", "rope", "alibi")

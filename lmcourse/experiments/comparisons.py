@@ -1,10 +1,8 @@
 """The controlled experiments of chapters 6 and 7, trained once with seeds and stored.
 
-    python -m lmcourse.experiments tying      # chapter 6: tied vs untied, at equal steps and equal size
-    python -m lmcourse.experiments norms      # chapter 6: pre-norm vs post-norm, with and without warmup
-    python -m lmcourse.experiments training   # chapter 7: a learning-rate sweep, no warmup, no clipping
-
-(``python -m lmcourse experiments NAME`` runs the same.)
+    python -m lmcourse experiments tying      # chapter 6: tied vs untied, at equal steps and equal size
+    python -m lmcourse experiments norms      # chapter 6: pre-norm vs post-norm, with and without warmup
+    python -m lmcourse experiments training   # chapter 7: a learning-rate sweep, no warmup, no clipping
 
 An experiment is a list of :class:`Arm` s: one model config and one training
 config each, every arm a small change to the same baseline. Every arm is trained
@@ -32,12 +30,12 @@ from pathlib import Path
 
 import torch
 
-from .data import as_tensor, load_shakespeare
-from .metrics import bits_per_char
-from .shipped import CHECKPOINT_DIR
-from .tokenization import shakespeare_char_tokenizer, train_bpe
-from .train import TrainConfig, Trainer, evaluate_stream
-from .transformer import GPT, GPTConfig
+from ..data import as_tensor, load_shakespeare
+from ..metrics import bits_per_char
+from ..shipped import CHECKPOINT_DIR
+from ..tokenization import shakespeare_char_tokenizer, train_bpe
+from ..train import TrainConfig, Trainer, evaluate_stream
+from ..transformer import GPT, GPTConfig
 
 EXPERIMENTS_FILE = CHECKPOINT_DIR / "experiments.json"
 TOKENIZER_NAMES = ("char", "bpe2048")
@@ -193,7 +191,7 @@ def run_experiment(name: str, seeds: int = 3, steps: int | None = None, eval_cha
         s = entry["val_nats_per_token"]
         say(f"{arm.name:<44} {s['mean']:.4f} +- {s['std']:.4f} nats/token ({each}; "
             f"{statistics.fmean(r['train_seconds'] for r in runs):.0f} s per run)")
-    command = f"python -m lmcourse.experiments {name} --seeds {seeds} --eval-chars {eval_chars}"
+    command = f"python -m lmcourse experiments {name} --seeds {seeds} --eval-chars {eval_chars}"
     command += f" --steps {steps}" if steps is not None else ""
     return {"command": command, "eval": f"first {eval_chars} validation characters, every token, windows of the "
                                         "context sliding by half a window", "arms": table}
@@ -204,7 +202,7 @@ def load_results(name: str, path: str | Path = EXPERIMENTS_FILE) -> dict:
     path = Path(path)
     stored = json.loads(path.read_text()) if path.is_file() else {}
     if name not in stored:
-        raise FileNotFoundError(f"no results for {name!r} in {path}: run python -m lmcourse.experiments {name}")
+        raise FileNotFoundError(f"no results for {name!r} in {path}: run python -m lmcourse experiments {name}")
     return stored[name]
 
 

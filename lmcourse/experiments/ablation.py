@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from .data import as_tensor, load_shakespeare
-from .shipped import CHECKPOINT_DIR
-from .tokenization import shakespeare_char_tokenizer
-from .train import TrainConfig, evaluate_stream, train
-from .transformer import GPT, GPTConfig
+from ..data import as_tensor, load_shakespeare
+from ..shipped import CHECKPOINT_DIR
+from ..tokenization import shakespeare_char_tokenizer
+from ..train import TrainConfig, evaluate_stream, train
+from ..transformer import GPT, GPTConfig
 
 BASE_MODEL = GPTConfig(vocab_size=75, context_length=128, d_model=96, n_layers=4, n_heads=4, dropout=0.0,
                        tie_weights=True, positional="learned", bias=True)
