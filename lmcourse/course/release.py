@@ -37,7 +37,7 @@ LEARNER_SECTIONS = ("The chapters", "Learners: the exercises")
 INSTRUCTOR_SECTION = "## For instructors"
 MARKERS = (BEGIN_SOLUTION, END_SOLUTION, BEGIN_HIDDEN, END_HIDDEN)
 # The tooling that defines the markers (to strip them) names them; nothing else may.
-MARKER_TOOLING = ("lmcourse/course/exercises.py", "lmcourse/course/check.py")
+MARKER_TOOLING = ("lmcourse/course/markers.py", "lmcourse/course/exercises.py", "lmcourse/course/check.py")
 MIN_LINE = 9  # shorter lines ("return x", a lone bracket) are too common to identify anything
 
 MAKEFILE = """\
