@@ -11,14 +11,12 @@ One module per concept, in the order the book teaches them:
 * :mod:`lmcourse.attention`: scaled dot-product attention, the causal mask, multi-head attention.
 * :mod:`lmcourse.costs`: what a sequence layer costs: sequential depth, FLOPs, memory (chapters 3 and 4).
 * :mod:`lmcourse.positions`: learned, sinusoidal, rotary (RoPE) and ALiBi positions.
-* :mod:`lmcourse.extrapolation`: chapter 5's experiment: train at one length, read longer windows.
 * :mod:`lmcourse.transformer`: the transformer (causal GPT or bidirectional encoder), tying, modern options.
 * :mod:`lmcourse.optim`: Muon (orthogonalised momentum) beside AdamW.
 * :mod:`lmcourse.objectives`: what the engine trains for: next token, a stream with carried state, masked tokens.
 * :mod:`lmcourse.train`: the one training engine (warmup + cosine, clipping, accumulation, exact resume, torchrun).
 * :mod:`lmcourse.runs`: the named runs, the registry of shipped models, ``python -m lmcourse train``.
-* :mod:`lmcourse.experiments`: chapters 6 and 7's controlled runs (tying, norms, training failures), 3 seeds each.
-* :mod:`lmcourse.recipe`: today's recipe as an ablation, one change at a time (chapter 11).
+* :mod:`lmcourse.hf_export`: the GPT as a Hugging Face GPT-2 folder, ``python -m lmcourse export``.
 * :mod:`lmcourse.copying`: first and later occurrences of new words, induction-head probes (chapter 11).
 * :mod:`lmcourse.renaming`: training plays with their characters renamed, so that copying pays (chapter 11).
 * :mod:`lmcourse.generation`: the KV cache and ``generate()``.
@@ -29,6 +27,8 @@ One module per concept, in the order the book teaches them:
 * :mod:`lmcourse.widgets`: interactive figures that work in the static HTML book.
 * :mod:`lmcourse.device`: which device the course runs on.
 * :mod:`lmcourse.bench`: benchmarks, ``python -m lmcourse bench NAME``.
+* :mod:`lmcourse.experiments`: the stored experiments, each a command that trains many runs and keeps
+  their table (chapter 5's extrapolation, chapters 6-7's comparisons, chapter 11's ablation).
 
 Course tooling lives apart, in :mod:`lmcourse.course`: exercise generation
 (``exercises``), the grader (``grade``, ``grade_runner``), the learner's

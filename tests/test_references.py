@@ -1,7 +1,7 @@
 """The course's models against independent references, in float64.
 
 * the GPT against Hugging Face's GPT-2 (``transformers.GPT2LMHeadModel``) with the
-  same weights copied in: the same logits;
+  same weights loaded by the export's mapping (:mod:`lmcourse.hf_export`): the same logits;
 * :class:`~lmcourse.attention.MultiHeadAttention` against ``torch.nn.MultiheadAttention``;
 * the KV cache: cached step-by-step logits equal the full forward's, for every
   positional scheme;
@@ -16,6 +16,7 @@ from torch import nn
 
 from lmcourse.attention import MultiHeadAttention
 from lmcourse.generation import KVCache, generate
+from lmcourse.hf_export import gpt2_config, gpt2_state_dict
 from lmcourse.positions import alibi_bias, alibi_slopes
 from lmcourse.transformer import GPT, POSITIONAL, GPTConfig
 
@@ -46,56 +47,25 @@ def _output_matrix(model: GPT) -> torch.Tensor:
     return model.tok_emb.weight if head is None else head.weight
 
 
-def _hf_gpt2(config: GPTConfig):
+def _hf_gpt2(model: GPT):
+    """Hugging Face's GPT-2 built from the config that :func:`lmcourse.hf_export.gpt2_config` writes, in
+    float64, holding ``model``'s weights as :func:`lmcourse.hf_export.gpt2_state_dict` names them (the
+    mapping ``python -m lmcourse export`` writes to disk)."""
     transformers = pytest.importorskip("transformers")
-    hf_config = transformers.GPT2Config(
-        vocab_size=config.vocab_size, n_positions=config.context_length, n_embd=config.d_model,
-        n_layer=config.n_layers, n_head=config.n_heads, n_inner=None,
-        activation_function="gelu",  # exact GELU, as lmcourse's MLP (F.gelu), not GPT-2's tanh "gelu_new"
-        layer_norm_epsilon=1e-5,  # torch's LayerNorm default, which lmcourse uses
-        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        tie_word_embeddings=config.tie_weights, use_cache=False,
-        bos_token_id=None, eos_token_id=None,  # GPT-2's 50256 lies outside this small vocabulary
+    hf_config = transformers.GPT2Config.from_dict(
+        gpt2_config(model.config), use_cache=False,
         attn_implementation="eager",  # HF's own written-out attention, not the fused kernel lmcourse calls
     )
+    # the facts the mapping rests on, stated here too: a wrong one fails the logits below anyway
+    assert hf_config.activation_function == "gelu"  # exact GELU, as lmcourse's MLP (F.gelu), not "gelu_new"
+    assert hf_config.layer_norm_epsilon == 1e-5  # torch's LayerNorm default, which lmcourse uses
     hf = transformers.GPT2LMHeadModel(hf_config).double().eval()
     assert hf.config._attn_implementation == "eager"
+    missing, unexpected = hf.load_state_dict(gpt2_state_dict(model, dtype=torch.float64), strict=False)
+    assert not unexpected, f"names HF's GPT-2 does not have: {unexpected}"
+    # every weight of the reference is set; a tied model's head is the embedding, not stored
+    assert missing == (["lm_head.weight"] if model.config.tie_weights else []), missing
     return hf
-
-
-def _copy_into_hf(model: GPT, hf) -> None:
-    """Copy lmcourse's GPT weights into HF's GPT-2, by state-dict name.
-
-    HF's ``Conv1D`` keeps its weight as ``(in, out)``, the transpose of ``nn.Linear``'s.
-    Both fused Q/K/V layers put ``[q | k | v]`` along the output with each head's
-    coordinates contiguous inside each third (ours: einops
-    ``"b t (three h d) -> three b h t d"``; HF: ``split`` then a ``(h, d)`` view), so
-    the fused matrix is copied as is.
-    """
-    ours = model.state_dict()
-    used: set[str] = set()
-
-    def take(name: str) -> torch.Tensor:
-        used.add(name)
-        return ours[name]
-
-    t = hf.transformer
-    with torch.no_grad():
-        t.wte.weight.copy_(take("tok_emb.weight"))
-        t.wpe.weight.copy_(take("pos_emb.table.weight"))
-        for i, h in enumerate(t.h):
-            pairs = [("ln1", h.ln_1, False), ("attn.qkv", h.attn.c_attn, True), ("attn.proj", h.attn.c_proj, True),
-                     ("ln2", h.ln_2, False), ("mlp.fc", h.mlp.c_fc, True), ("mlp.proj", h.mlp.c_proj, True)]
-            for name, theirs, conv1d in pairs:
-                w = take(f"blocks.{i}.{name}.weight")
-                theirs.weight.copy_(w.T if conv1d else w)
-                theirs.bias.copy_(take(f"blocks.{i}.{name}.bias"))
-        t.ln_f.weight.copy_(take("ln_f.weight"))
-        t.ln_f.bias.copy_(take("ln_f.bias"))
-        if not model.config.tie_weights:
-            hf.lm_head.weight.copy_(take("head.weight"))
-    untouched = set(ours) - used - ({"head.weight"} if model.config.tie_weights else set())
-    assert not untouched, f"parameters not copied into the reference: {sorted(untouched)}"
 
 
 @pytest.mark.parametrize("tie_weights", [True, False])
@@ -104,8 +74,7 @@ def test_gpt_equals_hugging_face_gpt2(tie_weights):
                        bias=True, tie_weights=tie_weights, dropout=0.0)
     torch.manual_seed(0)
     model = randomize_(GPT(config).double().eval(), seed=1)
-    hf = _hf_gpt2(config)
-    _copy_into_hf(model, hf)
+    hf = _hf_gpt2(model)
     # the reference's output layer is the matrix ours uses, shared with the embedding exactly when tied
     torch.testing.assert_close(hf.lm_head.weight, _output_matrix(model), rtol=0, atol=0)
     assert (hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()) == tie_weights
