@@ -5,6 +5,7 @@
 # and while working:
 #   make lint   ruff (bugbear included) on the package, the tests and the notebooks
 #   make check  ruff, then the fast tests and doctests (no notebooks, no slow tests)
+#   make pdf    the whole book as one PDF, _build/pdf/lmcourse.pdf (builds the HTML, Chromium prints it)
 # and for learners:
 #   make lab    JupyterLab on exercises/ (installed into .venv the first time)
 PYTHON ?= python3
@@ -14,7 +15,7 @@ STAMP  := $(VENV)/.installed
 MATHJAX_VERSION := 3.2.2
 MATHJAX := book/_static/mathjax/tex-chtml.js
 
-.PHONY: setup book lint test check lab chromium bubblewrap grading-scale notebooks exercises clean
+.PHONY: setup book pdf lint test check lab chromium bubblewrap poppler grading-scale notebooks exercises clean
 
 setup: $(STAMP)
 
@@ -46,6 +47,11 @@ $(MATHJAX):
 book: $(STAMP) $(MATHJAX)
 	$(VENV)/bin/jupyter-book build . --all -W --keep-going
 
+# The built book as one PDF (title page, contents, page numbers, bookmarks), printed
+# offline by Debian's Chromium: lmcourse/course/pdf.py.
+pdf: book chromium
+	$(PY) -m lmcourse pdf
+
 # Debian's Chromium for the browser test of the built book (skipped, with a
 # message, where it cannot be installed).
 chromium:
@@ -60,11 +66,24 @@ bubblewrap:
 	  { apt-get install -y -q bubblewrap >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q bubblewrap >/dev/null 2>&1; }; }; } || \
 	  echo "note: bubblewrap could not be installed; graded submissions will run without the sandbox"
 
+# Debian's poppler-utils (pdftotext, pdfimages), with which the PDF test reads the
+# printed book (skipped, with a message, where it cannot be installed).
+poppler:
+	@command -v pdftotext >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q poppler-utils >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q poppler-utils >/dev/null 2>&1; }; }; } || \
+	  echo "note: poppler-utils could not be installed; the PDF test will be skipped"
+
+# pytest-xdist: one worker per core (TEST_WORKERS=0: no workers, all in one process);
+# --dist loadgroup keeps each notebook, each test file and each chapter's grading
+# batch in one worker (conftest.py, tests/chapter_grades.py).
+TEST_WORKERS ?= auto
+
 # One torch thread unless you say otherwise: on 2 cores, torch's default 2 threads
 # run up to 35x slower as soon as anything else holds a core, and the stored
 # outputs are the same either way.
-test: $(STAMP) $(LAB_STAMP) lint $(MATHJAX) chromium bubblewrap
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest --nbval --doctest-modules lmcourse tests book
+test: $(STAMP) $(LAB_STAMP) lint $(MATHJAX) chromium bubblewrap poppler
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations 25 \
+	  --nbval --doctest-modules lmcourse tests book
 
 # Settings in pyproject.toml; book/ and solutions/ hold their code lines to the width
 # of a code cell in the HTML book (book/ruff.toml).
@@ -72,7 +91,8 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
 check: lint
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -m "not slow" --doctest-modules lmcourse tests
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "not slow" \
+	  --doctest-modules lmcourse tests
 
 # Grade 100 submissions of one chapter with --jobs 2 (minutes): wall time and peak memory.
 grading-scale: $(STAMP) bubblewrap

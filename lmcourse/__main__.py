@@ -13,14 +13,19 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {  # name: (module whose main(argv) runs it, one line of help)
     "train": ("lmcourse.runs", "train one of the course's named models (--config NAME, --list; also under torchrun)"),
-    "ablation": ("lmcourse.recipe", "train chapter 11's ablation of today's recipe (seeds x rows) into a table"),
-    "extrapolation": ("lmcourse.extrapolation", "train chapter 5's position schemes (seeds) and score longer windows"),
-    "experiments": ("lmcourse.experiments", "train chapters 6 and 7's stored comparisons (tying, norms, training)"),
+    "ablation": ("lmcourse.experiments.ablation",
+                 "train chapter 11's ablation of today's recipe (seeds x rows) into a table"),
+    "extrapolation": ("lmcourse.experiments.extrapolation",
+                      "train chapter 5's position schemes (seeds) and score longer windows"),
+    "experiments": ("lmcourse.experiments.comparisons",
+                    "train chapters 6 and 7's stored comparisons (tying, norms, training)"),
+    "export": ("lmcourse.hf_export", "write a shipped GPT as a Hugging Face GPT-2 folder (transformers loads it)"),
     "check": ("lmcourse.course.check", "run an exercise notebook and its visible checks: your self-check"),
     "grade": ("lmcourse.course.grade", "grade submitted exercise notebooks into a CSV (instructors)"),
     "exercises": ("lmcourse.course.exercises", "write exercises/ from solutions/ (--check: fail if out of date)"),
     "release": ("lmcourse.course.release", "write the student release: book, exercises, package; no solutions"),
     "notebooks": ("lmcourse.course.notebooks", "execute the book's notebooks and store stable outputs; time them"),
+    "pdf": ("lmcourse.course.pdf", "print the built HTML book (make book) as one PDF with Chromium, offline"),
     "bench": ("lmcourse.bench.__main__", "run a benchmark (no name: list them)"),
 }
 
