@@ -12,6 +12,8 @@ reads the table instead of training for minutes. Each is a command of
   untied heads, pre- vs post-norm, and training without warmup or clipping.
 * :mod:`lmcourse.experiments.ablation` (``ablation``): chapter 11, today's recipe one
   change at a time.
+* :mod:`lmcourse.experiments.scaling` (``scaling``): chapter 12, GPTs of many sizes at
+  several compute budgets (an IsoFLOP grid), and data-constrained runs.
 
 The concepts they measure live in the modules named after them (``positions``,
 ``transformer``, ``train``, ``optim``); nothing here is imported by those.

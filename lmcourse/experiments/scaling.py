@@ -1,0 +1,227 @@
+"""Chapter 12's sweep: GPTs of many sizes trained at several compute budgets, stored run by run.
+
+    python -m lmcourse scaling                      # the IsoFLOP grid, then the data-constrained runs
+    python -m lmcourse scaling --shard 0/2 &         # ... split over two processes (one core each)
+    python -m lmcourse scaling --shard 1/2 &
+    python -m lmcourse scaling --list               # the runs, their cost, and which are stored
+
+**The grid** (Hoffmann et al. 2022, "Chinchilla", approach 2: IsoFLOP profiles).
+A family of GPT-2-style character models (the shipped ``gpt_char``'s recipe:
+learned positions, LayerNorm, GELU, tied embeddings, context 128, AdamW at
+2.5e-3 with warmup and a cosine decay to a tenth, 32 windows per step) from about
+13k to 1.25M non-embedding parameters ``N``, each trained at several compute
+budgets ``C`` for ``D = C / (6 N)`` characters: the cosine schedule always ends
+with the run (Chinchilla's correction of Kaplan et al. 2020, whose runs were cut
+from longer schedules). ``N`` counts the parameters outside the token and
+position embeddings, as Kaplan et al. do, and ``C = 6 N D`` leaves out attention's
+own FLOPs. At each budget the sizes are the family's five nearest to 20
+characters per parameter (Chinchilla's optimum), none trained for fewer than
+:data:`MIN_STEPS` steps.
+
+**Data-constrained runs** (Muennighoff et al. 2023). One model size at one budget,
+trained on the first ``D / epochs`` characters of the training plays repeated
+``epochs`` times, for 1 to 16 epochs: equal compute, less and less unique data.
+
+Every run is scored on the same held-out text (the first :data:`EVAL_CHARS`
+characters of the validation plays, every character, windows of 128 sliding by
+64) and keeps its validation loss at several points of training (fixed batches).
+Each run goes into ``checkpoints/scaling.json`` under its name as soon as it ends
+(several processes may write it: a lock file orders them), so a stopped sweep
+picks up where it stopped and ``--shard K/N`` splits the runs over processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..data import as_tensor, load_shakespeare
+from ..shipped import CHECKPOINT_DIR
+from ..tokenization import shakespeare_char_tokenizer
+from ..train import TrainConfig, evaluate_stream, train
+from ..transformer import GPT, GPTConfig
+
+# (layers, width): about 13k, 57k, 100k, 234k, 336k, 608k, 793k and 1.25M non-embedding parameters;
+# the shipped gpt_char is (6, 160), 1.86M
+FAMILY = ((1, 32), (2, 48), (2, 64), (3, 80), (3, 96), (4, 112), (4, 128), (5, 144))
+BUDGETS = (1e12, 3e12, 1e13, 3e13)  # FLOPs (6 N D); gpt_char was trained with 3.0e14
+BASE_MODEL = GPTConfig(vocab_size=75, context_length=128, dropout=0.0, tie_weights=True, positional="learned",
+                       bias=True)
+BASE_TRAIN = TrainConfig(batch_size=32, context_length=128, lr=2.5e-3, min_lr=2.5e-4, weight_decay=0.1,
+                         grad_clip=1.0, eval_batches=4)
+TOKENS_PER_STEP = BASE_TRAIN.batch_size * BASE_TRAIN.context_length
+SIZES_PER_BUDGET = 5
+CHINCHILLA_TOKENS_PER_PARAM = 20
+MIN_STEPS = 100
+EVALS_PER_RUN = 8  # fixed-batch validation losses kept per run, besides the final score
+EVAL_CHARS = 100_000
+DATA_MODEL = (3, 80)  # the data-constrained runs: this size ...
+DATA_EPOCHS = (1, 2, 4, 8, 16)  # ... trained this many times over fewer characters ...
+DATA_TOKENS = 4_000_000  # ... for this many characters in all (C = 6 N D, about 5.5e12)
+
+
+def model_config(layers: int, width: int) -> GPTConfig:
+    """A member of the family: heads of 32 dimensions where the width is a multiple of 32 from 96 up
+    (as gpt_char's 5 heads of 32), else of 16."""
+    head = 32 if width >= 96 and width % 32 == 0 else 16
+    return replace(BASE_MODEL, n_layers=layers, d_model=width, n_heads=width // head)
+
+
+def non_embedding_params(config: GPTConfig) -> int:
+    """Parameters outside the token and position embeddings (the head is tied to the first).
+
+    >>> non_embedding_params(model_config(1, 32))
+    12768
+    """
+    model = GPT(config)
+    return model.num_params() - model.tok_emb.weight.numel() - config.context_length * config.d_model
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of the sweep."""
+
+    layers: int
+    width: int
+    budget: float  # C, FLOPs
+    steps: int  # D = steps * TOKENS_PER_STEP
+    unique_chars: int | None = None  # train on only this many characters of the training plays (None: all)
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        data = "" if self.unique_chars is None else f"-U{self.unique_chars}"
+        return f"C{self.budget:.0e}-L{self.layers}-d{self.width}{data}-s{self.seed}"
+
+    @property
+    def tokens(self) -> int:
+        return self.steps * TOKENS_PER_STEP
+
+
+def grid(budgets: tuple[float, ...] = BUDGETS, seeds: int = 1) -> list[Run]:
+    """The IsoFLOP runs: at each budget, the five sizes nearest (in log N) to 20 characters per parameter."""
+    sizes = [(layers, width, non_embedding_params(model_config(layers, width))) for layers, width in FAMILY]
+    runs = []
+    for budget in budgets:
+        target = math.sqrt(budget / (6 * CHINCHILLA_TOKENS_PER_PARAM))  # N with D = 20 N
+        fits = [s for s in sizes if budget / (6 * s[2]) >= MIN_STEPS * TOKENS_PER_STEP]
+        chosen = sorted(fits, key=lambda s: abs(math.log(s[2] / target)))[:SIZES_PER_BUDGET]
+        for layers, width, n in sorted(chosen, key=lambda s: s[2]):
+            steps = round(budget / (6 * n * TOKENS_PER_STEP))
+            runs += [Run(layers, width, budget, steps, seed=seed) for seed in range(seeds)]
+    return runs
+
+
+def data_constrained(seeds: int = 1) -> list[Run]:
+    """Equal compute, 1 to 16 epochs over fewer and fewer unique characters."""
+    layers, width = DATA_MODEL
+    n = non_embedding_params(model_config(layers, width))
+    steps = round(DATA_TOKENS / TOKENS_PER_STEP)
+    budget = float(f"{6 * n * steps * TOKENS_PER_STEP:.1e}")
+    return [Run(layers, width, budget, steps, unique_chars=steps * TOKENS_PER_STEP // epochs, seed=seed)
+            for epochs in DATA_EPOCHS for seed in range(seeds)]
+
+
+def train_config(run: Run) -> TrainConfig:
+    """The shipped recipe stretched to the run: warmup 5% of the steps (at most 200), cosine to the end."""
+    return replace(BASE_TRAIN, steps=run.steps, warmup_steps=min(200, max(1, run.steps // 20)),
+                   eval_every=max(1, run.steps // EVALS_PER_RUN), seed=run.seed)
+
+
+def train_run(run: Run, train_ids: torch.Tensor, val_ids: torch.Tensor, eval_ids: torch.Tensor) -> dict:
+    """Train one run; what the chapter reads of it."""
+    config = model_config(run.layers, run.width)
+    torch.manual_seed(run.seed)
+    model = GPT(config)
+    data = train_ids if run.unique_chars is None else train_ids[:run.unique_chars]
+    start = time.perf_counter()
+    history = train(model, data, val_ids, train_config(run), device="cpu")
+    seconds = time.perf_counter() - start
+    n = non_embedding_params(config)
+    return {**asdict(run), "name": run.name, "model": asdict(config), "train": asdict(train_config(run)),
+            "non_embedding_params": n, "params": model.num_params(), "tokens": run.tokens,
+            "flops": 6 * n * run.tokens, "epochs": round(run.tokens / len(data), 3),
+            "val_nats_per_char": round(evaluate_stream(model, eval_ids, config.context_length), 4),
+            "history": {"steps": history.steps, "tokens": [s * TOKENS_PER_STEP for s in history.steps],
+                        "train_loss": [round(x, 4) for x in history.train_loss],
+                        "val_loss": [round(x, 4) for x in history.val_loss]},
+            "train_seconds": round(seconds, 1)}
+
+
+@contextmanager
+def locked(path: Path):
+    """Hold an exclusive lock on ``path``'s lock file (other processes of the sweep wait)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(path.suffix + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def load_results(path: Path = CHECKPOINT_DIR / "scaling.json") -> dict:
+    """The stored sweep: ``{"command": ..., "eval": ..., "runs": {name: run}}`` (empty runs if none)."""
+    if not path.is_file():
+        return {"runs": {}}
+    return json.loads(path.read_text())
+
+
+def store(path: Path, result: dict, command: str) -> None:
+    """Add one finished run to the results file (under the lock)."""
+    with locked(path):
+        table = load_results(path)
+        table["command"] = command
+        table["eval"] = f"first {EVAL_CHARS} validation characters, every character, windows of 128 sliding by 64"
+        table["runs"] = dict(sorted({**table.get("runs", {}), result["name"]: result}.items()))
+        path.write_text(json.dumps(table, indent=1) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lmcourse scaling", description=__doc__.split("\n\n")[0])
+    parser.add_argument("part", nargs="?", choices=("all", "grid", "data"), default="all")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per run (0, 1, ...)")
+    parser.add_argument("--budgets", default=",".join(f"{b:.0e}" for b in BUDGETS), help="compute budgets, FLOPs")
+    parser.add_argument("--shard", default="0/1", help="K/N: train every N-th run, starting at the K-th")
+    parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR / "scaling.json")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--list", action="store_true", help="list the runs and which are stored; train nothing")
+    args = parser.parse_args(argv)
+    try:
+        budgets = tuple(float(b) for b in args.budgets.split(","))
+        k, n_shards = (int(x) for x in args.shard.split("/"))
+    except ValueError:
+        parser.error("--budgets is a comma-separated list of numbers (1e12,3e12) and --shard is K/N (0/2)")
+    if args.seeds < 1 or not 0 <= k < n_shards or any(b <= 0 for b in budgets):
+        parser.error("need --seeds >= 1, --shard K/N with 0 <= K < N, and positive budgets")
+    runs = (grid(budgets, args.seeds) if args.part in ("all", "grid") else []) + \
+        (data_constrained(args.seeds) if args.part in ("all", "data") else [])
+    done = load_results(args.out)["runs"]
+    if args.list:
+        for run in runs:
+            mark = f"{done[run.name]['val_nats_per_char']:.4f}" if run.name in done else "-"
+            print(f"{run.name:<28} {run.steps:>6} steps  {run.tokens / 1e6:6.2f}M chars  {mark}")
+        return 0
+    command = "python -m lmcourse scaling" + (f" {args.part}" if args.part != "all" else "") + \
+        (f" --seeds {args.seeds}" if args.seeds != 1 else "") + \
+        (f" --budgets {args.budgets}" if budgets != BUDGETS else "")
+    torch.set_num_threads(args.threads)
+    tok = shakespeare_char_tokenizer()
+    train_ids = as_tensor(tok.encode(load_shakespeare("train")))
+    val_ids = as_tensor(tok.encode(load_shakespeare("val")))
+    for run in runs[k::n_shards]:
+        if run.name in load_results(args.out)["runs"]:
+            continue
+        result = train_run(run, train_ids, val_ids, val_ids[:EVAL_CHARS])
+        store(args.out, result, command)
+        print(f"{run.name:<28} {result['val_nats_per_char']:.4f} nats/char  {result['train_seconds']:.0f} s",
+              flush=True)
+    return 0

@@ -1,0 +1,97 @@
+"""Chapter 12's sweep: the grid it trains, and that runs are stored one by one and resumed."""
+
+import json
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from lmcourse.experiments.scaling import (
+    BUDGETS,
+    CHINCHILLA_TOKENS_PER_PARAM,
+    DATA_EPOCHS,
+    FAMILY,
+    MIN_STEPS,
+    SIZES_PER_BUDGET,
+    TOKENS_PER_STEP,
+    data_constrained,
+    grid,
+    load_results,
+    main,
+    model_config,
+    non_embedding_params,
+    store,
+    train_config,
+)
+from lmcourse.transformer import GPT
+
+
+def test_non_embedding_params_leave_out_both_embeddings_and_count_the_rest():
+    config = model_config(2, 64)
+    model = GPT(config)
+    embeddings = {"tok_emb.weight", "pos_emb.table.weight"}
+    rest = sum(p.numel() for name, p in model.named_parameters() if name not in embeddings)
+    assert non_embedding_params(config) == rest
+    assert abs(rest - 12 * 2 * 64**2) / rest < 0.03  # 12 L d^2 plus biases and norms
+
+
+def test_each_budget_trains_five_sizes_around_twenty_characters_per_parameter_at_its_compute():
+    runs = grid()
+    assert {r.budget for r in runs} == set(BUDGETS)
+    for budget in BUDGETS:
+        mine = [r for r in runs if r.budget == budget]
+        assert len(mine) == SIZES_PER_BUDGET and all(r.steps >= MIN_STEPS for r in mine)
+        ratios = []
+        for r in mine:
+            n = non_embedding_params(model_config(r.layers, r.width))
+            assert math.isclose(6 * n * r.tokens, budget, rel_tol=0.01)  # C = 6 N D, to the step
+            ratios.append(r.tokens / n)
+        assert min(ratios) < CHINCHILLA_TOKENS_PER_PARAM < max(ratios)  # the profile brackets the optimum
+    assert len({r.name for r in runs}) == len(runs)
+    assert all((r.layers, r.width) in FAMILY for r in runs)
+
+
+def test_data_constrained_runs_spend_equal_compute_on_fewer_unique_characters():
+    runs = data_constrained()
+    assert len({(r.steps, r.budget, r.layers, r.width) for r in runs}) == 1
+    assert [round(r.tokens / r.unique_chars) for r in runs] == list(DATA_EPOCHS)
+
+
+def test_the_schedule_ends_with_the_run():
+    run = grid()[0]
+    config = train_config(run)
+    assert config.steps == run.steps and 0 < config.warmup_steps <= max(1, run.steps // 20)
+    assert run.tokens == run.steps * TOKENS_PER_STEP
+
+
+def test_runs_are_stored_one_by_one_by_several_writers(tmp_path):
+    path = tmp_path / "scaling.json"
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: store(path, {"name": f"run{i}", "val_nats_per_char": i}, "cmd"), range(8)))
+    table = load_results(path)
+    assert sorted(table["runs"]) == [f"run{i}" for i in range(8)] and table["command"] == "cmd"
+
+
+@pytest.mark.slow  # trains the smallest model for 103 steps
+def test_the_command_trains_what_is_missing_and_skips_what_is_stored(tmp_path, capsys):
+    out = tmp_path / "scaling.json"
+    assert main(["grid", "--budgets", "3.2e10", "--out", str(out)]) == 0  # only the smallest model fits
+    runs = load_results(out)["runs"]
+    (name, run), = runs.items()
+    assert name == "C3e+10-L1-d32-s0" and run["steps"] >= MIN_STEPS
+    assert run["history"]["val_loss"][-1] < run["history"]["val_loss"][0]  # it trained
+    assert math.log(75) > run["val_nats_per_char"] > 1.0
+    assert load_results(out)["command"] == "python -m lmcourse scaling grid --budgets 3.2e10"
+    before = out.read_text()
+    capsys.readouterr()
+    assert main(["grid", "--budgets", "3.2e10", "--out", str(out)]) == 0
+    assert out.read_text() == before and capsys.readouterr().out == ""  # nothing trained again
+    json.loads(before)
+
+
+def test_bad_arguments_are_refused_with_a_message(capsys):
+    for argv in (["--shard", "2/2"], ["--budgets", "lots"], ["--seeds", "0"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2
+    assert "--shard" in capsys.readouterr().err
