@@ -24,6 +24,7 @@ One module per concept, in the order the book teaches them:
 * :mod:`lmcourse.speculative`: speculative decoding, a draft model checked by the target (chapter 9).
 * :mod:`lmcourse.mlm`: masked language modeling (BERT-style masking, encoder, fill-mask).
 * :mod:`lmcourse.finetune`: a classifier head on the encoder: linear probe, fine-tuning, from scratch (chapter 10).
+* :mod:`lmcourse.scaling_laws`: loss against parameters and data, L(N, D) fitted as Chinchilla does (chapter 12).
 * :mod:`lmcourse.widgets`: interactive figures that work in the static HTML book.
 * :mod:`lmcourse.device`: which device the course runs on.
 * :mod:`lmcourse.bench`: benchmarks, ``python -m lmcourse bench NAME``.

@@ -1,0 +1,167 @@
+"""Scaling laws: how loss falls with parameters N and training tokens D, fitted to measured runs.
+
+Hoffmann et al. (2022, "Chinchilla") model the final loss of a run as
+
+    L(N, D) = E + A / N^alpha + B / D^beta
+
+(E: the loss no model reaches, the text's own entropy under this tokenizer; the
+two power laws: what a finite model and a finite run leave on top of it). Their
+approach 3 fits the five numbers by minimising a Huber loss of the residual in
+log-loss, ``log L_hat - log L``, written ``log L_hat = LSE(a - alpha log N,
+b - beta log D, e)`` with ``A = e^a, B = e^b, E = e^e`` so every parameter is
+unconstrained, from a grid of starting points (the objective has local minima);
+:func:`fit_loss_law` does the same here with L-BFGS in float64.
+
+With compute ``C = 6 N D`` fixed, minimising the law over N gives the
+compute-optimal allocation (:func:`compute_optimal`)
+
+    N*(C) = G (C/6)^(beta/(alpha+beta)),  D*(C) = (C/6)^(alpha/(alpha+beta)) / G,
+    G = (alpha A / (beta B))^(1/(alpha+beta)),
+
+and approach 2 reads N* off each budget's IsoFLOP profile directly: the vertex of
+a parabola fitted to loss against log N (:func:`isoflop_minimum`).
+
+When data runs out, Muennighoff et al. (2023) replace D by an effective number of
+tokens: ``U`` unique tokens seen ``1 + R`` times are worth
+``U + U R* (1 - exp(-R / R*))`` (:func:`effective_data`): repeats pay less and
+less, and never more than ``R*`` fresh copies would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class LossLaw:
+    """``L(N, D) = E + A / N^alpha + B / D^beta`` (nats per token)."""
+
+    E: float
+    A: float
+    alpha: float
+    B: float
+    beta: float
+
+    def __call__(self, N: float, D: float) -> float:
+        return self.E + self.A / N**self.alpha + self.B / D**self.beta
+
+
+def chinchilla() -> LossLaw:
+    """Hoffmann et al.'s published fit (their approach 3; nats per token of their BPE text).
+
+    >>> round(chinchilla()(70e9, 1.4e12), 3)  # Chinchilla itself
+    1.937
+    """
+    return LossLaw(E=1.69, A=406.4, alpha=0.34, B=410.7, beta=0.28)
+
+
+def _huber(r: torch.Tensor, delta: float) -> torch.Tensor:
+    a = r.abs()
+    return torch.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta))
+
+
+def _log_law(p: torch.Tensor, log_n: torch.Tensor, log_d: torch.Tensor) -> torch.Tensor:
+    a, b, e, alpha, beta = p
+    return torch.logsumexp(torch.stack([a - alpha * log_n, b - beta * log_d, e.expand_as(log_n)]), dim=0)
+
+
+def _minimise(objective, start: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """L-BFGS (strong Wolfe line search) from ``start``; the point reached and the objective there."""
+    p = start.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([p], lr=1.0, max_iter=200, tolerance_grad=1e-12, tolerance_change=1e-14,
+                            line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        value = objective(p)
+        value.backward()
+        return value
+
+    opt.step(closure)
+    with torch.no_grad():
+        return p.detach(), objective(p).item()
+
+
+def fit_loss_law(N: Sequence[float], D: Sequence[float], L: Sequence[float], delta: float = 1e-3,
+                 starts: dict[str, Sequence[float]] | None = None) -> LossLaw:
+    """Fit :class:`LossLaw` to runs (N, D, final loss) as Chinchilla's approach 3 does.
+
+    Minimises the summed Huber loss (``delta`` in log-loss) of ``log L_hat - log L``
+    with L-BFGS from every point of a grid of starting values (``starts``: lists
+    for ``a, b, e, alpha, beta``) and keeps the best.
+    """
+    if not len(N) == len(D) == len(L) >= 5:
+        raise ValueError(f"need at least 5 runs with N, D and L each, got {len(N)}, {len(D)}, {len(L)}")
+    log_n, log_d = torch.tensor(N, dtype=torch.float64).log(), torch.tensor(D, dtype=torch.float64).log()
+    log_l = torch.tensor(L, dtype=torch.float64).log()
+    grid = starts or {"a": (0.0, 5.0, 10.0), "b": (0.0, 5.0, 10.0), "e": (-1.0, 0.5),
+                      "alpha": (0.2, 0.6), "beta": (0.2, 0.6)}
+    def objective(p: torch.Tensor) -> torch.Tensor:
+        return _huber(_log_law(p, log_n, log_d) - log_l, delta).sum()
+
+    best, best_value = None, math.inf
+    for start in itertools.product(*(grid[k] for k in ("a", "b", "e", "alpha", "beta"))):
+        p, value = _minimise(objective, torch.tensor(start, dtype=torch.float64))
+        if math.isfinite(value) and value < best_value:
+            best, best_value = p, value
+    a, b, e, alpha, beta = best.tolist()
+    return LossLaw(E=math.exp(e), A=math.exp(a), alpha=alpha, B=math.exp(b), beta=beta)
+
+
+def compute_optimal(law: LossLaw, C: float) -> tuple[float, float]:
+    """``(N*, D*)``: the split of compute ``C = 6 N D`` that minimises ``law``.
+
+    >>> n, d = compute_optimal(chinchilla(), 5.76e23)  # Chinchilla's budget
+    >>> f"{n:.2g} {d:.2g}"
+    '3.2e+10 3e+12'
+    """
+    a, b = law.alpha, law.beta
+    G = (a * law.A / (b * law.B)) ** (1 / (a + b))
+    return G * (C / 6) ** (b / (a + b)), (C / 6) ** (a / (a + b)) / G
+
+
+def isoflop_minimum(N: Sequence[float], L: Sequence[float]) -> float:
+    """The N at the vertex of a parabola fitted to loss against ``log N`` (one budget's profile).
+
+    >>> round(isoflop_minimum([1e4, 1e5, 1e6], [3.0, 2.0, 3.0]))
+    100000
+    """
+    if len(N) != len(L) or len(N) < 3:
+        raise ValueError(f"need at least 3 runs of one budget, got {len(N)} sizes and {len(L)} losses")
+    x = torch.tensor(N, dtype=torch.float64).log()
+    X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
+    c2, c1, _ = torch.linalg.lstsq(X, torch.tensor(L, dtype=torch.float64)[:, None]).solution[:, 0].tolist()
+    if c2 <= 0:
+        raise ValueError("the profile has no minimum (its parabola opens downwards): widen the range of sizes")
+    return math.exp(-c1 / (2 * c2))
+
+
+def power_law(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """``(k, p)`` of the least-squares line ``log y = log k + p log x`` (``y = k x^p``).
+
+    >>> k, p = power_law([1, 10, 100], [2, 20, 200]); round(k, 6), round(p, 6)
+    (2.0, 1.0)
+    """
+    lx, ly = torch.tensor(x, dtype=torch.float64).log(), torch.tensor(y, dtype=torch.float64).log()
+    X = torch.stack([torch.ones_like(lx), lx], dim=1)
+    log_k, p = torch.linalg.lstsq(X, ly[:, None]).solution[:, 0].tolist()
+    return math.exp(log_k), p
+
+
+def effective_data(unique: float, tokens: float, r_star: float) -> float:
+    """Muennighoff et al.'s effective tokens of a run that reads ``tokens`` from ``unique`` unique ones.
+
+    The ``R = tokens / unique - 1`` repeats count as ``unique * r_star * (1 - exp(-R / r_star))``.
+
+    >>> effective_data(100, 100, 15.0), round(effective_data(100, 1e9, 15.0))  # one epoch; endless repeats
+    (100.0, 1600)
+    """
+    if unique <= 0 or tokens < unique or r_star <= 0:
+        raise ValueError(f"need 0 < unique <= tokens and r_star > 0, got {unique}, {tokens}, {r_star}")
+    repeats = tokens / unique - 1
+    return unique + unique * r_star * (1 - math.exp(-repeats / r_star))

@@ -1,0 +1,89 @@
+"""Scaling-law fits against known laws: synthetic runs, brute-force optima and hand-worked cases."""
+
+import math
+
+import pytest
+import torch
+
+from lmcourse.scaling_laws import (
+    LossLaw,
+    chinchilla,
+    compute_optimal,
+    effective_data,
+    fit_loss_law,
+    isoflop_minimum,
+    power_law,
+)
+
+TRUE = LossLaw(E=1.1, A=60.0, alpha=0.45, B=90.0, beta=0.32)
+
+
+def synthetic_runs(law: LossLaw, noise: float, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    N, D, L = [], [], []
+    for n in (1e4, 3e4, 1e5, 3e5, 1e6):
+        for d in (1e5, 1e6, 1e7, 1e8):
+            N.append(n)
+            D.append(d)
+            L.append(law(n, d) * math.exp(noise * torch.randn(1, generator=g).item()))
+    return N, D, L
+
+
+@pytest.mark.slow  # 72 fits from a grid of starting points
+def test_the_fit_recovers_a_known_law_from_noisy_runs():
+    fit = fit_loss_law(*synthetic_runs(TRUE, noise=0.003))
+    assert abs(fit.alpha - TRUE.alpha) < 0.05 and abs(fit.beta - TRUE.beta) < 0.05, fit
+    assert abs(fit.E - TRUE.E) < 0.05, fit
+    N, D, _ = synthetic_runs(TRUE, noise=0.0)
+    assert max(abs(fit(n, d) / TRUE(n, d) - 1) for n, d in zip(N, D, strict=True)) < 0.01
+
+
+@pytest.mark.slow
+def test_the_huber_loss_keeps_one_bad_run_from_moving_the_fit():
+    N, D, L = synthetic_runs(TRUE, noise=0.0)
+    L[3] *= 1.5  # one diverged run
+    fit = fit_loss_law(N, D, L)
+    assert abs(fit.alpha - TRUE.alpha) < 0.02 and abs(fit.beta - TRUE.beta) < 0.02, fit
+
+
+def test_the_compute_optimal_split_is_the_minimum_found_by_search():
+    for C in (1e12, 1e15, 1e18):
+        n_star, d_star = compute_optimal(TRUE, C)
+        assert math.isclose(6 * n_star * d_star, C, rel_tol=1e-9)
+        grid = [10 ** (k / 2000) for k in range(2000 * 2, 2000 * 12)]  # N from 1e2 to 1e12
+        best = min(grid, key=lambda n: TRUE(n, C / (6 * n)))
+        assert abs(math.log(best / n_star)) < 2e-3
+
+
+def test_the_isoflop_vertex_of_an_exact_parabola_in_log_n():
+    N = [1e3, 1e4, 1e5, 1e6, 1e7]
+    L = [2.0 + 0.1 * (math.log(n) - math.log(4e4)) ** 2 for n in N]
+    assert math.isclose(isoflop_minimum(N, L), 4e4, rel_tol=1e-9)
+    with pytest.raises(ValueError, match="no minimum"):
+        isoflop_minimum(N, [-x for x in L])
+
+
+def test_chinchilla_s_own_numbers():
+    law = chinchilla()
+    assert law.alpha > law.beta  # their fit: model size pays off faster than data, per power
+    n_star, _ = compute_optimal(law, 5.76e23)
+    assert 2e10 < n_star < 5e10  # tens of billions of parameters at Gopher's compute, not 280B
+
+
+def test_power_law_and_effective_data_by_hand():
+    k, p = power_law([2, 4, 8], [3 * 2**0.5, 6, 3 * 8**0.5])
+    assert math.isclose(k, 3) and math.isclose(p, 0.5)
+    assert effective_data(1000, 1000, 10.0) == 1000  # no repeats: all fresh
+    assert math.isclose(effective_data(1000, 2000, 1e9), 2000, rel_tol=1e-6)  # repeats as good as new
+    epochs = (1, 2, 4, 8, 16, 1000)
+    values = [effective_data(1000, 1000 * e, 5.0) for e in epochs]
+    assert values == sorted(values) and values[-1] <= 1000 * (1 + 5.0)  # more reads help, up to (1 + R*) U
+    per_read = [v / (1000 * e) for v, e in zip(values, epochs, strict=True)]
+    assert per_read == sorted(per_read, reverse=True)  # ... and each read is worth less
+
+
+def test_bad_inputs_are_refused():
+    with pytest.raises(ValueError, match="at least 5 runs"):
+        fit_loss_law([1, 2], [1, 2], [1, 2])
+    with pytest.raises(ValueError, match="unique"):
+        effective_data(100, 50, 5.0)
