@@ -17,21 +17,20 @@ Skipped, with a message, only where Chromium or Playwright is not installed
 import functools
 import http.server
 import re
-import shutil
 import threading
 from pathlib import Path
 
 import pytest
 
+from lmcourse.course.chromium import CHROMIUM_ARGS, QuietHandler, find_chromium
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "_build" / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = find_chromium()
 # Console errors that are not the book's fault:
 # - pydata-sphinx-theme logs this with console.error on a browser's first visit,
 #   when no light/dark choice is stored yet; it then uses "auto", as intended.
 ALLOWED_CONSOLE_ERRORS: tuple[str, ...] = ("Got invalid theme mode: . Resetting to auto.",)
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 
 pytestmark = [
     pytest.mark.slow,
@@ -45,17 +44,13 @@ def site(html):
     if not (html / "_static" / "mathjax" / "tex-chtml.js").is_file():
         pytest.fail("MathJax is not vendored: run `make book` (or `make test`), "
                     "which fetches it into book/_static/mathjax")
-    handler = functools.partial(_QuietHandler, directory=str(html))
+    handler = functools.partial(QuietHandler, directory=str(html))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield html, f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")

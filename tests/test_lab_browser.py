@@ -33,12 +33,11 @@ import nbformat
 import pytest
 
 from lmcourse.course.check import visible_part
+from lmcourse.course.chromium import CHROMIUM_ARGS, find_chromium
 from lmcourse.course.exercises import BEGIN_SOLUTION, END_SOLUTION, EXERCISES_DIR, SOLUTIONS_DIR, cell_info
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+CHROMIUM = find_chromium()
 JUPYTER_LAB = Path(sys.executable).parent / "jupyter-lab"
 NOTEBOOK = "11_modern_gpt.ipynb"
 WRONG = ROOT / "tests" / "grading_fixtures" / "wrong_answers" / "11_rms_norm_sum.ipynb"

@@ -42,20 +42,18 @@ import argparse
 import functools
 import http.server
 import re
-import shutil
 import sys
 import threading
 import time
 from pathlib import Path
 
+from .chromium import CHROMIUM_ARGS, QuietHandler, find_chromium
 from .pdf_outline import add_outline, pdf_pages_and_destinations
 
 DEFAULT_HTML = Path("_build/html")
 DEFAULT_OUT = Path("_build/pdf/lmcourse.pdf")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
-                 # offline: no host name resolves except the local server's address
-                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+# offline: no host name resolves except the local server's address
+OFFLINE_ARGS = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 MATHJAX_TIMEOUT_MS = 120_000
 MARGIN = {"top": "16mm", "bottom": "16mm", "left": "14mm", "right": "14mm"}
 SCALE = 0.8  # the book's 16 px text prints at about 9.6 pt; a 77-character code line fits A4
@@ -334,16 +332,6 @@ mjx-container[display="true"] { overflow: visible !important; }
 """
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
-def find_chromium() -> str | None:
-    """Debian's Chromium (``chromium``), or ``chromium-browser``, on the PATH."""
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 def root_page(html: Path) -> str:
     """The path of the book's first page inside ``html`` (``index.html`` redirects to it)."""
     index = html / "index.html"
@@ -379,13 +367,13 @@ def build_pdf(html: Path, out: Path, chromium: str | None = None, *, outline: bo
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    handler = functools.partial(_QuietHandler, directory=str(html))
+    handler = functools.partial(QuietHandler, directory=str(html))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            browser = p.chromium.launch(executable_path=chromium, args=OFFLINE_ARGS)
             try:
                 page = browser.new_page(viewport={"width": PRINT_WIDTH_PX, "height": 1200})
                 page.emulate_media(media="print", color_scheme="light")
