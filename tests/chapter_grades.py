@@ -2,8 +2,8 @@
 
 The solution, the untouched exercise and every wrong-answer fixture
 (``tests/grading_fixtures/wrong_answers/NN_*.ipynb``) of a chapter are graded
-once per test process, in one batch (two at a time, sandboxed as the grader runs
-them), the first time a test asks; ``tests/test_grading.py``,
+once per test process, in one batch (two at a time, sandboxed and on warm runners,
+as ``python -m lmcourse grade --jobs 2`` runs them), the first time a test asks; ``tests/test_grading.py``,
 ``tests/test_exercises.py`` and ``tests/test_exercises_11.py`` all read these
 rows. Under pytest-xdist (``make test``: ``-n 2 --dist loadgroup``) every test
 that reads a chapter's rows carries the mark :func:`group`, so they run in one
@@ -12,13 +12,12 @@ worker and the chapter is graded once in the whole session.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from lmcourse.course.exercises import EXERCISES_DIR, SOLUTIONS_DIR
-from lmcourse.course.grade import TaskRow, grade_notebook
+from lmcourse.course.grade import TaskRow, grade_notebooks
 
 WRONG_ANSWERS_DIR = Path(__file__).parent / "grading_fixtures" / "wrong_answers"
 
@@ -44,8 +43,7 @@ def chapter_grades(chapter: str) -> dict[Path, dict[str, TaskRow]]:
     """Rows of every notebook of :func:`notebooks_of` ``chapter``, by path, then task (graded once)."""
     if chapter not in _GRADES:
         paths = notebooks_of(chapter)
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            graded = list(pool.map(grade_notebook, paths))
+        graded = grade_notebooks([(p, str(p)) for p in paths], jobs=2)
         _GRADES[chapter] = {p: {r.task: r for r in rows} for p, rows in zip(paths, graded, strict=True)}
     return _GRADES[chapter]
 

@@ -1,7 +1,7 @@
 """Grade submitted exercise notebooks: one CSV row per (submission, task)::
 
     python -m lmcourse grade PATH... [--chapter NN] [--out grades.csv] [--jobs N] [--timeout S]
-        [--gradebook FILE.csv] [--require-sandbox | --no-sandbox]
+        [--gradebook FILE.csv] [--require-sandbox | --no-sandbox] [--cold]
     python -m lmcourse grade --gradescope autograder.zip [--chapter NN]
 
 PATH is a notebook or a folder searched for notebooks. For each submission the
@@ -13,7 +13,8 @@ grader
    order, where every check cell is replaced by the authoritative one from
    ``solutions/`` (visible *and* hidden tests); checks the learner deleted are
    appended at the end;
-3. runs it in its own process (:mod:`lmcourse.course.grade_runner`) inside a
+3. runs it in its own process (:mod:`lmcourse.course.grade_runner`; a fresh fork
+   of a warm runner, :mod:`lmcourse.course.warm`, unless ``--cold``) inside a
    bubblewrap sandbox (:mod:`lmcourse.course.sandbox`: a read-only view of the
    system, Python and the package, no ``solutions/``, a private ``/tmp``, no
    network, its own PID namespace, a process limit), under a wall-clock limit and
@@ -49,7 +50,6 @@ import csv
 import json
 import os
 import re
-import resource
 import secrets
 import subprocess
 import sys
@@ -64,13 +64,13 @@ import nbformat
 from .exercises import BEGIN_HIDDEN, SOLUTIONS_DIR, Check, cell_info, chapter_of, checks_of, forbid_of, provided_of
 from .export import student_of, write_autograder, write_gradebook
 from .forbid import message as forbidden_message
+from .process import MAX_OUTPUT, MAX_RESULTS, drain, feed, kill_group, limits, parse_records
 from .sandbox import WORKDIR, PidsCgroup, Sandbox, SandboxUnavailable, runner_env
+from .warm import WarmPool, WarmUnavailable
 
 FIELDS = ("submission", "chapter", "task", "points", "max_points", "status", "message")
 DEFAULT_TIMEOUT = 300.0
 DEFAULT_MEMORY_MB = 4096
-MAX_OUTPUT = 1_000_000  # bytes of a submission's printed output kept (the rest is read and dropped)
-MAX_RESULTS = 4_000_000  # bytes of per-cell records read back (a submission may write to that pipe too)
 _UNSANDBOXED = Sandbox("off")  # the learner's self-check: no bubblewrap, but the process limit where there is one
 
 
@@ -179,38 +179,15 @@ def build_program(submission_nb, checks: list[Check], provided: frozenset[str] |
     return cells
 
 
-def _limits(memory_mb: int, cgroup: Path | None):
-    join = PidsCgroup.join(cgroup) if cgroup is not None else None
-    limit = memory_mb * 2**20
-
-    def apply() -> None:  # runs in the child, before the submission (or bubblewrap) starts
-        if join is not None:
-            join()
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    return apply
-
-
-def _drain(stream, keep: bytearray, limit: int) -> None:
-    """Read a pipe to its end, keeping at most ``limit`` bytes."""
-    while chunk := stream.read(65536):
-        room = limit - len(keep)
-        if room > 0:
-            keep.extend(chunk[:room])
-
-
-def _feed(stream, data: bytes) -> None:
-    try:
-        stream.write(data)
-        stream.close()
-    except OSError:  # the process ended before reading its program
-        pass
-
-
 def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMORY_MB,
                 sandbox: Sandbox | None = None, hide: tuple[Path, ...] = (),
-                forbid: dict[str, list[str]] | None = None) -> tuple[list[dict | None], str | None]:
+                forbid: dict[str, list[str]] | None = None,
+                warm: WarmPool | None = None) -> tuple[list[dict | None], str | None]:
     """Run the cells in a fresh process; per-cell records (``None``: never finished) and a problem.
+
+    With ``warm`` (and a sandbox that is active) the process is a fresh fork of
+    this thread's warm runner (:mod:`lmcourse.course.warm`), in that runner's
+    sandbox (which already hides what ``hide`` names: the pool's ``hide``).
 
     The runner gets a secret token and the program (hidden checks included) on
     its standard input, reads both before any submitted code runs and closes it:
@@ -222,6 +199,11 @@ def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMO
     A pids cgroup, where one is writable, caps its processes either way.
     ``forbid`` (task -> dotted names) is what each task's answer must not call.
     """
+    if warm is not None and warm.usable():
+        try:
+            return warm.runner().run(cells, timeout, forbid)
+        except WarmUnavailable as err:
+            warm.give_up(str(err))
     token = secrets.token_hex(16)
     sandboxed = sandbox is not None and sandbox.active()
     cgroup = (sandbox or _UNSANDBOXED).cgroup()
@@ -242,15 +224,15 @@ def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMO
             output, results = bytearray(), bytearray()
             proc = subprocess.Popen(
                 argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_limits(memory_mb, cgroup), pass_fds=(results_w,),
+                start_new_session=True, preexec_fn=limits(memory_mb, cgroup), pass_fds=(results_w,),
             )
             os.close(results_w)
             results_w = -1
             program = (token + "\n" + json.dumps({"cells": cells, "forbid": forbid or {}})).encode()
-            threads = [threading.Thread(target=_drain, args=(proc.stdout, output, MAX_OUTPUT), daemon=True),
-                       threading.Thread(target=_drain, args=(os.fdopen(results_r, "rb"), results, MAX_RESULTS),
+            threads = [threading.Thread(target=drain, args=(proc.stdout, output, MAX_OUTPUT), daemon=True),
+                       threading.Thread(target=drain, args=(os.fdopen(results_r, "rb"), results, MAX_RESULTS),
                                         daemon=True),
-                       threading.Thread(target=_feed, args=(proc.stdin, program), daemon=True)]
+                       threading.Thread(target=feed, args=(proc.stdin, program), daemon=True)]
             results_r = -1
             for t in threads:
                 t.start()
@@ -259,7 +241,7 @@ def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMO
                 problem = f"the notebook's process ended (exit code {code})"
             except subprocess.TimeoutExpired:
                 problem = "timeout"
-            _kill_group(proc)  # also ends anything the submission started
+            kill_group(proc)  # also ends anything the submission started
             if cgroup is not None:
                 PidsCgroup.remove(cgroup)  # ... even what left the process group
             for t in threads:
@@ -270,26 +252,7 @@ def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMO
                 os.close(fd)
         if cgroup is not None:  # the process could not start: the cgroup is empty
             PidsCgroup.remove(cgroup)
-    records: list[dict | None] = [None] * len(cells)
-    for line in results.decode("utf-8", errors="replace").splitlines():
-        try:
-            rec = json.loads(line)
-            i = int(rec["cell"])
-            if rec.get("token") == token and 0 <= i < len(cells) and records[i] is None:
-                records[i] = rec
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue
-    return records, problem
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, 9)
-    except (ProcessLookupError, PermissionError):
-        pass
-    if proc.poll() is None:
-        proc.kill()
-    proc.wait()
+    return parse_records(results, token, len(cells)), problem
 
 
 def _describe(rec: dict) -> str:
@@ -429,7 +392,7 @@ def default_sandbox() -> Sandbox:
 def grade_notebook(path: Path, chapter: str | None = None, solutions: Path = SOLUTIONS_DIR,
                    timeout: float = DEFAULT_TIMEOUT, name: str | None = None,
                    memory_mb: int = DEFAULT_MEMORY_MB, chapters: Chapters | None = None,
-                   sandbox: Sandbox | None = None) -> list[TaskRow]:
+                   sandbox: Sandbox | None = None, warm: WarmPool | None = None) -> list[TaskRow]:
     """Grade one submission; returns one row per task of its chapter.
 
     ``chapter`` is what the instructor expects (``--chapter``); a notebook that
@@ -460,9 +423,35 @@ def grade_notebook(path: Path, chapter: str | None = None, solutions: Path = SOL
         cells = build_program(nb, checks, chapters.provided(target))
         hide = (Path(chapters.solutions), Path(path))
         records, run_problem = run_program(cells, timeout, memory_mb, sandbox or default_sandbox(), hide,
-                                           chapters.forbid(target))
+                                           chapters.forbid(target), warm)
         results = score(cells, records, run_problem, timeout)
     return task_rows(name, target, checks, results)
+
+
+def grade_notebooks(items: list[tuple[Path, str]], chapter: str | None = None, solutions: Path = SOLUTIONS_DIR,
+                    timeout: float = DEFAULT_TIMEOUT, memory_mb: int = DEFAULT_MEMORY_MB,
+                    chapters: Chapters | None = None, sandbox: Sandbox | None = None, jobs: int = 1,
+                    warm: bool = True) -> list[list[TaskRow]]:
+    """Grade a batch, ``jobs`` at a time: the rows of each (path, name) of ``items``, in order.
+
+    Each grading thread keeps one warm runner (:mod:`lmcourse.course.warm`) for
+    the whole batch where the sandbox is active (``warm=False``: a cold process
+    per submission). One submission that breaks the grader costs only its own
+    rows: the batch always completes.
+    """
+    chapters = chapters or Chapters(solutions)
+    sandbox = sandbox or default_sandbox()
+
+    def one(pool: WarmPool | None, item: tuple[Path, str]) -> list[TaskRow]:
+        path, name = item
+        try:
+            return grade_notebook(path, chapter, solutions, timeout, name, memory_mb, chapters, sandbox,
+                                  warm=pool)
+        except Exception as err:  # noqa: BLE001 - one submission never stops the batch
+            return [TaskRow(name, chapter or "?", "?", 0, 0, "error", f"{type(err).__name__}: {err}")]
+
+    with WarmPool(sandbox, memory_mb, (Path(solutions),)) as pool, ThreadPoolExecutor(max_workers=jobs) as threads:
+        return list(threads.map(lambda item: one(pool if warm else None, item), items))
 
 
 def write_feedback(rows: list[TaskRow], folder: Path) -> list[Path]:
@@ -525,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
                            help="refuse to grade where bubblewrap cannot run (default: say so once, run without)")
     isolation.add_argument("--no-sandbox", action="store_true",
                            help="run submissions without bubblewrap, with your user's rights")
+    parser.add_argument("--cold", action="store_true", help="give every submission its own fresh sandbox and "
+                        "runner (default: one warm runner per job, forked afresh for each submission; README)")
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.timeout <= 0 or args.memory < 256:
         parser.error("--jobs must be >= 1, --timeout > 0 and --memory >= 256")
@@ -554,16 +545,9 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no notebooks (*.ipynb) found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
         return 2
 
-    def one(item: tuple[Path, str]) -> list[TaskRow]:
-        path, name = item
-        try:
-            return grade_notebook(path, args.chapter, args.solutions, args.timeout, name, args.memory, chapters,
-                                  sandbox)
-        except Exception as err:  # noqa: BLE001 - one submission never stops the batch
-            return [TaskRow(name, args.chapter or "?", "?", 0, 0, "error", f"{type(err).__name__}: {err}")]
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        rows = [row for rows in pool.map(one, notebooks) for row in rows]
+    graded = grade_notebooks(notebooks, args.chapter, args.solutions, args.timeout, args.memory, chapters, sandbox,
+                             args.jobs, warm=not args.cold)
+    rows = [row for rows in graded for row in rows]
     if args.feedback:
         write_feedback(rows, args.feedback)
     if args.gradebook:

@@ -116,7 +116,9 @@ class ModuleGuard:
                 changed.append(name)
             current = vars(module)
             for attr, value in self.saved.get(name, {}).items():
-                if current.get(attr, _MISSING) is not value:
+                if _dynamo_wrapped(current.get(attr), value):  # PyTorch's own doing: keep it
+                    self.saved[name][attr] = current[attr]
+                elif current.get(attr, _MISSING) is not value:
                     changed.append(f"{name}.{attr}")
                     try:
                         setattr(module, attr, value)
@@ -126,16 +128,44 @@ class ModuleGuard:
 
 
 _MISSING = object()
+# PyTorch imports torch._dynamo lazily, the first time code calls one of the
+# functions it keeps out of compilation (building an optimizer does), and that
+# import replaces ``torch.manual_seed`` with such a wrapper of itself. Importing
+# dynamo up front costs about a second per submission, and most never need it;
+# so the guard accepts exactly that change instead (the wrapper calls the
+# function it wraps, nothing else).
+_DISABLE_DYNAMO_CODE = torch._disable_dynamo(lambda: None).__code__
+
+
+def _dynamo_wrapped(new: object, old: object) -> bool:
+    """Whether ``new`` is PyTorch's dynamo-disabling wrapper of ``old`` (and nothing else)."""
+    if new is old or "torch._dynamo" not in sys.modules or getattr(new, "__code__", None) is not _DISABLE_DYNAMO_CODE:
+        return False
+    try:
+        inside = [cell.cell_contents for cell in new.__closure__]
+    except (TypeError, ValueError):  # no closure, or an empty cell
+        return False
+    return getattr(new, "__wrapped__", None) is old and all(x is old or isinstance(x, bool) for x in inside) \
+        and any(x is old for x in inside)
+
+
+def read_program(fd: int) -> tuple[str, list[dict], dict[str, list[str]]]:
+    """The token, cells and forbid lists from ``fd``, read to its end (the grader closes its side)."""
+    with os.fdopen(fd, "rb", closefd=True) as stream:
+        data = stream.read()
+    token, _, program = data.decode("utf-8").partition("\n")
+    loaded = json.loads(program)
+    return token.strip(), loaded["cells"], loaded.get("forbid") or {}
 
 
 def main(results_fd: int) -> int:
-    data = sys.stdin.buffer.read()  # to the end: the grader closes its side after the program
-    token, _, program = data.decode("utf-8").partition("\n")
-    token = token.strip()
-    loaded = json.loads(program)
-    cells, forbid = loaded["cells"], loaded.get("forbid") or {}
-    del data, program, loaded
+    token, cells, forbid = read_program(os.dup(0))
     sys.stdin.close()
+    return execute(token, cells, forbid, results_fd)
+
+
+def execute(token: str, cells: list[dict], forbid: dict[str, list[str]], results_fd: int) -> int:
+    """Run the program's cells, one signed record per cell to ``results_fd``; standard input becomes empty."""
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -145,11 +175,6 @@ def main(results_fd: int) -> int:
         resource.setrlimit(resource.RLIMIT_NPROC, (int(nproc), int(nproc)))
 
     import_package()
-    # PyTorch rewraps some of its own functions the first time an optimizer is
-    # built (torch.manual_seed, for dynamo); do that now, so the guard's snapshot
-    # is of torch as a submission will find it, not a false alarm.
-    _dummy = torch.zeros(1, requires_grad=True)
-    torch.optim.AdamW([_dummy]).step()
     random.seed(0)
     torch.manual_seed(0)
     shell = InteractiveShell.instance()

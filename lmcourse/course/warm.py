@@ -1,0 +1,215 @@
+"""A warm runner: one sandbox that grades submissions one after another, each in a fresh fork.
+
+Starting a runner costs about two seconds of CPU before any submitted code runs
+(Python, PyTorch, IPython, the package, PyTorch's compiler front end); a cohort's
+hundred notebooks, or the test suite's hundred and fifty, pay it again and again.
+A :class:`WarmRunner` pays it once per worker: it starts one sandboxed *server*
+(:mod:`lmcourse.course.warm_server`, in the same bubblewrap sandbox as a cold
+runner) that imports all of that, then forks one child per submission, which runs
+:func:`lmcourse.course.grade_runner.execute` exactly as a cold runner does.
+
+What keeps submissions apart, though they share one sandbox:
+
+- **One at a time.** The server forks the next child only after the previous
+  one has ended and everything it left is gone: every other process in the
+  sandbox's PID namespace is killed, and ``/tmp`` (the working directory and
+  ``$HOME`` included) and ``/dev/shm`` are emptied. If the server cannot leave
+  the sandbox clean it ends, and the grader starts a fresh one.
+- **No submission data in the server.** The grader hands each job over as file
+  descriptors on a socket (``SCM_RIGHTS``): the program (its cells and the hidden
+  checks) comes on a pipe that only the child reads, and the child writes its
+  output and its signed records to pipes that only the grader reads. The server
+  sees a small header (timeout) and sends back an exit status, so there is no
+  earlier submission's code or output in its memory for a later one to find.
+- **The server cannot be inspected.** It makes itself non-dumpable, so a child
+  (the same user) can neither ``ptrace`` it nor open its ``/proc/PID/mem`` or
+  its file descriptors; the child closes every inherited descriptor but its own
+  three before the submission runs.
+- **A child that attacks the server hurts only itself.** Killing or stopping the
+  server ends the current job (its submission gets what it earned so far, or a
+  timeout); the grader's own deadline (the job's timeout plus a margin) catches a
+  stopped server, kills the whole sandbox and starts a new one for the next job.
+
+Where bubblewrap does not run, the grader starts a cold runner per submission as
+before (:func:`lmcourse.course.grade.run_program`): without a PID namespace the
+server could not tell the submission's leftovers from the user's own processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from .process import MAX_OUTPUT, MAX_RESULTS, drain, feed, kill_group, limits, parse_records
+from .sandbox import WORKDIR, PidsCgroup, runner_env
+
+GRACE = 30.0  # seconds the grader waits past a job's timeout before it gives up on the server
+STARTUP_TIMEOUT = 120.0  # seconds for the server to import everything and say it is ready
+
+
+class WarmUnavailable(RuntimeError):
+    """The warm server could not start here; the grader falls back to a cold runner per submission."""
+
+
+class WarmRunner:
+    """The grader's handle on one warm, sandboxed server; :meth:`run` grades one program.
+
+    Not thread-safe: give each grading thread its own (:class:`WarmPool`).
+    """
+
+    def __init__(self, sandbox, memory_mb: int, hide: tuple[Path, ...] = ()) -> None:
+        self.sandbox, self.memory_mb, self.hide = sandbox, memory_mb, hide
+        self.proc: subprocess.Popen | None = None
+        self.sock: socket.socket | None = None
+        self.cgroup: Path | None = None
+        self.grace = GRACE  # seconds past a job's timeout before the grader gives up on the server
+        self._log = bytearray()
+
+    # the server's lifetime
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = runner_env(WORKDIR, "/tmp")
+        self.cgroup = self.sandbox.cgroup()
+        nproc = self.sandbox.runner_nproc(self.cgroup is not None)
+        if nproc:
+            env["LMCOURSE_GRADE_NPROC"] = str(nproc)
+        argv = [sys.executable, "-m", "lmcourse.course.warm_server", str(theirs.fileno()), WORKDIR]
+        argv = self.sandbox.command(argv, env, self.hide)
+        try:
+            self.proc = subprocess.Popen(argv, env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                                         preexec_fn=limits(self.memory_mb, self.cgroup),
+                                         pass_fds=(theirs.fileno(),))
+        finally:
+            theirs.close()
+        self.sock = ours
+        self._log = bytearray()
+        threading.Thread(target=drain, args=(self.proc.stdout, self._log, 20_000), daemon=True).start()
+        if self._reply(STARTUP_TIMEOUT) != {"ready": True}:
+            problem = self._log.decode("utf-8", "replace").strip()[-300:]
+            self.close()
+            raise WarmUnavailable(f"the warm runner did not start: {problem or 'no message'}")
+
+    def close(self) -> None:
+        """End the server and everything in its sandbox."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+        if self.proc is not None:
+            kill_group(self.proc)
+            self.proc = None
+        if self.cgroup is not None:
+            PidsCgroup.remove(self.cgroup)
+            self.cgroup = None
+
+    def _reply(self, timeout: float) -> dict | str:
+        """The server's next line as a dict, or ``"ended"`` (it closed) or ``"silent"`` (nothing in time)."""
+        assert self.sock is not None
+        self.sock.settimeout(timeout)
+        line = bytearray()
+        try:
+            while not line.endswith(b"\n"):
+                chunk = self.sock.recv(1)
+                if not chunk:
+                    return "ended"
+                line += chunk
+        except TimeoutError:
+            return "silent"
+        except OSError:
+            return "ended"
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            return "ended"
+        return reply if isinstance(reply, dict) else "ended"
+
+    # one job
+    def run(self, cells: list[dict], timeout: float, forbid: dict[str, list[str]] | None = None
+            ) -> tuple[list[dict | None], str | None]:
+        """Like :func:`lmcourse.course.grade.run_program`: per-cell records and a problem."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.close()
+            self._start()
+        token = secrets.token_hex(16)
+        prog_r, prog_w = os.pipe()
+        out_r, out_w = os.pipe()
+        res_r, res_w = os.pipe()
+        output, results = bytearray(), bytearray()
+        try:
+            header = json.dumps({"timeout": timeout}).encode()
+            try:
+                socket.send_fds(self.sock, [header], [prog_r, out_w, res_w])
+                sent = True
+            except OSError:
+                sent = False
+        finally:
+            for fd in (prog_r, out_w, res_w):
+                os.close(fd)
+        program = (token + "\n" + json.dumps({"cells": cells, "forbid": forbid or {}})).encode()
+        threads = [threading.Thread(target=drain, args=(os.fdopen(out_r, "rb"), output, MAX_OUTPUT), daemon=True),
+                   threading.Thread(target=drain, args=(os.fdopen(res_r, "rb"), results, MAX_RESULTS), daemon=True),
+                   threading.Thread(target=feed, args=(os.fdopen(prog_w, "wb"), program), daemon=True)]
+        for t in threads:
+            t.start()
+        reply = self._reply(timeout + self.grace) if sent else "ended"
+        if not isinstance(reply, dict) or not reply.get("clean", False):
+            # the server ended, stopped or gave up: the whole sandbox goes, the next job gets a fresh one
+            self.close()
+        for t in threads:
+            t.join(timeout=10)
+        if reply == "silent" or (isinstance(reply, dict) and reply.get("timeout")):
+            problem = "timeout"
+        elif isinstance(reply, dict):
+            problem = f"the notebook's process ended (exit code {reply.get('exit')})"
+        else:
+            problem = "the notebook's process ended (its runner was stopped)"
+        return parse_records(results, token, len(cells)), problem
+
+
+class WarmPool:
+    """One :class:`WarmRunner` per grading thread, made on first use; :meth:`close` ends them all."""
+
+    def __init__(self, sandbox, memory_mb: int, hide: tuple[Path, ...] = ()) -> None:
+        self.sandbox, self.memory_mb, self.hide = sandbox, memory_mb, hide
+        self._local = threading.local()
+        self._all: list[WarmRunner] = []
+        self._lock = threading.Lock()
+        self._given_up = False
+
+    def usable(self) -> bool:
+        """Whether submissions go to warm runners: the sandbox is active and no runner failed to start."""
+        return not self._given_up and self.sandbox.active()
+
+    def give_up(self, reason: str) -> None:
+        """A runner could not start: say so once; from now on every submission gets a cold runner."""
+        with self._lock:
+            if not self._given_up:
+                self._given_up = True
+                print(f"note: {reason}; each submission gets its own fresh runner instead (slower)", file=sys.stderr)
+
+    def runner(self) -> WarmRunner:
+        runner = getattr(self._local, "runner", None)
+        if runner is None:
+            runner = self._local.runner = WarmRunner(self.sandbox, self.memory_mb, self.hide)
+            with self._lock:
+                self._all.append(runner)
+        return runner
+
+    def close(self) -> None:
+        with self._lock:
+            for runner in self._all:
+                runner.close()
+            self._all.clear()
+
+    def __enter__(self) -> WarmPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+

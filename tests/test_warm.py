@@ -1,0 +1,200 @@
+"""The warm runner (lmcourse/course/warm.py): submissions share a sandbox one after another, never their traces.
+
+Each test sends small programs (plain code cells) to one WarmRunner, as the
+grader does for a batch, and reads the per-cell records: a cell that finds what
+it must not raises, and its record says so. A cell reports a value by raising
+``ValueError(value)`` on purpose (its message comes back in the record).
+"""
+
+import secrets
+import sys
+from pathlib import Path
+
+import pytest
+
+from lmcourse.course.exercises import SOLUTIONS_DIR
+from lmcourse.course.grade import grade_notebook, grade_notebooks
+from lmcourse.course.sandbox import Sandbox
+from lmcourse.course.warm import WarmPool, WarmRunner
+
+SANDBOX = Sandbox("auto", hide=(SOLUTIONS_DIR,))
+_, WHY_NOT = SANDBOX.probe()
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(WHY_NOT != "", reason=f"no sandbox here: {WHY_NOT}")]
+
+
+def program(*sources: str) -> list[dict]:
+    return [{"source": s, "role": "code", "task": None, "check": None, "trusted": False} for s in sources]
+
+
+def said(record: dict | None) -> str:
+    """What a reporting cell said (its ValueError's message)."""
+    assert record is not None and record["etype"] == "ValueError", record
+    return record["message"]
+
+
+def ok(records: list[dict | None]) -> None:
+    bad = [(i, r and (r["etype"], r["message"])) for i, r in enumerate(records) if r is None or r["status"] != "ok"]
+    assert not bad, bad
+
+
+@pytest.fixture
+def runner():
+    r = WarmRunner(SANDBOX, memory_mb=4096)
+    yield r
+    r.close()
+
+
+# the server's identity: its PID (2 in every sandbox) and its start time
+SERVER = "import os\nraise ValueError(open(f'/proc/{os.getppid()}/stat').read().split()[21])"
+
+LITTER = r"""
+import os, subprocess, sys
+os.makedirs("/tmp/work/sub/locked", exist_ok=True)
+open("/tmp/work/answer.txt", "w").write("copied")
+open("/tmp/left.txt", "w").write("x")
+open("/dev/shm/left", "w").write("x")
+os.chmod("/tmp/work/sub/locked", 0)
+os.chmod("/tmp/work/sub", 0o500)
+# a process that outlives the submission: its own session, double-forked
+subprocess.Popen([sys.executable, "-c", "import os, time\nif os.fork(): os._exit(0)\ntime.sleep(120)"],
+                 start_new_session=True)
+"""
+
+FIND_LITTER = r"""
+import os
+left = [p for p in ("/tmp/work/answer.txt", "/tmp/left.txt", "/dev/shm/left", "/tmp/work/sub") if os.path.exists(p)]
+others = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+others = [p for p in others if p not in (1, os.getpid(), os.getppid())]
+assert not left and not others, (left, others)
+# IPython's own profile folder is made afresh by every runner, cold or warm
+assert os.getcwd() == "/tmp/work" and os.listdir(".") == [".ipython"] and os.listdir("/tmp") == ["work"], \
+    (os.getcwd(), os.listdir("."), os.listdir("/tmp"))
+"""
+
+
+def test_the_next_submission_finds_nothing_the_last_one_left(runner):
+    first = runner.run(program(SERVER, LITTER, "import time\ntime.sleep(0.5)"), timeout=60)
+    second = runner.run(program(SERVER, FIND_LITTER), timeout=60)
+    assert said(first[0][0]) == said(second[0][0]), "both ran as children of one warm server"
+    ok(first[0][1:])
+    ok(second[0][1:])
+    assert first[1] == second[1] == "the notebook's process ended (exit code 0)"
+
+
+INSPECT_SERVER = r"""
+import ctypes, os
+server = os.getppid()
+reached = []
+paths = [f"/proc/{server}/{name}" for name in ("mem", "environ", "cwd", "root", "maps")]
+for path in paths + [f"/proc/{server}/fd/{fd}" for fd in os.listdir(f"/proc/{server}/fd")]:
+    try:
+        open(path, "rb").close()
+        reached.append(path)
+    except OSError:
+        pass
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.ptrace(16, server, 0, 0) == 0:  # PTRACE_ATTACH
+    reached.append("ptrace")
+assert not reached, reached
+"""
+
+
+def test_a_submission_cannot_inspect_the_server(runner):
+    records, problem = runner.run(program(INSPECT_SERVER), timeout=60)
+    ok(records)
+    assert problem.endswith("(exit code 0)")
+
+
+def test_no_earlier_submission_is_in_the_next_ones_memory(runner):
+    secret = secrets.token_hex(12)
+    first = runner.run(program(f"answer = {secret!r}\nprint(answer)", SERVER), timeout=60)
+    assert first[0][0]["status"] == "ok"
+    # the second program searches its whole writable memory (inherited from the server) for the secret,
+    # spelled backwards in its own source so that it does not find itself
+    search = f"""
+import re
+needle = {secret[::-1]!r}[::-1].encode()
+found = 0
+with open("/proc/self/maps") as maps, open("/proc/self/mem", "rb", 0) as mem:
+    for line in maps:
+        m = re.match(r"([0-9a-f]+)-([0-9a-f]+) rw", line)
+        if not m:
+            continue
+        start, end = int(m.group(1), 16), int(m.group(2), 16)
+        if end - start > 1 << 30:
+            continue
+        try:
+            mem.seek(start)
+            chunk = mem.read(end - start)
+        except (OSError, OverflowError, ValueError):
+            continue
+        found += chunk.count(needle)
+del chunk
+# the search's own needle is in memory once or twice (the bytes object, maybe a copy)
+assert found <= 2, found
+"""
+    second = runner.run(program(SERVER, search), timeout=120)
+    assert said(first[0][1]) == said(second[0][0]), "one server ran both"
+    ok(second[0][1:])
+
+
+def test_killing_the_server_costs_only_that_submission(runner):
+    records, problem = runner.run(program(SERVER, "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",
+                                          "import time\ntime.sleep(5)"), timeout=60)
+    killed = said(records[0])
+    assert problem == "the notebook's process ended (its runner was stopped)"
+    assert records[2] is None, "the submission ended with its sandbox"
+    again, problem = runner.run(program(SERVER, "x = 1"), timeout=60)
+    assert said(again[0]) != killed, "a fresh server took over"
+    ok(again[1:])
+    assert problem.endswith("(exit code 0)")
+
+
+def test_stopping_the_server_times_out_that_submission_only(runner):
+    runner.grace = 2.0
+    records, problem = runner.run(program("import os, signal\nos.kill(os.getppid(), signal.SIGSTOP)",
+                                          "import time\ntime.sleep(60)"), timeout=2)
+    assert problem == "timeout"
+    again, problem = runner.run(program("x = 1"), timeout=60)
+    ok(again)
+    assert problem.endswith("(exit code 0)")
+
+
+def test_a_timeout_ends_the_submission_and_the_server_goes_on(runner):
+    records, problem = runner.run(program(SERVER, "while True:\n    pass"), timeout=3)
+    assert problem == "timeout" and records[1] is None
+    again, problem = runner.run(program(SERVER), timeout=60)
+    assert said(again[0]) == said(records[0]), "the same server graded the next one"
+
+
+def test_a_batch_on_warm_runners_grades_as_cold_runners_do(tmp_path):
+    solution = SOLUTIONS_DIR / "01_chain_rule.ipynb"
+    exercise = Path(__file__).resolve().parent.parent / "exercises" / "01_chain_rule.ipynb"
+    items = [(solution, "s"), (exercise, "e"), (solution, "s2")]
+    warm = grade_notebooks(items, jobs=1, sandbox=SANDBOX)
+    cold = [grade_notebook(p, name=n, sandbox=SANDBOX) for p, n in items]
+    as_text = [[(r.task, r.points, r.status, r.message) for r in rows] for rows in warm]
+    assert as_text == [[(r.task, r.points, r.status, r.message) for r in rows] for rows in cold]
+    assert [sum(r.points for r in rows) for rows in warm] == [10, 0, 10]
+
+
+def test_without_a_sandbox_the_pool_is_not_used(capsys):
+    pool = WarmPool(Sandbox("off"), 4096)
+    assert not pool.usable()
+    assert sys.modules.get("lmcourse.course.warm") is not None
+
+
+def test_cold_on_the_command_line_grades_the_same(tmp_path):
+    import csv
+    import subprocess
+    solution = SOLUTIONS_DIR / "01_chain_rule.ipynb"
+    rows = {}
+    for how in ("warm", "cold"):
+        out = tmp_path / f"{how}.csv"
+        cmd = [sys.executable, "-m", "lmcourse", "grade", str(solution), "--out", str(out)] + \
+            (["--cold"] if how == "cold" else [])
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        rows[how] = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert rows["warm"] == rows["cold"] and sum(float(r["points"]) for r in rows["cold"]) == 10
