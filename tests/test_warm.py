@@ -56,6 +56,10 @@ open("/tmp/left.txt", "w").write("x")
 open("/dev/shm/left", "w").write("x")
 os.chmod("/tmp/work/sub/locked", 0)
 os.chmod("/tmp/work/sub", 0o500)
+import lmcourse
+beside = os.path.dirname(os.path.dirname(lmcourse.__file__))  # the folder that holds the package
+if beside.startswith("/tmp/"):  # bubblewrap made the folders on the way to it, in the sandbox's /tmp
+    open(os.path.join(beside, "litter.txt"), "w").write("x")
 # a process that outlives the submission: its own session, double-forked
 subprocess.Popen([sys.executable, "-c", "import os, time\nif os.fork(): os._exit(0)\ntime.sleep(120)"],
                  start_new_session=True)
@@ -63,22 +67,29 @@ subprocess.Popen([sys.executable, "-c", "import os, time\nif os.fork(): os._exit
 
 FIND_LITTER = r"""
 import os
-left = [p for p in ("/tmp/work/answer.txt", "/tmp/left.txt", "/dev/shm/left", "/tmp/work/sub") if os.path.exists(p)]
+import lmcourse
+beside = os.path.join(os.path.dirname(os.path.dirname(lmcourse.__file__)), "litter.txt")
+left = [p for p in ("/tmp/work/answer.txt", "/tmp/left.txt", "/dev/shm/left", "/tmp/work/sub", beside)
+        if os.path.exists(p)]
 others = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
 others = [p for p in others if p not in (1, os.getpid(), os.getppid())]
 assert not left and not others, (left, others)
 # IPython's own profile folder is made afresh by every runner, cold or warm
-assert os.getcwd() == "/tmp/work" and os.listdir(".") == [".ipython"] and os.listdir("/tmp") == ["work"], \
-    (os.getcwd(), os.listdir("."), os.listdir("/tmp"))
+assert os.getcwd() == "/tmp/work" and os.listdir(".") == [".ipython"], (os.getcwd(), os.listdir("."))
 """
 
 
+# /tmp as the sandbox made it (it also holds the folders that lead to the package, where that lies under /tmp)
+TMP = "import glob\nraise ValueError(repr(sorted(glob.glob('/tmp/*') + glob.glob('/tmp/*/*'))))"
+
+
 def test_the_next_submission_finds_nothing_the_last_one_left(runner):
-    first = runner.run(program(SERVER, LITTER, "import time\ntime.sleep(0.5)"), timeout=60)
-    second = runner.run(program(SERVER, FIND_LITTER), timeout=60)
+    first = runner.run(program(SERVER, TMP, LITTER, "import time\ntime.sleep(0.5)"), timeout=60)
+    second = runner.run(program(SERVER, TMP, FIND_LITTER), timeout=60)
     assert said(first[0][0]) == said(second[0][0]), "both ran as children of one warm server"
-    ok(first[0][1:])
-    ok(second[0][1:])
+    assert said(first[0][1]) == said(second[0][1])
+    ok(first[0][2:])
+    ok(second[0][2:])
     assert first[1] == second[1] == "the notebook's process ended (exit code 0)"
 
 
@@ -98,6 +109,26 @@ if libc.ptrace(16, server, 0, 0) == 0:  # PTRACE_ATTACH
     reached.append("ptrace")
 assert not reached, reached
 """
+
+
+MOVE_THE_PACKAGE = r"""
+import os, lmcourse
+top = os.path.dirname(os.path.dirname(lmcourse.__file__))
+while os.path.dirname(top) != "/tmp" and top != "/":
+    top = os.path.dirname(top)
+if top.startswith("/tmp/"):  # the package lies under /tmp: move the folder that leads to it
+    os.rename(top, top + "-moved")
+    raise ValueError("moved")
+"""
+
+
+def test_a_submission_that_moves_the_package_away_gets_the_next_one_a_fresh_sandbox(runner):
+    first, _ = runner.run(program(SERVER, MOVE_THE_PACKAGE), timeout=60)
+    second, problem = runner.run(program(SERVER, "from lmcourse.data import load_shakespeare\n"
+                                                 "assert load_shakespeare('val')[:1]"), timeout=60)
+    ok(second[1:])
+    if first[1]["status"] == "error":  # it could move it (a clone under /tmp): the next one runs elsewhere
+        assert said(first[1]) == "moved" and said(first[0]) != said(second[0])
 
 
 def test_a_submission_cannot_inspect_the_server(runner):

@@ -90,10 +90,12 @@ class WarmRunner:
             theirs.close()
         self.sock = ours
         self._log = bytearray()
-        threading.Thread(target=drain, args=(self.proc.stdout, self._log, 20_000), daemon=True).start()
+        log = threading.Thread(target=drain, args=(self.proc.stdout, self._log, 20_000), daemon=True)
+        log.start()
         if self._reply(STARTUP_TIMEOUT) != {"ready": True}:
-            problem = self._log.decode("utf-8", "replace").strip()[-300:]
             self.close()
+            log.join(timeout=5)
+            problem = self._log.decode("utf-8", "replace").strip()[-300:]
             raise WarmUnavailable(f"the warm runner did not start: {problem or 'no message'}")
 
     def close(self) -> None:

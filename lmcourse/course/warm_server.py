@@ -77,25 +77,76 @@ def _remove(path: str) -> None:
         os.unlink(path)
 
 
-def _clean(workdir: Path) -> bool:
-    """The sandbox as a fresh one: no other process, empty /tmp and /dev/shm, an empty working directory.
+SCRATCH = ("/tmp", "/dev/shm")  # what a submission can write: emptied between submissions
 
-    Anything unexpected (a folder nested too deep to delete, say) answers
-    ``False``: the server then ends and the grader starts a fresh sandbox.
-    """
-    try:
-        if not _kill_others():
+
+def _mounts() -> list[str]:
+    """The sandbox's mount points (read-only binds of Python and the package may lie under /tmp)."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        points = [line.split()[4] for line in f]
+    # mountinfo escapes blanks and backslashes in octal (\040)
+    return [p.encode("latin-1").decode("unicode_escape") if "\\" in p else p for p in points]
+
+
+class Baseline:
+    """The scratch folders as the sandbox made them: the folders that lead to a mount point, with
+    their modes, and the mount points themselves (never entered, never touched)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.mounts = _mounts()
+        inside = [m for m in self.mounts if any(m.startswith(f"{s}/") for s in SCRATCH)]
+        self.keep: dict[str, int] = {}  # folder -> mode, on the way to a mount point
+        for m in inside:
+            parent = os.path.dirname(m)
+            while parent not in SCRATCH and parent not in self.keep:
+                self.keep[parent] = os.stat(parent).st_mode & 0o7777
+                parent = os.path.dirname(parent)
+        self.points = set(inside)
+
+    def _scrub(self, folder: str) -> None:
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
+            if path in self.points:
+                continue
+            if path in self.keep and os.path.isdir(path) and not os.path.islink(path):
+                os.chmod(path, 0o700)
+                self._scrub(path)
+                os.chmod(path, self.keep[path])
+            else:
+                _remove(path)
+
+    def _listing(self, folder: str) -> list[str]:
+        """Every path under ``folder``, not entering mount points."""
+        out = []
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            out.append(path)
+            if path not in self.points and os.path.isdir(path) and not os.path.islink(path):
+                out += self._listing(path)
+        return out
+
+    def restore(self) -> bool:
+        """Kill every other process, empty the scratch folders but what leads to a mount point, make a
+        fresh working directory; whether the sandbox is now as it began (same mounts, same folders).
+
+        Anything unexpected (a folder nested too deep to delete, a folder renamed away from a mount
+        point) answers ``False``: the server then ends and the grader starts a fresh sandbox.
+        """
+        try:
+            if not _kill_others():
+                return False
+            for folder in SCRATCH:
+                if os.path.isdir(folder):
+                    os.chmod(folder, 0o1777)
+                    self._scrub(folder)
+            self.workdir.mkdir(mode=0o755)
+            os.chdir(self.workdir)
+            expected = sorted([*self.keep, *self.points, str(self.workdir)])
+            found = sorted(p for s in SCRATCH if os.path.isdir(s) for p in self._listing(s))
+            return _mounts() == self.mounts and found == expected and _kill_others()
+        except Exception:  # noqa: BLE001 - see the docstring
             return False
-        for folder in ("/tmp", "/dev/shm"):
-            if os.path.isdir(folder):
-                os.chmod(folder, 0o1777)
-                for name in os.listdir(folder):
-                    _remove(os.path.join(folder, name))
-        workdir.mkdir(mode=0o755, parents=True)
-        os.chdir(workdir)
-        return os.listdir("/tmp") == [workdir.name] and not os.listdir(workdir) and _kill_others()
-    except Exception:  # noqa: BLE001 - see the docstring
-        return False
 
 
 def _child(prog_fd: int, out_fd: int, res_fd: int, sock_fd: int) -> None:
@@ -147,7 +198,8 @@ def serve(sock_fd: int, workdir: str) -> int:
 
     sock = socket.socket(fileno=sock_fd)
     work = Path(workdir)
-    if not _clean(work):
+    baseline = Baseline(work)
+    if not baseline.restore():
         return _fatal("the sandbox is not clean at the start")
     sock.sendall(b'{"ready": true}\n')
     while True:
@@ -171,7 +223,7 @@ def serve(sock_fd: int, workdir: str) -> int:
         code = _wait(pid, timeout)
         if code is None:
             os.kill(pid, signal.SIGKILL)
-        clean = _clean(work)
+        clean = baseline.restore()
         _reap()
         reply = {"exit": code, "timeout": code is None, "clean": clean}
         try:

@@ -1,6 +1,6 @@
 """Chapter 12's sweep: GPTs of many sizes trained at several compute budgets, stored run by run.
 
-    python -m lmcourse scaling                      # the IsoFLOP grid, then the data-constrained runs
+    python -m lmcourse scaling                      # the IsoFLOP grid, the data-constrained runs, the held-out run
     python -m lmcourse scaling --shard 0/2 &         # ... split over two processes (one core each)
     python -m lmcourse scaling --shard 1/2 &
     python -m lmcourse scaling --list               # the runs, their cost, and which are stored
@@ -22,6 +22,10 @@ own FLOPs. At each budget the sizes are the family's six nearest to
 **Data-constrained runs** (Muennighoff et al. 2023). One model size at one budget,
 trained on the first ``D / epochs`` characters of the training plays repeated
 ``epochs`` times, for 1 to 16 epochs: equal compute, less and less unique data.
+
+**The held-out run** (:data:`HELDOUT`): the family's largest model at about three
+times the grid's largest budget, which no fit sees; chapter 12 predicts its loss
+from the grid's law (and the shipped ``gpt_char``'s, ten times further out).
 
 Every run is scored on the same held-out text (the first :data:`EVAL_CHARS`
 characters of the validation plays, every character, windows of 128 sliding by
@@ -71,6 +75,9 @@ EVAL_CHARS = 100_000
 DATA_MODEL = (3, 80)  # the data-constrained runs: this size ...
 DATA_EPOCHS = (1, 2, 4, 8, 16)  # ... trained this many times over fewer characters ...
 DATA_TOKENS = 4_000_000  # ... for this many characters in all (C = 6 N D, about 5.5e12)
+# Held out of every fit: a run the chapter predicts from the grid's law before reading its loss,
+# (layers, width, FLOPs): the family's largest model at about 3x the grid's largest budget
+HELDOUT = ((5, 144, 1e14),)
 
 
 def model_config(layers: int, width: int) -> GPTConfig:
@@ -135,6 +142,15 @@ def data_constrained(seeds: int = 1) -> list[Run]:
             for epochs in DATA_EPOCHS for seed in range(seeds)]
 
 
+def heldout(seeds: int = 1) -> list[Run]:
+    """The runs no fit sees (:data:`HELDOUT`)."""
+    runs = []
+    for layers, width, budget in HELDOUT:
+        steps = round(budget / (6 * non_embedding_params(model_config(layers, width)) * TOKENS_PER_STEP))
+        runs += [Run(layers, width, budget, steps, seed=seed) for seed in range(seeds)]
+    return runs
+
+
 def train_config(run: Run) -> TrainConfig:
     """The shipped recipe stretched to the run: warmup 5% of the steps (at most 200), cosine to the end."""
     return replace(BASE_TRAIN, steps=run.steps, warmup_steps=min(200, max(1, run.steps // 20)),
@@ -192,7 +208,7 @@ def store(path: Path, result: dict, command: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lmcourse scaling", description=__doc__.split("\n\n")[0])
-    parser.add_argument("part", nargs="?", choices=("all", "grid", "data"), default="all")
+    parser.add_argument("part", nargs="?", choices=("all", "grid", "data", "heldout"), default="all")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per run (0, 1, ...)")
     parser.add_argument("--budgets", default=",".join(f"{b:.0e}" for b in BUDGETS), help="compute budgets, FLOPs")
     parser.add_argument("--shard", default="0/1", help="K/N: train every N-th run, starting at the K-th")
@@ -208,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1 or not 0 <= k < n_shards or any(b <= 0 for b in budgets):
         parser.error("need --seeds >= 1, --shard K/N with 0 <= K < N, and positive budgets")
     runs = (grid(budgets, args.seeds) if args.part in ("all", "grid") else []) + \
-        (data_constrained(args.seeds) if args.part in ("all", "data") else [])
+        (data_constrained(args.seeds) if args.part in ("all", "data") else []) + \
+        (heldout(args.seeds) if args.part in ("all", "heldout") else [])
     done = load_results(args.out)["runs"]
     if args.list:
         for run in runs:
