@@ -12,20 +12,31 @@ worker and the chapter is graded once in the whole session.
 
 from __future__ import annotations
 
+import atexit
 from pathlib import Path
 
 import pytest
 
 from lmcourse.course.exercises import EXERCISES_DIR, SOLUTIONS_DIR
-from lmcourse.course.grade import TaskRow, grade_notebooks
+from lmcourse.course.grade import DEFAULT_MEMORY_MB, TaskRow, default_sandbox, grade_notebooks
+from lmcourse.course.warm import WarmPool
 
 WRONG_ANSWERS_DIR = Path(__file__).parent / "grading_fixtures" / "wrong_answers"
 
 _GRADES: dict[str, dict[Path, dict[str, TaskRow]]] = {}
+_POOL: list[WarmPool] = []
+
+
+def _pool() -> WarmPool:
+    """This test process's two warm runners, shared by every chapter's batch (ended at exit)."""
+    if not _POOL:
+        _POOL.append(WarmPool(default_sandbox(), DEFAULT_MEMORY_MB, (SOLUTIONS_DIR,)))
+        atexit.register(_POOL[0].close)
+    return _POOL[0]
 
 
 def group(chapter: str) -> pytest.MarkDecorator:
-    """The xdist group of the tests that read chapter ``chapter``'s grades ("01" ... "11")."""
+    """The xdist group of the tests that read chapter ``chapter``'s grades ("01" ... "12")."""
     return pytest.mark.xdist_group(f"grades-{chapter}")
 
 
@@ -43,7 +54,7 @@ def chapter_grades(chapter: str) -> dict[Path, dict[str, TaskRow]]:
     """Rows of every notebook of :func:`notebooks_of` ``chapter``, by path, then task (graded once)."""
     if chapter not in _GRADES:
         paths = notebooks_of(chapter)
-        graded = grade_notebooks([(p, str(p)) for p in paths], jobs=2)
+        graded = grade_notebooks([(p, str(p)) for p in paths], jobs=2, warm=_pool())
         _GRADES[chapter] = {p: {r.task: r for r in rows} for p, rows in zip(paths, graded, strict=True)}
     return _GRADES[chapter]
 

@@ -28,7 +28,7 @@ def batch(tmp_path_factory):
     # the fixtures by name: sub-folders of grading_fixtures/ hold other tests' fixtures
     fixtures = [str(p) for p in sorted(FIXTURES.glob("*.ipynb"))]
     cmd = [sys.executable, "-m", "lmcourse.course.grade", *fixtures, SOLUTION, "--chapter", "01",
-           "--jobs", "2", "--timeout", "30", "--memory", "2048",
+           "--jobs", "2", "--timeout", "15", "--memory", "2048",
            "--out", str(out / "grades.csv"), "--feedback", str(out / "feedback")]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=out)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -201,7 +201,8 @@ def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMO
     """
     if warm is not None and warm.usable():
         try:
-            return warm.runner().run(cells, timeout, forbid)
+            with warm.checkout() as runner:
+                return runner.run(cells, timeout, forbid)
         except WarmUnavailable as err:
             warm.give_up(str(err))
     token = secrets.token_hex(16)
@@ -431,13 +432,14 @@ def grade_notebook(path: Path, chapter: str | None = None, solutions: Path = SOL
 def grade_notebooks(items: list[tuple[Path, str]], chapter: str | None = None, solutions: Path = SOLUTIONS_DIR,
                     timeout: float = DEFAULT_TIMEOUT, memory_mb: int = DEFAULT_MEMORY_MB,
                     chapters: Chapters | None = None, sandbox: Sandbox | None = None, jobs: int = 1,
-                    warm: bool = True) -> list[list[TaskRow]]:
+                    warm: bool | WarmPool = True) -> list[list[TaskRow]]:
     """Grade a batch, ``jobs`` at a time: the rows of each (path, name) of ``items``, in order.
 
     Each grading thread keeps one warm runner (:mod:`lmcourse.course.warm`) for
     the whole batch where the sandbox is active (``warm=False``: a cold process
-    per submission). One submission that breaks the grader costs only its own
-    rows: the batch always completes.
+    per submission; a :class:`~lmcourse.course.warm.WarmPool`: its runners, left
+    running for the next batch). One submission that breaks the grader costs
+    only its own rows: the batch always completes.
     """
     chapters = chapters or Chapters(solutions)
     sandbox = sandbox or default_sandbox()
@@ -450,6 +452,9 @@ def grade_notebooks(items: list[tuple[Path, str]], chapter: str | None = None, s
         except Exception as err:  # noqa: BLE001 - one submission never stops the batch
             return [TaskRow(name, chapter or "?", "?", 0, 0, "error", f"{type(err).__name__}: {err}")]
 
+    if isinstance(warm, WarmPool):
+        with ThreadPoolExecutor(max_workers=jobs) as threads:
+            return list(threads.map(lambda item: one(warm, item), items))
     with WarmPool(sandbox, memory_mb, (Path(solutions),)) as pool, ThreadPoolExecutor(max_workers=jobs) as threads:
         return list(threads.map(lambda item: one(pool if warm else None, item), items))
 

@@ -39,11 +39,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import secrets
 import socket
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from .process import MAX_OUTPUT, MAX_RESULTS, drain, feed, kill_group, limits, parse_records
@@ -57,10 +59,46 @@ class WarmUnavailable(RuntimeError):
     """The warm server could not start here; the grader falls back to a cold runner per submission."""
 
 
+_SPAWN_QUEUE: queue.Queue = queue.Queue()
+_SPAWN_LOCK = threading.Lock()
+_SPAWNER: list[threading.Thread] = []
+
+
+def _spawner() -> None:
+    while True:
+        make, box, event = _SPAWN_QUEUE.get()
+        try:
+            box.append((make(), None))
+        except BaseException as err:  # noqa: BLE001 - handed back to the caller
+            box.append((None, err))
+        event.set()
+
+
+def _spawn(make):
+    """``make()`` (start a server) run by one thread that lives as long as this process.
+
+    bubblewrap's ``--die-with-parent`` ends the sandbox when the *thread* that
+    started it ends (Linux ties the parent-death signal to the thread), and a
+    pool's runners outlive the grading threads of one batch.
+    """
+    with _SPAWN_LOCK:
+        if not _SPAWNER:
+            _SPAWNER.append(threading.Thread(target=_spawner, name="lmcourse-warm-spawner", daemon=True))
+            _SPAWNER[0].start()
+    box: list = []
+    event = threading.Event()
+    _SPAWN_QUEUE.put((make, box, event))
+    event.wait()
+    proc, err = box[0]
+    if err is not None:
+        raise err
+    return proc
+
+
 class WarmRunner:
     """The grader's handle on one warm, sandboxed server; :meth:`run` grades one program.
 
-    Not thread-safe: give each grading thread its own (:class:`WarmPool`).
+    Not thread-safe: one job at a time (:class:`WarmPool` hands runners out).
     """
 
     def __init__(self, sandbox, memory_mb: int, hide: tuple[Path, ...] = ()) -> None:
@@ -82,10 +120,10 @@ class WarmRunner:
         argv = [sys.executable, "-m", "lmcourse.course.warm_server", str(theirs.fileno()), WORKDIR]
         argv = self.sandbox.command(argv, env, self.hide)
         try:
-            self.proc = subprocess.Popen(argv, env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                                         preexec_fn=limits(self.memory_mb, self.cgroup),
-                                         pass_fds=(theirs.fileno(),))
+            self.proc = _spawn(lambda: subprocess.Popen(
+                argv, env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=limits(self.memory_mb, self.cgroup),
+                pass_fds=(theirs.fileno(),)))
         finally:
             theirs.close()
         self.sock = ours
@@ -175,11 +213,12 @@ class WarmRunner:
 
 
 class WarmPool:
-    """One :class:`WarmRunner` per grading thread, made on first use; :meth:`close` ends them all."""
+    """Warm runners for a batch: a job checks one out (:meth:`checkout`), idle or new, and gives it back
+    after; so there are as many as jobs run at once, kept between batches until :meth:`close`."""
 
     def __init__(self, sandbox, memory_mb: int, hide: tuple[Path, ...] = ()) -> None:
         self.sandbox, self.memory_mb, self.hide = sandbox, memory_mb, hide
-        self._local = threading.local()
+        self._idle: list[WarmRunner] = []
         self._all: list[WarmRunner] = []
         self._lock = threading.Lock()
         self._given_up = False
@@ -195,23 +234,30 @@ class WarmPool:
                 self._given_up = True
                 print(f"note: {reason}; each submission gets its own fresh runner instead (slower)", file=sys.stderr)
 
-    def runner(self) -> WarmRunner:
-        runner = getattr(self._local, "runner", None)
-        if runner is None:
-            runner = self._local.runner = WarmRunner(self.sandbox, self.memory_mb, self.hide)
-            with self._lock:
+    @contextmanager
+    def checkout(self):
+        """A runner for one job, nobody else's while the job runs."""
+        with self._lock:
+            if self._idle:
+                runner = self._idle.pop()
+            else:
+                runner = WarmRunner(self.sandbox, self.memory_mb, self.hide)
                 self._all.append(runner)
-        return runner
+        try:
+            yield runner
+        finally:
+            with self._lock:
+                self._idle.append(runner)
 
     def close(self) -> None:
         with self._lock:
             for runner in self._all:
                 runner.close()
             self._all.clear()
+            self._idle.clear()
 
     def __enter__(self) -> WarmPool:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
-
