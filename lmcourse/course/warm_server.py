@@ -276,8 +276,7 @@ def serve(sock_fd: int, workdir: str) -> int:
         code = _wait(pid, timeout)
         if code is None:
             os.kill(pid, signal.SIGKILL)
-        clean = baseline.restore()
-        _reap()
+        clean = baseline.restore()  # kills and reaps whatever the child left
         reply = {"exit": code, "timeout": code is None, "clean": clean}
         try:
             sock.sendall(json.dumps(reply).encode() + b"\n")
