@@ -65,6 +65,7 @@ class Rules:
 
     allowed: frozenset[str] = DEFAULT_ALLOWED
     forbid: tuple[str, ...] = ()
+    aliases: tuple[tuple[str, str], ...] = ()  # names the course's setup cells bind: (name, dotted name)
 
 
 def _dotted(node: ast.AST, aliases: dict[str, str]) -> str | None:
@@ -167,7 +168,7 @@ def read_cell(source: str, rules: Rules = Rules()) -> list[str]:
     def flag(node: ast.AST, what: str) -> None:
         found.setdefault(what, getattr(node, "lineno", 0))
 
-    aliases = _imports(tree, rules, flag)
+    aliases = {**dict(rules.aliases), **_imports(tree, rules, flag)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             if node.id in REFLECTION:
@@ -194,6 +195,18 @@ def read_cell(source: str, rules: Rules = Rules()) -> list[str]:
         if name in BUILTINS:
             flag(node, f"rebinds the built-in {name} for the whole notebook")
     return [f"line {line}: {what}" for what, line in sorted(found.items(), key=lambda item: item[1])]
+
+
+def setup_aliases(sources: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """What the names imported by the course's setup cells stand for (``F`` -> ``torch.nn.functional``)."""
+    found: dict[str, str] = {}
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        found.update(_imports(tree, Rules(allowed=frozenset(), forbid=()), lambda node, what: None))
+    return tuple(sorted(found.items()))
 
 
 def read_answer(cells: Iterable[str], rules: Rules = Rules()) -> list[str]:
