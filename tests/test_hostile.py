@@ -93,6 +93,9 @@ HOSTILE = {
     "categorical_distribution": ("09", [(ANSWER, "gumbel", (
         "def gumbel_sample(logits, temperature, gen):\n"
         "    return torch.distributions.Categorical(logits=logits / temperature).sample()"))]),
+    "forward_mode_autodiff": ("06", [(ANSWER, "tied_grad", (
+        "def tied_grad(E, x, y):\n    loss = lambda W: F.cross_entropy(W[x] @ W.T, y)\n"
+        "    return torch.func.jacfwd(loss)(E)"))]),
     "reads_solutions_from_disk": ("05", [(ADD, "print(open('/work/main/solutions/05_positions.ipynb').read()[:10])")]),
 }
 
