@@ -2,17 +2,18 @@
 
     python -m lmcourse check exercises/01_chain_rule.ipynb [--timeout S] [--memory MB]
 
-The notebook's code cells run in order in a fresh process, exactly as the grader
-runs them (:func:`lmcourse.course.grade.run_program`: its own working directory,
-a time limit, a memory limit), but each check cell is the learner's *own*, with
-everything from ``### BEGIN HIDDEN TESTS`` to ``### END HIDDEN TESTS`` cut out:
-hidden tests are never run or printed. (A notebook generated into ``exercises/``
-has none; a ``solutions/`` notebook does.)
+The notebook's code cells are read and run exactly as the grader reads and runs
+them (:func:`lmcourse.course.grade.build_program`, :func:`lmcourse.course.grade.run_submission`:
+a refused cell does not run, its own process, a time limit, a memory limit, the
+checks in a process of their own), with the visible part of each check of the
+course's own notebook of the chapter (``exercises/``, else ``solutions/``, else
+this notebook): hidden tests are never run or printed, and a check the learner
+edited runs as the course wrote it.
 
 As in the grader, a task whose code calls a function or class that the task
-forbids (the solution cell's metadata ``lmcourse.forbid``, read from the
-chapter's notebook in ``exercises/``, else ``solutions/``, else this notebook)
-fails with ``task T must not call NAME`` (:mod:`lmcourse.course.forbid`).
+forbids (the solution cell's metadata ``lmcourse.forbid``) fails with ``task T
+must not call NAME`` (:mod:`lmcourse.course.forbid`), and a cell that breaks a
+reading rule with ``not run: code cell K, line N: what``.
 
 It prints a table with one row per task: ``passed``, ``failed`` with the
 assertion's message, ``error``, ``not attempted`` (the task still raises

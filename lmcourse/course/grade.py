@@ -9,26 +9,30 @@ grader
 
 1. finds its chapter (notebook metadata ``lmcourse.chapter``, the ``NN_`` of its
    file name, or ``--chapter``) and that chapter's checks in ``solutions/``;
-2. builds the program to run: the submission's code cells in the submission's
-   order, where every check cell is replaced by the authoritative one from
-   ``solutions/`` (visible *and* hidden tests); checks the learner deleted are
-   appended at the end;
-3. runs it in its own process (:mod:`lmcourse.course.grade_runner`; a fresh fork
-   of a warm runner, :mod:`lmcourse.course.warm`, unless ``--cold``) inside a
-   bubblewrap sandbox (:mod:`lmcourse.course.sandbox`: a read-only view of the
-   system, Python and the package, no ``solutions/``, a private ``/tmp``, no
-   network, its own PID namespace, a process limit), under a wall-clock limit and
-   a memory limit, keeping at most ``MAX_OUTPUT`` bytes of what it prints; where
-   bubblewrap cannot run it says so once and runs the process without it
+2. reads every cell the learner wrote or changed (:mod:`lmcourse.course.reading`,
+   under the chapter's rules, :mod:`lmcourse.course.plan`): a cell that imports
+   what its task does not allow, uses reflection, a private attribute or a
+   forbidden name does not run, and its task scores 0 (``not run: ...``);
+3. runs the submission's other code cells, in its order, in their own process
+   (:mod:`lmcourse.course.grade_runner`; a fresh fork of a warm runner,
+   :mod:`lmcourse.course.warm`, unless ``--cold``) inside a bubblewrap sandbox
+   (:mod:`lmcourse.course.sandbox`: a read-only view of the system, Python and the
+   package, no ``solutions/``, a private ``/tmp``, no network, its own PID
+   namespace, a process limit), under a wall-clock limit and a memory limit,
+   keeping at most ``MAX_OUTPUT`` bytes of what it prints; where bubblewrap
+   cannot run it says so once and runs the process without it
    (``--require-sandbox`` refuses instead);
-4. scores each check: ``passed`` (points), ``failed`` (an assertion failed),
+4. runs the chapter's setup and check cells from ``solutions/`` (visible *and*
+   hidden tests, hidden ones with inputs from a secret seed) in a trusted process
+   of their own (:mod:`lmcourse.course.check_runner`), which calls the
+   learner's answers through proxies and gets plain values back
+   (:mod:`lmcourse.course.wire`);
+5. scores each check: ``passed`` (points), ``failed`` (an assertion failed),
    ``error`` (another exception), ``not-attempted`` (the task still raises
    ``NotImplementedError``) or ``timeout``, and sums the checks of each task;
-5. scores 0 (``failed``, message ``task T must not call NAME``) every task whose
-   answer called a function or class that the task's solution cell forbids
-   (metadata ``lmcourse.forbid`` in ``solutions/``; :mod:`lmcourse.course.forbid`
-   records such calls while the submission runs; the checks' own calls of the
-   reference do not count).
+   a task whose answer was refused, called a function its solution cell forbids
+   (metadata ``lmcourse.forbid``; :mod:`lmcourse.course.forbid`) or ran a
+   forbidden aten operator scores 0, with a message that says which.
 
 A broken submission costs only its own points: the batch always completes. The
 checks of every chapter are read once, before any submission runs, so a

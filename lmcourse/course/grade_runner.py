@@ -1,32 +1,24 @@
-"""Runs one submission's cells in this (separate) process; used by :mod:`lmcourse.course.grade`.
+"""Runs one submission's cells in this (separate, sandboxed) process, then answers the checks.
 
-    python -m lmcourse.course.grade_runner RESULTS_FD   (a secret token, a newline and the program on stdin)
+    python -m lmcourse.course.grade_runner RESULTS_FD REQUEST_FD ANSWER_FD
+        (a secret token, a newline and the program on stdin)
 
-The grader writes a secret token and the program (the cells, hidden checks
-included, as JSON) to standard input and closes it; the runner reads both to the
-end before any submitted code runs, then points standard input at ``/dev/null``:
-the program never exists as a file the submission could open. Each cell runs
-with IPython, so magics behave as in Jupyter. A cell that raises does not stop
-the run. After each cell one JSON line goes to the inherited pipe ``RESULTS_FD``,
-signed with the token; the grader ignores lines without it, so a submission
-cannot simply print or write its own results. A process that dies or is killed
-leaves the lines written so far. Once a check cell has run, its source is
-dropped from the runner's list and from ``linecache``, so later cells do not find
-it lying about (code in this process can still search its memory: see the
-README on what the sandbox does not guarantee).
+Used by :mod:`lmcourse.course.grade` (a cold runner) and by a warm runner's
+children (:mod:`lmcourse.course.warm_server`). The grader writes a secret token and
+the program (the learner's cells as the grader read them: no check cell ever
+comes here) to standard input and closes it; the runner reads both to the end
+before any submitted code runs, then points standard input at ``/dev/null``. Each
+cell runs with IPython, so magics behave as in Jupyter; a cell that raises does
+not stop the run, and a cell that runs past half the time limit is stopped
+(:class:`CellTimeout`). After each cell one JSON line goes to the inherited pipe
+``RESULTS_FD``, signed with the token. Then the runner answers the checks'
+process (:mod:`lmcourse.course.serve`) on the two other pipes until it closes them.
 
-Check cells run in two parts, the visible checks and then the hidden ones, so the
-grader knows which part failed (hidden tests are never quoted in feedback).
-Before each check the attributes of the modules the checks rely on (every module
-of ``lmcourse``, ``torch``, ``math``, ...) are put back as they were before the
-submission ran: monkey-patching them cannot make a check pass.
-
-The program may also name, per task, the functions and classes its answer must
-not call (``"forbid"``), and mark the cells the course provides (``"trusted"``:
-setup cells as the course wrote them). A :class:`~lmcourse.course.forbid.CallRecorder`
-is installed before any submitted code runs; every record carries the forbidden
-calls recorded so far (``"forbidden"``: task -> names), and the grader scores
-those tasks 0.
+The program also names, per task, the functions and classes its answer must not
+call (``"forbid"``) and the aten operators it must not run (``"forbid_ops"``), and
+marks the cells the course provides (``"trusted"``). A
+:class:`~lmcourse.course.forbid.CallRecorder` is installed before any submitted code
+runs; the grader scores a task 0 when its checks saw either.
 """
 
 from __future__ import annotations

@@ -27,10 +27,13 @@ IPython's syntax is read as IPython runs it: a magic or a shell escape (``%time`
 :func:`read_cell` returns one message per violation, ``line N: what``;
 :func:`read_answer` reads every cell a learner wrote for a task.
 
-Not yet called by the grader or the self-check: issue 27 wires it in together
-with running the checks in a process of their own (the reading alone leaves the
-expected values within the learner's reach). ``tests/test_reading.py`` holds every
-route of that issue, each refused, and every solution of the course, each clean.
+The grader (:func:`lmcourse.course.grade.build_program`) and the learner's
+self-check read every cell the learner wrote or changed with it, under the rules
+of :mod:`lmcourse.course.plan`, before anything runs; a refused cell does not run.
+The checks themselves run in a process of their own
+(:mod:`lmcourse.course.check_runner`). ``tests/test_reading.py`` holds every route
+of issue 27, each refused, and every solution of the course, each clean;
+``tests/test_hostile.py`` grades them as submissions.
 """
 
 from __future__ import annotations
