@@ -99,6 +99,28 @@ HOSTILE = {
     "reads_solutions_from_disk": ("05", [(ADD, "print(open('/work/main/solutions/05_positions.ipynb').read()[:10])")]),
 }
 
+# Each route starts from plausible wrong answers, well-typed values that pass no check on their own (so a
+# route that silenced or fooled the checks would earn points with them); a route's own answer replaces one.
+DUMMY = {
+    "05": {"rope_half": "def rope_half(x, base=10000.0):\n    return x\n\n\n"
+                        "def half_to_interleaved(d_head):\n    return list(range(d_head))",
+           "shift": "def shift_matrix(k, d_model, base=10000.0):\n    return torch.eye(d_model, dtype=torch.float64)",
+           "t5_bucket": "def t5_bucket(rel, bidirectional=False, num_buckets=32, max_distance=128):\n"
+                        "    return torch.zeros_like(rel)"},
+    "06": {"tying": "def tie(model):\n    return model",
+           "param_count": "def count_params(config):\n    return 0",
+           "tied_grad": "def tied_grad(E, x, y):\n    return torch.zeros_like(E)"},
+    "09": {"min_p": "def min_p_rows(logits, min_p):\n    return logits",
+           "penalties": "def penalise(logits, previous_ids, frequency, presence):\n    return logits",
+           "gumbel": "def gumbel_sample(logits, temperature, gen):\n    return logits.argmax(dim=-1)"},
+    "11": {"rms_norm": RMS + "    return x * weight",
+           "swiglu": "def swiglu(x, w_gate, w_up, w_down):\n    return x\n\n\n"
+                     "def swiglu_hidden(d_model):\n    return 1",
+           "muon": "MUON_ABC = (3.4445, -4.7750, 2.0315)\n\n\ndef ns_step(X, a, b, c):\n    return X\n\n\n"
+                   "def orthogonalise(G, steps=5):\n    return G",
+           "copying": "def later_vs_first(nll, text, known):\n    return 1.0, 2.0"},
+}
+
 # honest answers that must keep every point: name -> (chapter, edits on the solution)
 HONEST = {
     "own_helper_named_like_a_checks_import": ("05", [(ANSWER, "rope_half", (
@@ -118,6 +140,8 @@ HONEST = {
 def _notebook(chapter: str, base_dir: Path, edits) -> nbformat.NotebookNode:
     nb = nbformat.read(next(base_dir.glob(f"{chapter}_*.ipynb")), as_version=4)
     nb = copy.deepcopy(nb)
+    if base_dir == EXERCISES_DIR:
+        edits = [(ANSWER, task, source) for task, source in DUMMY[chapter].items()] + list(edits)
     for edit in edits:
         if edit[0] == ADD:
             setup = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
