@@ -121,6 +121,41 @@ DUMMY = {
            "copying": "def later_vs_first(nll, text, known):\n    return 1.0, 2.0"},
 }
 
+# Answers that hand one task to existing code, on the chapter's solution: that task must score 0, the others
+# keep their points. name: (chapter, task, the answer's cell)
+DELEGATIONS = {
+    "distribution_log_prob": ("01", "sequence_log_prob", (
+        "def sequence_log_prob(next_token_probs, targets):\n"
+        "    return float(torch.distributions.Categorical(probs=next_token_probs).log_prob(targets).sum())")),
+    "private_alias_of_cross_entropy": ("01", "perplexity", (
+        "def perplexity_from_logits(logits, targets):\n    V = logits.shape[-1]\n"
+        "    return math.exp(torch._C._nn.cross_entropy_loss(logits.reshape(-1, V), targets.reshape(-1)).item())")),
+    "subclass_of_the_package_tokenizer": ("01", "char_tokenizer", (
+        "from lmcourse.tokenization import CharTokenizer\n\n\nclass MyCharTokenizer(CharTokenizer):\n"
+        "    def __init__(self, text):\n        super().__init__(text)")),
+    "private_gru_kernel": ("03", "gru", (
+        "def my_gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):\n"
+        "    return torch._VF.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)")),
+    "package_attention_named_nowhere": ("04", "mha", (
+        "from lmcourse.costs import tiled_attention\n\n\n"
+        "def causal_mha(x, w_qkv, b_qkv, w_out, b_out, n_heads):\n    B, T, D = x.shape\n"
+        "    q, k, v = (x @ w_qkv.T + b_qkv).split(D, dim=-1)\n"
+        "    heads = lambda z: z.view(B, T, n_heads, D // n_heads).transpose(1, 2)\n"
+        "    y = tiled_attention(heads(q), heads(k), heads(v), block=2, causal=True)\n"
+        "    return y.transpose(1, 2).reshape(B, T, D) @ w_out.T + b_out")),
+    "hugging_face_schedule": ("07", "wsd", (
+        "from transformers import get_wsd_schedule\n\n\n"
+        "def wsd_lr(step, steps, warmup, decay, lr, min_lr=0.0):\n"
+        "    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)\n"
+        "    schedule = get_wsd_schedule(opt, warmup, decay, num_training_steps=steps, decay_type='linear',\n"
+        "                                min_lr_ratio=min_lr / lr)\n"
+        "    for _ in range(step + 1):\n        schedule.step()\n    return opt.param_groups[0]['lr']")),
+    "hugging_face_label_smoother": ("10", "smoothed_loss", (
+        "from transformers.trainer_pt_utils import LabelSmoother\n\n\n"
+        "def smoothed_mlm_loss(logits, labels, eps):\n"
+        "    return LabelSmoother(epsilon=eps)({'logits': logits}, labels)")),
+}
+
 # honest answers that must keep every point: name -> (chapter, edits on the solution)
 HONEST = {
     "own_helper_named_like_a_checks_import": ("05", [(ANSWER, "rope_half", (
@@ -163,6 +198,11 @@ def graded(tmp_path_factory):
         path.parent.mkdir()
         nbformat.write(_notebook(chapter, EXERCISES_DIR, edits), path)
         items.append((path, name))
+    for name, (chapter, task, source) in DELEGATIONS.items():
+        path = root / name / f"{chapter}_delegates.ipynb"
+        path.parent.mkdir()
+        nbformat.write(_notebook(chapter, SOLUTIONS_DIR, [(ANSWER, task, source)]), path)
+        items.append((path, name))
     for name, (chapter, edits) in HONEST.items():
         path = root / name / f"{chapter}_honest.ipynb"
         path.parent.mkdir()
@@ -178,6 +218,15 @@ def test_each_route_scores_zero(graded, name):
     rows = graded[name]
     assert rows and all(r.points == 0 for r in rows.values()), {t: (r.points, r.status, r.message)
                                                                 for t, r in rows.items()}
+
+
+@pytest.mark.parametrize("name", sorted(DELEGATIONS))
+def test_a_delegated_answer_scores_zero_and_costs_nothing_else(graded, name):
+    task = DELEGATIONS[name][1]
+    rows = graded[name]
+    assert rows[task].points == 0, (rows[task].status, rows[task].message)
+    assert all(r.points == r.max_points for t, r in rows.items() if t != task), {
+        t: (r.points, r.message) for t, r in rows.items()}
 
 
 @pytest.mark.parametrize("name", sorted(HONEST))
