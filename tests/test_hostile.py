@@ -90,12 +90,34 @@ HOSTILE = {
     "tensor_method_runs_the_forbidden_kernel": ("09", [(ANSWER, "gumbel", (
         "def gumbel_sample(logits, temperature, gen):\n    p = torch.softmax(logits / temperature, dim=-1)\n"
         "    return p.multinomial(1, generator=gen).squeeze(-1)"))]),
+    "library_sibling_runs_the_forbidden_kernel": ("09", [(ANSWER, "gumbel", (
+        "def gumbel_sample(logits, temperature, gen):\n"
+        "    d = torch.distributions.OneHotCategorical(logits=logits / temperature)\n"
+        "    return d.sample().argmax(dim=-1)"))]),
     "categorical_distribution": ("09", [(ANSWER, "gumbel", (
         "def gumbel_sample(logits, temperature, gen):\n"
         "    return torch.distributions.Categorical(logits=logits / temperature).sample()"))]),
     "forward_mode_autodiff": ("06", [(ANSWER, "tied_grad", (
         "def tied_grad(E, x, y):\n    loss = lambda W: F.cross_entropy(W[x] @ W.T, y)\n"
         "    return torch.func.jacfwd(loss)(E)"))]),
+    # a blind red team's routes against the first version of this grader (all refused since)
+    "builtins_through_attrgetter_then_a_thread": ("11", [(ANSWER, "rms_norm", (
+        "import operator\nU = chr(95) * 2\nB = operator.attrgetter(U + 'self' + U)(print)\n"
+        "IMP = operator.attrgetter(U + 'import' + U)(B)\nPOOL = IMP('concurrent.futures', fromlist=['x'])"
+        ".ThreadPoolExecutor(1)\n\n\n" + RMS
+        + "    f = operator.attrgetter('nn.functional.rms' + chr(95) + 'norm')(torch)\n"
+        "    return POOL.submit(f, x, (x.shape[-1],), weight, eps).result()"))]),
+    "attribute_read_by_a_class_pattern": ("11", [(ANSWER, "rms_norm", (
+        RMS + "    match torch:\n        case object(ops=o):\n"
+        "            return o.aten.rms_norm(x, [x.shape[-1]], weight, eps)"))]),
+    "forbidden_name_behind_an_indirection": ("11", [(ANSWER, "rms_norm", (
+        RMS + "    return (F,)[0].rms_norm(x, (x.shape[-1],), weight, eps)"))]),
+    "another_functions_globals_through_a_frame": ("11", [(ANSWER, "rms_norm", (
+        "def probe():\n    yield 1\n\n\n" + RMS
+        + "    g = probe()\n    found = g.gi_frame.f_back.f_globals\n    return x * weight"))]),
+    "class_made_from_a_dict": ("11", [(ANSWER, "copying", (
+        "Eq = type('Eq', (float,), {'x': 1})\n\n\ndef later_vs_first(nll, text, known):\n"
+        "    return Eq(1.0), Eq(2.0)"))]),
     "reads_solutions_from_disk": ("05", [(ADD, "print(open('/work/main/solutions/05_positions.ipynb').read()[:10])")]),
 }
 
@@ -242,5 +264,6 @@ def test_a_refused_answer_says_what_and_where(graded):
 
 
 def test_a_forbidden_kernel_reached_by_a_method_is_named(graded):
-    message = graded["tensor_method_runs_the_forbidden_kernel"]["gumbel"].message
+    # read clean (no forbidden name), caught as it runs: the kernel is recorded whatever route reached it
+    message = graded["library_sibling_runs_the_forbidden_kernel"]["gumbel"].message
     assert "must not run aten::multinomial" in message, message
