@@ -118,6 +118,23 @@ HOSTILE = {
     "class_made_from_a_dict": ("11", [(ANSWER, "copying", (
         "Eq = type('Eq', (float,), {'x': 1})\n\n\ndef later_vs_first(nll, text, known):\n"
         "    return Eq(1.0), Eq(2.0)"))]),
+    # a second blind red team's routes (refused since)
+    "annotation_string_evaluated_by_singledispatch": ("09", [(ANSWER, "min_p", (
+        "import functools\n\nFOUND = []\n\n\n@functools.singledispatch\ndef sd(x):\n    return x\n\n\n"
+        "def hook(x: \"(FOUND.append(__import__('lmcourse.decoding').decoding.min_p_filter), int)[1]\"):\n"
+        "    return x\n\n\ndef min_p_rows(logits, min_p):\n    if not FOUND:\n        sd.register(hook)\n"
+        "    return torch.cat([FOUND[0](logits[i:i + 1], float(min_p[i])) for i in range(len(logits))])"))]),
+    "forbidden_module_run_in_a_data_loader_worker": ("09", [(ANSWER, "gumbel", (
+        "def draw(probs):\n    return torch.distributions.OneHotCategorical(probs).sample().argmax(dim=-1)\n\n\n"
+        "def gumbel_sample(logits, temperature, gen):\n    probs = torch.softmax(logits / temperature, dim=-1)\n"
+        "    loader = torch.utils.data.DataLoader([probs], batch_size=None, num_workers=1, collate_fn=draw)\n"
+        "    return next(iter(loader)).clone()"))]),
+    "torch_gumbel_softmax": ("09", [(ANSWER, "gumbel", (
+        "def gumbel_sample(logits, temperature, gen):\n"
+        "    return torch.nn.functional.gumbel_softmax(logits / temperature, tau=1.0, hard=True).argmax(dim=-1)"))]),
+    "rms_norm_through_layer_norm": ("11", [(ANSWER, "rms_norm", (
+        RMS + "    D = x.shape[-1]\n    y = F.layer_norm(torch.cat([x, -x], dim=-1), (2 * D,), eps=eps)\n"
+        "    return y[..., :D] * weight"))]),
     "reads_solutions_from_disk": ("05", [(ADD, "print(open('/work/main/solutions/05_positions.ipynb').read()[:10])")]),
 }
 

@@ -66,7 +66,10 @@ NEVER_REACHED = (
     "torch.export", "torch.multiprocessing", "torch.futures", "torch.from_file",
     # files, processes and raw memory through numpy
     "numpy.ctypeslib", "numpy.lib", "numpy.load", "numpy.fromfile", "numpy.memmap", "numpy.save", "numpy.savez",
-    "numpy.savez_compressed", "numpy.savetxt", "numpy.loadtxt", "numpy.genfromtxt",
+    "numpy.savez_compressed", "numpy.savetxt", "numpy.loadtxt", "numpy.genfromtxt", "numpy.f2py", "numpy.distutils",
+    "numpy.testing",
+    # code from strings (annotations evaluated, timers' statements) and work in other processes or threads
+    "functools.singledispatch", "functools.singledispatchmethod", "torch.utils", "torch.distributed", "torch.testing",
 )
 # attributes no answer may read, whatever object holds them: frames (a way to another function's globals),
 # code objects, closures' cells, raw memory and files
@@ -77,7 +80,8 @@ NEVER_READ = frozenset({
     # the distinctive last names of NEVER_REACHED: refused on any object, so that (torch,)[0].ops is torch.ops
     "ops", "attrgetter", "methodcaller", "get_type_hints", "ForwardRef", "Formatter", "serialization", "jit", "fx",
     "hub", "cpp_extension", "overrides", "multiprocessing", "fromfile", "memmap", "open_memmap", "lib", "load",
-    "loads", "savez", "loadtxt", "genfromtxt", "savetxt",
+    "loads", "savez", "loadtxt", "genfromtxt", "savetxt", "f2py", "singledispatch", "singledispatchmethod",
+    "DataLoader", "benchmark", "Timer", "distributed",
 })
 BUILTINS = frozenset(dir(builtins))
 
@@ -204,19 +208,24 @@ def read_cell(source: str, rules: Rules = Rules()) -> list[str]:
             elif node.id in aliases and (hit := _forbidden(aliases[node.id], rules.forbid)):
                 flag(node, f"uses {hit}, which this task forbids")
         elif isinstance(node, ast.Attribute):
+            name = _dotted(node, aliases)
             if node.attr.startswith("_") and node.attr not in ALLOWED_DUNDERS:
                 flag(node, f"uses .{node.attr} (attributes that start with _ are not allowed in an answer)")
+            elif name is not None and (hit := _forbidden(name, rules.forbid)):
+                flag(node, f"uses {hit}, which this task forbids")
+            elif name is not None and (hit := _forbidden(name, NEVER_REACHED)):
+                flag(node, f"uses {hit}, which no answer may use")
             elif node.attr in NEVER_READ:
                 flag(node, f"uses .{node.attr}, which no answer may use (frames, code, closures, files, raw memory)")
             elif node.attr in last_names:  # on any object: (F,)[0].rms_norm is F.rms_norm
                 flag(node, f"uses .{node.attr}, the name of {last_names[node.attr]}, which this task forbids")
-            name = _dotted(node, aliases)
-            if name is not None and (hit := _forbidden(name, rules.forbid)):
-                flag(node, f"uses {hit}, which this task forbids")
-            elif name is not None and (hit := _forbidden(name, NEVER_REACHED)):
-                flag(node, f"uses {hit}, which no answer may use")
             if name is not None and isinstance(node.ctx, (ast.Store, ast.Del)):
                 flag(node, f"changes {name}, which other code relies on")
+        elif isinstance(node, (ast.arg, ast.AnnAssign, ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                isinstance(n, ast.Constant) and isinstance(n.value, str)
+                for a in (getattr(node, "annotation", None), getattr(node, "returns", None)) if a is not None
+                for n in ast.walk(a)):
+            flag(node, "a string in an annotation (some library code evaluates it): annotate with names")
         elif isinstance(node, ast.MatchClass) and node.kwd_attrs:
             flag(node, "a class pattern that reads attributes (case C(name=...)): read them as obj.name")
         elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "type" \
