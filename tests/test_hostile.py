@@ -145,6 +145,10 @@ HOSTILE = {
         "def sliding_window_mask(T, window):\n    if window < 1:\n        raise ValueError('window')\n"
         "    m = torch.nn.Transformer.generate_square_subsequent_mask(T) == 0\n"
         "    return m & ~torch.ones(T, T, dtype=torch.bool).tril(-window)"))]),
+    # a fourth blind red team's library siblings (forbidden since)
+    "rms_norm_through_instance_norm": ("11", [(ANSWER, "rms_norm", (
+        RMS + "    D = x.shape[-1]\n    z = torch.cat([x, -x], dim=-1).reshape(-1, 1, 2 * D)\n"
+        "    return F.instance_norm(z, eps=eps)[:, 0, :D].reshape(x.shape) * weight"))]),
     "reads_solutions_from_disk": ("05", [(ADD, "print(open('/work/main/solutions/05_positions.ipynb').read()[:10])")]),
 }
 
