@@ -1,11 +1,11 @@
 """Chapter 11's copying measurement on every validation play, with the copying head zeroed.
 
-    python -m lmcourse copying          # about 5 minutes on one CPU core
+    python -m lmcourse copying          # about 8 minutes on one CPU core
 
 Every character of each validation play (each play scored on its own) is scored
 by the static 7-gram, the cache 7-gram (:func:`lmcourse.copying.cache_ngram_log_probs`),
 chapter 7's GPT (context 128), the modern GPT (context 512), the modern GPT with
-the copying head zeroed, with a control head of the same layer zeroed, and the
+the copying head zeroed, with each other head of its layer zeroed (one at a time), and the
 modern GPT mixed with the same cache. The losses of the new words' characters
 (words no training play contains, that occur at least twice in the play) are
 grouped by kind (a speaker heading or not, :func:`lmcourse.copying.occurrence_kind`)
@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lmcourse copying", description=__doc__.split("\n\n")[0])
     parser.add_argument("--head", type=int, nargs=2, default=(5, 4), metavar=("LAYER", "HEAD"),
                         help="the copying head found by chapter 11's attention probe")
-    parser.add_argument("--control", type=int, nargs=2, default=(5, 0), metavar=("LAYER", "HEAD"),
-                        help="a control head of the same layer")
+    parser.add_argument("--control", type=int, nargs=2, action="append", metavar=("LAYER", "HEAD"),
+                        help="a control head, zeroed on its own (repeatable; default: every other head of "
+                             "the copying head's layer)")
     parser.add_argument("--cache-weight", type=float, default=0.2,
                         help="the cache's weight (chapter 11 picks it on the-tempest)")
     parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR / "copying.json")
@@ -82,17 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     seven = NGramLM(7, "modified_kneser_ney", vocab_size=tok.vocab_size).fit(tok.encode(train_text))
     known = known_words(train_text)
     old, new = load_pretrained("gpt_char"), load_pretrained("gpt_modern")
-    head, control = tuple(args.head), tuple(args.control)
-    models = {"GPT-2-style": (old, 128), "modern": (new, 512),
-              f"modern, L{head[0]}H{head[1]} zeroed": (ablate_heads(new, [head]), 512),
-              f"modern, L{control[0]}H{control[1]} zeroed": (ablate_heads(new, [control]), 512)}
+    head = tuple(args.head)
+    controls = ([tuple(c) for c in args.control] if args.control
+                else [(head[0], h) for h in range(new.config.n_heads) if h != head[1]])
+    models = {"GPT-2-style": (old, 128), "modern": (new, 512)}
+    for layer, h in [head, *controls]:
+        models[f"modern, L{layer}H{h} zeroed"] = (ablate_heads(new, [(layer, h)]), 512)
     plays = {}
     for name in split_plays("val"):
         plays[name] = score_play(load_play(name), models, seven, tok, known, args.cache_weight)
         print(name, {m: round(v["all"]["nats"], 3) for m, v in plays[name].items()}, flush=True)
-    command = (f"python -m lmcourse copying --head {head[0]} {head[1]} --control {control[0]} {control[1]} "
-               f"--cache-weight {args.cache_weight}")
+    command = (f"python -m lmcourse copying --head {head[0]} {head[1]} "
+               + "".join(f"--control {a} {b} " for a, b in controls) + f"--cache-weight {args.cache_weight}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"command": command, "head": list(head), "control": list(control),
+    args.out.write_text(json.dumps({"command": command, "head": list(head), "controls": [list(c) for c in controls],
                                     "cache_weight": args.cache_weight, "plays": plays}, indent=1) + "\n")
     return 0
