@@ -152,6 +152,13 @@ CALLS_PACKAGE = {
 
         return newton_schulz(G, steps=steps, dtype=G.dtype)
     """),
+    "11_copying_calls_package": ("later_vs_first", """
+        from lmcourse.copying import new_word_occurrences, occurrence_losses
+
+        res = occurrence_losses(nll, new_word_occurrences([text], known),
+                                len(text))
+        return res["first"]["nats"], res["later"]["nats"]
+    """),
     "11_cache_calls_package": ("cache_mixture", """
         from lmcourse.copying import cache_ngram_log_probs
 
