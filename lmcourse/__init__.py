@@ -17,7 +17,8 @@ One module per concept, in the order the book teaches them:
 * :mod:`lmcourse.train`: the one training engine (warmup + cosine, clipping, accumulation, exact resume, torchrun).
 * :mod:`lmcourse.runs`: the named runs, the registry of shipped models, ``python -m lmcourse train``.
 * :mod:`lmcourse.hf_export`: the GPT as a Hugging Face GPT-2 folder, ``python -m lmcourse export``.
-* :mod:`lmcourse.copying`: first and later occurrences of new words, induction-head probes (chapter 11).
+* :mod:`lmcourse.copying`: first and later occurrences of new words, a cache n-gram, induction-head probes,
+  head ablation (chapter 11).
 * :mod:`lmcourse.renaming`: training plays with their characters renamed, so that copying pays (chapter 11).
 * :mod:`lmcourse.generation`: the KV cache and ``generate()``.
 * :mod:`lmcourse.decoding`: temperature, top-k, top-p, min-p, repetition penalty, beam search.

@@ -15,6 +15,8 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name: (module whose main(argv) runs 
     "train": ("lmcourse.runs", "train one of the course's named models (--config NAME, --list; also under torchrun)"),
     "ablation": ("lmcourse.experiments.ablation",
                  "train chapter 11's ablation of today's recipe (seeds x rows) into a table"),
+    "copying": ("lmcourse.experiments.copying",
+                "score chapter 11's copying table on every validation play, the copying head zeroed"),
     "extrapolation": ("lmcourse.experiments.extrapolation",
                       "train chapter 5's position schemes (seeds) and score longer windows"),
     "experiments": ("lmcourse.experiments.comparisons",

@@ -1,26 +1,38 @@
-"""Copying from the context: what attention can do that counting cannot.
+"""Copying from the context: what a cache of counts does, and what attention does.
 
 A held-out play brings names no training play contains (MACBETH, PROSPERO,
-ANTIPHOLUS). No n-gram can predict such a word the first time, nor the tenth: its
-counts come from the training text. A transformer can do better the second time,
-if the first occurrence is still inside its context: an *induction head*
-(Elhage et al., 2021, "A Mathematical Framework for Transformer Circuits"; Olsson
-et al., 2022, "In-context Learning and Induction Heads") attends from the current
-token to the token that *followed* an earlier occurrence of it, and copies that.
+ANTIPHOLUS). A *static* n-gram cannot predict such a word better the tenth time
+than the first: its counts come from the training text. Two things can:
+
+* a **cache** model (Kuhn & De Mori, 1990, "A cache-based natural language model
+  for speech recognition"): counts collected from the recent text itself, mixed
+  with the static model. :func:`cache_ngram_log_probs` keeps, for the longest
+  context of a few characters seen in the last ``window`` characters, what
+  followed it there;
+* a transformer whose earlier occurrence is still inside its context: an
+  *induction head* (Elhage et al., 2021, "A Mathematical Framework for
+  Transformer Circuits"; Olsson et al., 2022, "In-context Learning and Induction
+  Heads") attends from the current token to the token that *followed* an earlier
+  occurrence of it, and copies that. :func:`ablate_heads` zeroes a head to test
+  whether it does.
 
 :func:`new_word_occurrences` finds, in order, every occurrence of a word that the
 training text never contains, with its rank within its play (1 for the first
 time, 2 for the second, ...) and the distance back to the previous occurrence;
 :func:`occurrence_losses` splits a model's per-character loss
 (:func:`lmcourse.train.stream_token_nll`) into first and later occurrences, and
-into later occurrences inside and beyond a given context length.
+into later occurrences inside and beyond a given context length;
+:func:`grouped_losses` splits it by any key, such as :func:`occurrence_kind`
+(a speaker heading or not) and :func:`gap_bin`.
 """
 
 from __future__ import annotations
 
+import copy
 import re
+from collections import Counter, deque
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -146,3 +158,117 @@ def induction_scores(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     t = torch.arange(half, 2 * half)
     scores = [w[:, :, t, t - half + 1].mean(dim=(0, 2)) for w in model.attention_maps(x)]  # each (H,)
     return torch.stack(scores)
+
+
+def occurrence_kind(text: str, o: Occurrence) -> str:
+    """``"heading"`` when the occurrence sits in a speaker heading (a line in capitals ending
+    with ``:``, such as ``LADY MACBETH:``), else ``"other"`` (verse, prose, stage directions).
+
+    >>> text = "MACBETH:\\nSo foul a day, Macbeth.\\n"
+    >>> occ = new_word_occurrences([text], known=set())
+    >>> [(o.word, occurrence_kind(text, o)) for o in occ][:2]
+    [('macbeth', 'heading'), ('so', 'other')]
+    """
+    line_start = text.rfind("\n", 0, o.start) + 1
+    line_end = text.find("\n", o.end)
+    line = text[line_start:line_end if line_end != -1 else len(text)]
+    return "heading" if line.endswith(":") and line.isupper() else "other"
+
+
+def gap_bin(o: Occurrence, edges: Sequence[int] = (128, 512)) -> str:
+    """``"first"`` for a first occurrence, else the bin of its gap: ``"<=128"``, ``"129-512"``, ``">512"``."""
+    if o.rank == 1 or o.gap is None:
+        return "first"
+    lo = 0
+    for edge in edges:
+        if o.gap <= edge:
+            return f"<={edge}" if lo == 0 else f"{lo + 1}-{edge}"
+        lo = edge
+    return f">{edges[-1]}"
+
+
+def grouped_losses(nll: torch.Tensor, occurrences: Iterable[Occurrence],
+                   key: Callable[[Occurrence], object]) -> dict[object, dict]:
+    """Mean loss (nats per character) of the occurrences grouped by ``key(o)``: ``{key: {"nats", "chars", "words"}}``.
+
+    As in :func:`occurrence_losses`, ``nll[i]`` scores character ``i + 1`` and
+    each word's first character is left out.
+    """
+    groups: dict[object, list[torch.Tensor]] = {}
+    for o in occurrences:
+        if o.end - o.start < 2 or o.start < 1:
+            continue
+        groups.setdefault(key(o), []).append(nll[o.start:o.end - 1])
+    return {k: {"nats": torch.cat(parts).double().mean().item(), "chars": int(sum(len(p) for p in parts)),
+                "words": len(parts)} for k, parts in groups.items()}
+
+
+def cache_ngram_log_probs(ids: Sequence[int], base_log_probs: torch.Tensor, window: int = 512,
+                          orders: Sequence[int] = (6, 5, 4, 3), weight: float = 0.2) -> torch.Tensor:
+    """Log-probabilities of ``ids[1:]`` under a static model mixed with a cache of recent counts: ``(N - 1,)``.
+
+    ``base_log_probs[i]`` is the static model's log-probability of ``ids[i + 1]``
+    (as :meth:`lmcourse.ngram.NGramLM.token_log_probs` returns it). For target
+    position ``t`` the cache takes the longest context ``c = ids[t-k:t]``, ``k``
+    in ``orders``, that occurs in the last ``window`` characters with its next
+    character also there (occurrences ``ids[e-k:e] == c`` with ``t - window <= e - k``
+    and ``e < t``) and counts what followed it:
+
+        p(x_t) = (1 - weight) p_base(x_t) + weight * count(c, x_t) / count(c)
+
+    and ``p_base(x_t)`` alone where no context matches (both are distributions over
+    the vocabulary, so the mixture is one). The cache idea is Kuhn & De Mori's
+    (1990), whose cache held recent words; matching the longest recent context is
+    that of PPM (Cleary & Witten, 1984).
+
+    >>> base = torch.full((3,), -torch.log(torch.tensor(3.0)).item())
+    >>> lp = cache_ngram_log_probs([0, 1, 0, 1], base, window=8, orders=(1,), weight=0.5)
+    >>> [round(p, 4) for p in lp.exp().tolist()]  # t=3: "0" was followed by "1" -> 0.5/3 + 0.5
+    [0.3333, 0.3333, 0.6667]
+    """
+    ids = [int(i) for i in ids]
+    n = len(ids)
+    if base_log_probs.shape != (n - 1,):
+        raise ValueError(f"base_log_probs must have shape ({n - 1},) for {n} ids, got {tuple(base_log_probs.shape)}")
+    if not 0.0 <= weight <= 1.0 or window < 2 or not orders or min(orders) < 1:
+        raise ValueError("need 0 <= weight <= 1, window >= 2 and orders of at least 1")
+    orders = sorted(set(orders), reverse=True)
+    # per order: context -> (deque of positions e whose context ends there, Counter of ids[e])
+    index: dict[int, dict[tuple[int, ...], tuple[deque, Counter]]] = {k: {} for k in orders}
+    p = base_log_probs.double().exp().clone()  # (N-1,)
+    for t in range(1, n):
+        for k in orders:
+            if t - k < 0:
+                continue
+            entry = index[k].get(tuple(ids[t - k:t]))
+            if entry is None:
+                continue
+            positions, counts = entry
+            while positions and positions[0] - k < t - window:  # fell out of the window
+                counts[ids[positions.popleft()]] -= 1
+            if positions:
+                p[t - 1] = (1 - weight) * p[t - 1] + weight * counts[ids[t]] / len(positions)
+                break
+        for k in orders:  # position t's continuation ids[t] is now known: add it
+            if t - k >= 0:
+                positions, counts = index[k].setdefault(tuple(ids[t - k:t]), (deque(), Counter()))
+                positions.append(t)
+                counts[ids[t]] += 1
+    return p.log()
+
+
+def ablate_heads(model: torch.nn.Module, heads: Iterable[tuple[int, int]]) -> torch.nn.Module:
+    """A copy of a :class:`lmcourse.transformer.GPT` with the given ``(layer, head)`` s zeroed.
+
+    Zeroing the columns of the attention's output projection that read head
+    ``h`` removes that head's contribution to the residual stream, and nothing
+    else (its attention is still computed, and thrown away).
+    """
+    out = copy.deepcopy(model)
+    dh = out.config.d_model // out.config.n_heads
+    with torch.no_grad():
+        for layer, head in heads:
+            if not (0 <= layer < out.config.n_layers and 0 <= head < out.config.n_heads):
+                raise ValueError(f"no head {head} in layer {layer}")
+            out.blocks[layer].attn.proj.weight[:, head * dh:(head + 1) * dh] = 0
+    return out

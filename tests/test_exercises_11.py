@@ -102,6 +102,50 @@ WRONG_ANSWERS = {
         return tuple(sum(parts[kind]) / len(parts[kind])
                      for kind in ("first", "later"))
     """, "average over characters"),
+    "11_cache_sees_target": ("cache", "cache_mixture", """
+        ids = list(ids)
+        out = base.clone().double()
+        for t in range(1, len(ids)):
+            if t < k:
+                continue
+            counts = torch.zeros(base.shape[1], dtype=torch.float64)
+            for e in range(max(k, t - window + k), t + 1):  # e = t: the answer
+                if ids[e - k:e] == ids[t - k:t]:
+                    counts[ids[e]] += 1
+            if counts.sum() > 0:
+                out[t - 1] = ((1 - weight) * base[t - 1]
+                              + weight * counts / counts.sum())
+        return out
+    """, "nothing matches for positions 1 and 2"),
+    "11_cache_no_window": ("cache", "cache_mixture", """
+        ids = list(ids)
+        out = base.clone().double()
+        for t in range(1, len(ids)):
+            if t < k:
+                continue
+            counts = torch.zeros(base.shape[1], dtype=torch.float64)
+            for e in range(k, t):  # the whole past, not the last window
+                if ids[e - k:e] == ids[t - k:t]:
+                    counts[ids[e]] += 1
+            if counts.sum() > 0:
+                out[t - 1] = ((1 - weight) * base[t - 1]
+                              + weight * counts / counts.sum())
+        return out
+    """, "random text"),  # passes the visible checks: only the hidden ones catch it
+    "11_cache_unnormalised": ("cache", "cache_mixture", """
+        ids = list(ids)
+        out = (1 - weight) * base.clone().double()  # base's share everywhere
+        for t in range(1, len(ids)):
+            if t < k:
+                continue
+            counts = torch.zeros(base.shape[1], dtype=torch.float64)
+            for e in range(max(k, t - window + k), t):
+                if ids[e - k:e] == ids[t - k:t]:
+                    counts[ids[e]] += 1
+            if counts.sum() > 0:
+                out[t - 1] += weight * counts / counts.sum()
+        return out
+    """, "nothing matches for positions 1 and 2"),
 }
 
 
@@ -133,8 +177,8 @@ def test_fixtures_are_the_solutions_with_one_wrong_answer():
 @group("11")
 def test_solution_scores_full_marks():
     rows = grades_of(SOLUTION)
-    assert set(rows) == {"rms_norm", "swiglu", "muon", "copying"}
-    assert sum(r.max_points for r in rows.values()) == 14
+    assert set(rows) == {"rms_norm", "swiglu", "muon", "copying", "cache"}
+    assert sum(r.max_points for r in rows.values()) == 18
     assert all(r.points == r.max_points and r.status == "passed" for r in rows.values()), rows
 
 

@@ -152,6 +152,26 @@ CALLS_PACKAGE = {
 
         return newton_schulz(G, steps=steps, dtype=G.dtype)
     """),
+    "11_copying_calls_package": ("later_vs_first", """
+        from lmcourse.copying import new_word_occurrences, occurrence_losses
+
+        res = occurrence_losses(nll, new_word_occurrences([text], known),
+                                len(text))
+        return res["first"]["nats"], res["later"]["nats"]
+    """),
+    "11_cache_calls_package": ("cache_mixture", """
+        from lmcourse.copying import cache_ngram_log_probs
+
+        out = base.clone().double()
+        for v in range(base.shape[1]):  # each candidate as if it came next
+            for t in range(1, len(ids)):
+                seq = list(ids[:t]) + [v]
+                lp = cache_ngram_log_probs(seq, base[range(t), seq[1:]].log(),
+                                           window=window, orders=(k,),
+                                           weight=weight)
+                out[t - 1, v] = lp[-1].exp()
+        return out
+    """),
 }
 
 

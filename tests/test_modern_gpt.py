@@ -112,3 +112,11 @@ def test_copying_splits_losses_by_occurrence():
     assert out["later"]["words"] == 2 and out["later_within"]["words"] == 2
     assert out["later"]["nats"] == (10 + 11 + 17 + 18) / 4
     assert occurrence_losses(nll, occ, context_length=6)["later_beyond"]["words"] == 2
+
+
+def test_ablation_only_rejects_an_unknown_row(tmp_path):
+    from lmcourse.experiments.ablation import main
+
+    with pytest.raises(SystemExit):
+        main(["--only", "+ nothing", "--out", str(tmp_path / "a.json")])
+    assert not (tmp_path / "a.json").exists()

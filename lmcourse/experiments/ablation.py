@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-chars", type=int, default=100_000, help="held-out characters each run is scored on")
     parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR / "ablation.json")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--only", action="append", default=None, metavar="ROW",
+                        help="train only this row (repeatable), e.g. --only '+ Muon' with a longer --steps")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.steps < 2 or args.eval_chars < 2:
         parser.error("need --seeds >= 1, --steps >= 2 and --eval-chars >= 2")
@@ -103,7 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     base_train = replace(BASE_TRAIN, steps=args.steps, eval_every=args.steps,
                          warmup_steps=min(BASE_TRAIN.warmup_steps, args.steps - 1))
     table = []
-    for row in rows(BASE_MODEL, base_train):
+    chosen = rows(BASE_MODEL, base_train)
+    if args.only:
+        unknown = set(args.only) - {r.name for r in chosen}
+        if unknown:
+            parser.error(f"no rows {sorted(unknown)}; rows: {[r.name for r in chosen]}")
+        chosen = [r for r in chosen if r.name in args.only]
+    for row in chosen:
         runs = [run_row(row, seed, train_ids, val_ids) for seed in range(args.seeds)]
         entry = {"name": row.name, "model": asdict(row.model), "train": asdict(row.train),
                  "tokens_per_run": row.train.steps * row.train.batch_size * row.train.context_length,
@@ -116,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m lmcourse ablation" + "".join(
         f" --{k.replace('_', '-')} {v}" for k, v in (("seeds", args.seeds), ("steps", args.steps),
                                                       ("eval_chars", args.eval_chars)))
+    command += "".join(f" --only '{name}'" for name in args.only or [])
+    if args.out != CHECKPOINT_DIR / "ablation.json":
+        command += f" --out lmcourse/checkpoints/{args.out.name}"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"command": command, "eval": f"first {args.eval_chars} validation characters, "
                                     "windows of each row's context sliding by half a window",
