@@ -7,6 +7,7 @@ import torch
 
 from lmcourse.scaling_laws import (
     LossLaw,
+    bootstrap,
     chinchilla,
     compute_optimal,
     effective_data,
@@ -87,3 +88,20 @@ def test_bad_inputs_are_refused():
         fit_loss_law([1, 2], [1, 2], [1, 2])
     with pytest.raises(ValueError, match="unique"):
         effective_data(100, 50, 5.0)
+
+
+def test_bootstrap_refits_resamples_and_brackets_the_truth():
+    N, D, L = synthetic_runs(TRUE, noise=0.003, seed=1)
+    start = LossLaw(E=1.12, A=55.0, alpha=0.44, B=95.0, beta=0.33)  # near the truth, as a full fit would be
+    fits = bootstrap(N, D, L, start, samples=30, seed=0)
+    assert len(fits) == 30 and fits == bootstrap(N, D, L, start, samples=30, seed=0)  # seeded
+    alphas = sorted(f.alpha for f in fits)
+    betas = sorted(f.beta for f in fits)
+    assert alphas[0] < alphas[-1] and betas[0] < betas[-1]  # resamples differ, so the refits do
+    # a 90% interval (the 2nd to the 28th of 30) that holds the true exponents
+    assert alphas[1] - 0.02 < TRUE.alpha < alphas[-2] + 0.02 and betas[1] - 0.02 < TRUE.beta < betas[-2] + 0.02
+    # noise-free runs: every resample is fitted exactly by the true law, so every refit finds it
+    exact = bootstrap(*synthetic_runs(TRUE, noise=0.0), TRUE, samples=5, seed=3)
+    assert all(abs(f.alpha - TRUE.alpha) < 1e-3 and abs(f.beta - TRUE.beta) < 1e-3 for f in exact)
+    with pytest.raises(ValueError, match="samples"):
+        bootstrap(N, D, L, TRUE, samples=0)
