@@ -56,6 +56,7 @@ import sys
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -186,8 +187,8 @@ def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMO
     """Run the cells in a fresh process; per-cell records (``None``: never finished) and a problem.
 
     With ``warm`` (and a sandbox that is active) the process is a fresh fork of
-    this thread's warm runner (:mod:`lmcourse.course.warm`), in that runner's
-    sandbox (which already hides what ``hide`` names: the pool's ``hide``).
+    a warm runner checked out of that pool (:mod:`lmcourse.course.warm`), in
+    that runner's sandbox, which hides what the pool's ``hide`` names.
 
     The runner gets a secret token and the program (hidden checks included) on
     its standard input, reads both before any submitted code runs and closes it:
@@ -452,10 +453,9 @@ def grade_notebooks(items: list[tuple[Path, str]], chapter: str | None = None, s
         except Exception as err:  # noqa: BLE001 - one submission never stops the batch
             return [TaskRow(name, chapter or "?", "?", 0, 0, "error", f"{type(err).__name__}: {err}")]
 
-    if isinstance(warm, WarmPool):
-        with ThreadPoolExecutor(max_workers=jobs) as threads:
-            return list(threads.map(lambda item: one(warm, item), items))
-    with WarmPool(sandbox, memory_mb, (Path(solutions),)) as pool, ThreadPoolExecutor(max_workers=jobs) as threads:
+    # a pool given is the caller's to close; one made here ends with the batch
+    own = nullcontext(warm) if isinstance(warm, WarmPool) else WarmPool(sandbox, memory_mb, (Path(solutions),))
+    with own as pool, ThreadPoolExecutor(max_workers=jobs) as threads:
         return list(threads.map(lambda item: one(pool if warm else None, item), items))
 
 

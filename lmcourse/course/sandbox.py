@@ -288,14 +288,21 @@ class Sandbox:
         return self.process_limit
 
     # -- the command ------------------------------------------------------------------
-    def command(self, argv: list[str], env: dict[str, str], hide: tuple[Path, ...] = ()) -> list[str]:
-        """``argv`` wrapped in bubblewrap with environment ``env`` (call :meth:`active` first)."""
+    def command(self, argv: list[str], env: dict[str, str], hide: tuple[Path, ...] = (),
+                as_pid_1: bool = False) -> list[str]:
+        """``argv`` wrapped in bubblewrap with environment ``env`` (call :meth:`active` first).
+
+        ``as_pid_1``: ``argv`` is the sandbox's PID 1 itself (no reaper process of
+        bubblewrap's in the sandbox), so it must reap orphans; the kernel then
+        ignores any signal a process of the sandbox sends it that it does not handle.
+        """
         options, _ = self.probe()
-        return self._command(argv, env, options, hide)
+        return self._command(argv, env, options, hide, as_pid_1)
 
     def _command(self, argv: list[str], env: dict[str, str], options: list[str],
-                 hide: tuple[Path, ...] = ()) -> list[str]:
+                 hide: tuple[Path, ...] = (), as_pid_1: bool = False) -> list[str]:
         cmd = [self.bwrap, "--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
+        cmd += ["--as-pid-1"] if as_pid_1 else []
         cmd += [o for o in options if o != "--size"]
         # The private /tmp first: folders bound below may lie under the grader's /tmp.
         if "--size" in options:

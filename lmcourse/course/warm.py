@@ -12,9 +12,13 @@ What keeps submissions apart, though they share one sandbox:
 
 - **One at a time.** The server forks the next child only after the previous
   one has ended and everything it left is gone: every other process in the
-  sandbox's PID namespace is killed, and ``/tmp`` (the working directory and
-  ``$HOME`` included) and ``/dev/shm`` are emptied. If the server cannot leave
-  the sandbox clean it ends, and the grader starts a fresh one.
+  sandbox's PID namespace is killed; ``/tmp`` (the working directory and
+  ``$HOME`` included), ``/dev/shm`` and ``/dev/mqueue`` are emptied and what was
+  added to ``/dev`` removed; the mounts, ``/dev`` and the folders on the way to
+  the mounts must be as they began, no System V IPC object may be left, and the
+  server's own resource limits, priority, scheduling and CPUs (which a process
+  of the same user can change from outside) must be unchanged. If the server
+  cannot leave the sandbox so, it ends, and the grader starts a fresh one.
 - **No submission data in the server.** The grader hands each job over as file
   descriptors on a socket (``SCM_RIGHTS``): the program (its cells and the hidden
   checks) comes on a pipe that only the child reads, and the child writes its
@@ -25,10 +29,13 @@ What keeps submissions apart, though they share one sandbox:
   (the same user) can neither ``ptrace`` it nor open its ``/proc/PID/mem`` or
   its file descriptors; the child closes every inherited descriptor but its own
   three before the submission runs.
-- **A child that attacks the server hurts only itself.** Killing or stopping the
-  server ends the current job (its submission gets what it earned so far, or a
-  timeout); the grader's own deadline (the job's timeout plus a margin) catches a
-  stopped server, kills the whole sandbox and starts a new one for the next job.
+- **The server is the sandbox's PID 1** (bubblewrap's ``--as-pid-1``: no
+  reaper of bubblewrap's, whose ``/proc/1/mem`` a submission could write, beside
+  it), so the kernel drops every signal a child sends it that it does not handle
+  (it ignores SIGINT), and it reaps the submission's orphans. Should it stop
+  answering anyway, the grader's own deadline (the job's timeout plus a margin)
+  kills the whole sandbox and starts a new one for the next job. The working
+  directory is not on its import path.
 
 Where bubblewrap does not run, the grader starts a cold runner per submission as
 before (:func:`lmcourse.course.grade.run_program`): without a PID namespace the
@@ -118,7 +125,7 @@ class WarmRunner:
         if nproc:
             env["LMCOURSE_GRADE_NPROC"] = str(nproc)
         argv = [sys.executable, "-m", "lmcourse.course.warm_server", str(theirs.fileno()), WORKDIR]
-        argv = self.sandbox.command(argv, env, self.hide)
+        argv = self.sandbox.command(argv, env, self.hide, as_pid_1=True)
         try:
             self.proc = _spawn(lambda: subprocess.Popen(
                 argv, env={"PATH": "/usr/bin:/bin"}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import signal
 import socket
 import sys
@@ -35,9 +36,9 @@ def _fatal(message: str) -> int:
 
 
 def _others() -> list[int]:
-    """Every process of this PID namespace but the init (1) and this server."""
+    """Every process of this PID namespace but this server (its PID 1)."""
     me = os.getpid()
-    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, me)]
+    return [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) != me]
 
 
 def _kill_others() -> bool:
@@ -88,6 +89,37 @@ def _mounts() -> list[str]:
     return [p.encode("latin-1").decode("unicode_escape") if "\\" in p else p for p in points]
 
 
+def _dev_entries() -> dict[str, tuple]:
+    """/dev's entries as the sandbox made them: type, mode, device number, link target."""
+    out = {}
+    for name in sorted(os.listdir("/dev")):
+        path = os.path.join("/dev", name)
+        st = os.lstat(path)
+        out[name] = (st.st_mode, st.st_rdev, os.readlink(path) if os.path.islink(path) else None)
+    return out
+
+
+def _ipc_objects() -> list[str]:
+    """System V shared memory, semaphores and message queues left in the sandbox's IPC namespace."""
+    left = []
+    for kind in ("shm", "sem", "msg"):
+        try:
+            with open(f"/proc/sysvipc/{kind}", encoding="utf-8") as f:
+                left += [f"{kind}: {line.strip()}" for line in f.readlines()[1:] if line.strip()]
+        except OSError:
+            continue
+    return left
+
+
+def _own_settings() -> tuple:
+    """What another process of the same user can change about this server from outside:
+    its resource limits (``prlimit``), its priority, scheduling policy and CPUs."""
+    limits = tuple(resource.getrlimit(getattr(resource, name)) for name in sorted(dir(resource))
+                   if name.startswith("RLIMIT_"))
+    return (limits, os.getpriority(os.PRIO_PROCESS, 0), os.sched_getscheduler(0),
+            tuple(sorted(os.sched_getaffinity(0))))
+
+
 class Baseline:
     """The scratch folders as the sandbox made them: the folders that lead to a mount point, with
     their modes, and the mount points themselves (never entered, never touched)."""
@@ -95,6 +127,11 @@ class Baseline:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.mounts = _mounts()
+        for folder in SCRATCH:  # writable by all, as restore() leaves them
+            if os.path.isdir(folder):
+                os.chmod(folder, 0o1777)
+        self.dev = _dev_entries()
+        self.own = _own_settings()
         inside = [m for m in self.mounts if any(m.startswith(f"{s}/") for s in SCRATCH)]
         self.keep: dict[str, int] = {}  # folder -> mode, on the way to a mount point
         for m in inside:
@@ -142,9 +179,15 @@ class Baseline:
                     self._scrub(folder)
             self.workdir.mkdir(mode=0o755)
             os.chdir(self.workdir)
+            for name in set(os.listdir("/dev")) - set(self.dev):  # what a submission added to /dev
+                _remove(os.path.join("/dev", name))
+            if os.path.isdir("/dev/mqueue"):  # POSIX message queues
+                for name in os.listdir("/dev/mqueue"):
+                    os.unlink(os.path.join("/dev/mqueue", name))
             expected = sorted([*self.keep, *self.points, str(self.workdir)])
             found = sorted(p for s in SCRATCH if os.path.isdir(s) for p in self._listing(s))
-            return _mounts() == self.mounts and found == expected and _kill_others()
+            return (_mounts() == self.mounts and found == expected and _dev_entries() == self.dev
+                    and not _ipc_objects() and _own_settings() == self.own and _kill_others())
         except Exception:  # noqa: BLE001 - see the docstring
             return False
 
@@ -153,6 +196,7 @@ def _child(prog_fd: int, out_fd: int, res_fd: int, sock_fd: int) -> None:
     """In the fork: read the program, keep only our three descriptors, run it; never returns."""
     code = 1
     try:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a cold runner
         os.dup2(out_fd, 1)
         os.dup2(out_fd, 2)
         token, cells, forbid = read_program(prog_fd)  # closes it
@@ -180,9 +224,12 @@ def _wait(pid: int, timeout: float) -> int | None:
     deadline = time.monotonic() + timeout
     delay = 0.001
     while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
+        # as PID 1 the server also reaps the submission's orphans as they end (bubblewrap's init would)
+        done, status = os.waitpid(-1, os.WNOHANG)
+        if done == pid:
             return os.waitstatus_to_exitcode(status)
+        if done:
+            continue
         if time.monotonic() >= deadline:
             return None
         time.sleep(delay)
@@ -195,6 +242,12 @@ def serve(sock_fd: int, workdir: str) -> int:
         return _fatal("cannot make itself non-dumpable")
     import torch._dynamo  # noqa: F401 - PyTorch's compiler front end, imported by any optimizer step
     import_package()
+    # ``python -m`` put the working directory first on the path: a file a submission leaves there
+    # must not be what a later one imports (the cold runner's path has it too, for one submission)
+    sys.path[:] = [p for p in sys.path if p not in ("", os.getcwd(), workdir)]
+    # As the sandbox's PID 1 the kernel drops signals the server does not handle; Python handles
+    # SIGINT (KeyboardInterrupt), so a child could still stop the server with it: ignore it here
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     sock = socket.socket(fileno=sock_fd)
     work = Path(workdir)
@@ -223,8 +276,7 @@ def serve(sock_fd: int, workdir: str) -> int:
         code = _wait(pid, timeout)
         if code is None:
             os.kill(pid, signal.SIGKILL)
-        clean = baseline.restore()
-        _reap()
+        clean = baseline.restore()  # kills and reaps whatever the child left
         reply = {"exit": code, "timeout": code is None, "clean": clean}
         try:
             sock.sendall(json.dumps(reply).encode() + b"\n")
