@@ -32,62 +32,109 @@ WRONG_ANSWERS = {
         X = torch.stack([torch.ones_like(lx), lx], dim=1)
         c = torch.linalg.lstsq(X, ly[:, None]).solution[:, 0]
         return 0.0, math.exp(c[0].item()), -c[1].item()
-    """, "the floor of 1.5"),
-    "12_floor_log10_intercept": ("floor", "fit_with_floor", """
+    """, "fit the floor, do not drop it"),
+    "12_floor_squares_not_huber": ("floor", "fit_with_floor", """
+        # the right curve and a good search, but least squares: the bad run pulls it
         x = torch.as_tensor(x, dtype=torch.float64)
         y = torch.as_tensor(y, dtype=torch.float64)
-        X = torch.stack([torch.ones_like(x), x.log10()], dim=1)
+        lx, ly = x.log(), y.log()
 
-        def fit(E):  # base-10 logarithms throughout ...
-            c = torch.linalg.lstsq(X, (y - E).log10()[:, None]).solution[:, 0]
-            y_hat = E + 10 ** c[0] * x ** c[1]
-            return ((y_hat.log() - y.log()) ** 2).sum().item(), c
+        def objective(p):
+            return ((torch.log(p[2] + (p[0] - p[1] * lx).exp()) - ly) ** 2).sum()
 
-        lo, hi = 0.0, y.min().item()
-        best = lo
-        for _ in range(5):
-            grid = torch.linspace(lo, hi, 201, dtype=torch.float64)[:-1]
-            best = min(grid.tolist(), key=lambda E: fit(E)[0])
-            step = (hi - lo) / 200
-            lo, hi = max(0.0, best - step), min(hi, best + step)
-        c = fit(best)[1]
-        return best, math.exp(c[0].item()), -c[1].item()  # ... but exp here
-    """, "natural logarithms and exponentials"),
-    "12_straight_line_sign": ("floor", "straight_line_exponent", """
-        lx = torch.as_tensor(x, dtype=torch.float64).log()
-        ly = torch.as_tensor(y, dtype=torch.float64).log()
-        X = torch.stack([torch.ones_like(lx), lx], dim=1)
-        return torch.linalg.lstsq(X, ly[:, None]).solution[1, 0].item()
-    """, "report alpha, positive"),
+        X = torch.stack([torch.ones_like(lx), -lx], dim=1)
+        best = None
+        for E in (y.min() * torch.linspace(0, 0.99, 100, dtype=torch.float64)).tolist():
+            c = torch.linalg.lstsq(X, (y - E).log()[:, None]).solution[:, 0]
+            p = torch.tensor([c[0].item(), c[1].item(), E], dtype=torch.float64)
+            if best is None or objective(p).item() < best[0]:
+                best = (objective(p).item(), p)
+        p = best[1].clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([p], max_iter=500, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            v = objective(p)
+            v.backward()
+            return v
+
+        opt.step(closure)
+        ln_a, alpha, E = p.detach().tolist()
+        return E, math.exp(ln_a), alpha
+    """, "minimise the Huber loss of the log residuals"),
+    "12_floor_grid_only": ("floor", "fit_with_floor", """
+        # only the first step: the best E of a grid, each with a line in ln(y - E)
+        x = torch.as_tensor(x, dtype=torch.float64)
+        y = torch.as_tensor(y, dtype=torch.float64)
+        X = torch.stack([torch.ones_like(x), -x.log()], dim=1)
+        best = None
+        for E in (y.min() * torch.linspace(0, 0.99, 100, dtype=torch.float64)).tolist():
+            c = torch.linalg.lstsq(X, (y - E).log()[:, None]).solution[:, 0]
+            r = (E + c[0].exp() * x ** -c[1]).log() - y.log()
+            a = r.abs()
+            v = torch.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta)).sum().item()
+            if best is None or v < best[0]:
+                best = (v, E, math.exp(c[0].item()), c[1].item())
+        return best[1], best[2], best[3]
+    """, "minimise the Huber loss of the log residuals"),
     "12_floor_calls_package": ("floor", "fit_with_floor", """
         from lmcourse.scaling_laws import power_law
 
         best = None
-        for k in range(1, 400):
+        for k in range(400):  # a grid over E, a line through y - E for each
             E = min(y) * k / 400
-            A, p = power_law(x, [v - E for v in y])
-            err = sum((math.log(E + A * u ** p) - math.log(v)) ** 2
-                      for u, v in zip(x, y))
+            A, p = power_law(list(x), [v - E for v in y])
+            err = sum(abs(math.log(E + A * u ** p) - math.log(v)) for u, v in zip(x, y))
             if best is None or err < best[0]:
                 best = (err, E, A, -p)
         return float(best[1]), float(best[2]), float(best[3])
     """, "must not call lmcourse.scaling_laws.power_law"),
-    "12_split_exponents_swapped": ("split", "compute_optimal_split", """
-        a, b = law.alpha, law.beta
-        G = (a * law.A / (b * law.B)) ** (1 / (a + b))
-        N = G * (C / 6) ** (a / (a + b))  # alpha's share, not beta's
-        return N, C / (6 * N)
-    """, "which exponent belongs to which term"),
-    "12_split_without_six": ("split", "compute_optimal_split", """
-        a, b = law.alpha, law.beta
-        G = (a * law.A / (b * law.B)) ** (1 / (a + b))
-        N = G * C ** (b / (a + b))
-        return N, C ** (a / (a + b)) / G  # C = N D, forgetting the 6
-    """, "the split must spend the budget"),
-    "12_split_calls_package": ("split", "compute_optimal_split", """
-        from lmcourse.scaling_laws import compute_optimal
+    "12_worst_point_straight_line": ("floor", "worst_point", """
+        lx = torch.as_tensor(x, dtype=torch.float64).log()
+        ly = torch.as_tensor(y, dtype=torch.float64).log()
+        X = torch.stack([torch.ones_like(lx), lx], dim=1)
+        r = (X @ torch.linalg.lstsq(X, ly[:, None]).solution)[:, 0] - ly
+        return int(r.abs().argmax().item())  # the line's worst point, not the law's
+    """, "the one the fit explains worst"),
+    "12_capped_ignores_cap": ("capped", "capped_split", """
+        a, b = law["alpha"], law["beta"]
+        G = (a * law["A"] / (b * law["B"])) ** (1 / (a + b))
+        n = G * (C / 6) ** (b / (a + b))  # every token counted as fresh
+        return n, C / (6 * n)
+    """, "the lowest loss with D' for D"),
+    "12_capped_never_repeat": ("capped", "capped_split", """
+        a, b = law["alpha"], law["beta"]
+        G = (a * law["A"] / (b * law["B"])) ** (1 / (a + b))
+        n = G * (C / 6) ** (b / (a + b))
+        if C / (6 * n) > unique:  # read the data once, put the rest into N
+            n = C / (6 * unique)
+        return n, C / (6 * n)
+    """, "repeats are worth something"),
+    "12_capped_epochs_for_repeats": ("capped", "capped_split", """
+        def effective(d):
+            if d <= unique:
+                return d
+            repeats = d / unique  # epochs, not repeats
+            return unique + unique * r_star * (1 - math.exp(-repeats / r_star))
 
-        return compute_optimal(law, C)
+        def loss(log_n):
+            n = math.exp(log_n)
+            return law["A"] * n ** -law["alpha"] + law["B"] * effective(C / (6 * n)) ** -law["beta"]
+
+        lo, hi = 0.0, math.log(C / 6)
+        for _ in range(200):
+            m1, m2 = lo + 0.382 * (hi - lo), lo + 0.618 * (hi - lo)
+            if loss(m1) < loss(m2):
+                hi = m2
+            else:
+                lo = m1
+        n = math.exp((lo + hi) / 2)
+        return n, C / (6 * n)
+    """, "repeats are worth something"),
+    "12_capped_calls_package": ("capped", "capped_split", """
+        from lmcourse.scaling_laws import LossLaw, compute_optimal
+
+        return compute_optimal(LossLaw(**law), C)
     """, "must not call lmcourse.scaling_laws.compute_optimal"),
     "12_vertex_best_run": ("isoflop", "isoflop_vertex", """
         best = min(range(len(L)), key=lambda i: L[i])
@@ -107,6 +154,24 @@ WRONG_ANSWERS = {
         c2, c1, _ = torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
         return math.exp(-c1 / (2 * c2))  # a base-10 vertex, exponentiated
     """, "fit against ln N"),
+    "12_flat_range_curvature_inverted": ("isoflop", "flat_range", """
+        x = torch.as_tensor(N, dtype=torch.float64).log()
+        y = torch.as_tensor(L, dtype=torch.float64)
+        X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
+        c2, c1, _ = torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
+        if c2 <= 0:
+            return None
+        x0, half = -c1 / (2 * c2), math.sqrt(tol * c2)  # tol times c2, not over it
+        return math.exp(x0 - half), math.exp(x0 + half)
+    """, "got ("),
+    "12_flat_range_no_none": ("isoflop", "flat_range", """
+        x = torch.as_tensor(N, dtype=torch.float64).log()
+        y = torch.as_tensor(L, dtype=torch.float64)
+        X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
+        c2, c1, _ = torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
+        x0, half = -c1 / (2 * c2), math.sqrt(tol / abs(c2))  # a maximum taken for a minimum
+        return math.exp(x0 - half), math.exp(x0 + half)
+    """, "opens downwards has no minimum"),
     "12_minima_all_runs": ("isoflop", "isoflop_minima", """
         profiles = {}
         for r in runs.values():  # the data-constrained runs too
@@ -124,6 +189,41 @@ WRONG_ANSWERS = {
 
         return isoflop_minimum(N, L)
     """, "must not call lmcourse.scaling_laws.isoflop_minimum"),
+    "12_repeats_population_variance": ("repeats", "rise_and_error", """
+        def mean_var(v):
+            m = sum(v) / len(v)
+            return m, sum((x - m) ** 2 for x in v) / len(v)  # n, not n - 1
+
+        m0, v0 = mean_var(base)
+        m1, v1 = mean_var(other)
+        return m1 - m0, math.sqrt(v0 / len(base) + v1 / len(other))
+    """, "standard error of"),
+    "12_repeats_sd_not_se": ("repeats", "rise_and_error", """
+        def mean_var(v):
+            m = sum(v) / len(v)
+            return m, sum((x - m) ** 2 for x in v) / (len(v) - 1)
+
+        m0, v0 = mean_var(base)
+        m1, v1 = mean_var(other)
+        return m1 - m0, math.sqrt(v0 + v1)  # the spread of one seed, not of a mean
+    """, "standard error of"),
+    "12_repeats_pooled_equal_sizes": ("repeats", "rise_and_error", """
+        def mean_var(v):
+            m = sum(v) / len(v)
+            return m, sum((x - m) ** 2 for x in v) / (len(v) - 1)
+
+        m0, v0 = mean_var(base)
+        m1, v1 = mean_var(other)
+        n = len(base)  # both groups taken to have base's size
+        return m1 - m0, math.sqrt((v0 + v1) / n)
+    """, "over its own size"),
+    "12_repeats_first_crossing": ("repeats", "measured_from", """
+        for e in sorted(e for e in groups if e > 1):  # the first crossing, not a lasting one
+            rise, se = rise_and_error(groups[1], groups[e])
+            if rise > z * se:
+                return e
+        return None
+    """, "and every larger one"),
 }
 
 
@@ -166,8 +266,8 @@ def test_every_task_has_a_wrong_answer_and_every_forbid_a_calls_package_fixture(
 @group("12")
 def test_solution_scores_full_marks():
     rows = grades_of(SOLUTION)
-    assert set(rows) == {"floor", "split", "isoflop"}
-    assert sum(r.max_points for r in rows.values()) == 13
+    assert set(rows) == {"floor", "capped", "isoflop", "repeats"}
+    assert sum(r.max_points for r in rows.values()) == 16
     assert all(r.points == r.max_points and r.status == "passed" for r in rows.values()), rows
 
 
