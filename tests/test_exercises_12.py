@@ -262,6 +262,25 @@ def test_every_task_has_a_wrong_answer_and_every_forbid_a_calls_package_fixture(
     assert forbidding <= calls, f"no *_calls_package fixture for {sorted(forbidding - calls)}"
 
 
+def test_every_solution_has_an_allow_list_and_reads_clean_under_it():
+    """The allow lists (top-level modules an answer may import) that the reading grader applies:
+    the solutions keep to them, and the library shortcuts the review found (numpy's polyfit,
+    scipy's curve_fit) are refused."""
+    from lmcourse.course.exercises import cell_info
+    from lmcourse.course.reading import Rules, read_cell
+
+    solution = nbformat.read(SOLUTION, as_version=4)
+    cells = [c for c in solution.cells if cell_info(c).get("role") == "solution"]
+    assert cells
+    for cell in cells:
+        info = cell_info(cell)
+        rules = Rules(allowed=frozenset(info["allow"]), forbid=tuple(info.get("forbid", ())))
+        assert set(info["allow"]) <= {"torch", "math"}, info
+        assert read_cell(cell.source, rules) == [], info["task"]
+        for shortcut in ("import numpy as np", "from scipy.optimize import curve_fit"):
+            assert read_cell(shortcut, rules), (info["task"], shortcut)
+
+
 @pytest.mark.slow
 @group("12")
 def test_solution_scores_full_marks():
