@@ -222,7 +222,7 @@ WRONG_ANSWERS = {
             rise, se = rise_and_error(groups[1], groups[e])
             if rise > z * se:
                 return e
-        return None
+        return 0
     """, "and every larger one"),
 }
 
