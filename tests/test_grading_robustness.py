@@ -76,21 +76,21 @@ def test_reasons_are_in_the_csv(batch):
     assert all("chapter 02, not chapter 01" in m for _, m in reasons(batch, "other_chapter").values())
     status, message = reasons(batch, "syntax_error")["perplexity"]
     assert status == "error" and "SyntaxError" in message
-    assert "NameError" in reasons(batch, "check_before_solution")["sequence_log_prob"][1]
+    # the checks run after the notebook's last cell, wherever their cells are
+    assert {s for s, _ in reasons(batch, "check_before_solution").values()} == {"passed"}
     assert "MemoryError" in reasons(batch, "memory_bomb")["perplexity"][1]
-    assert reasons(batch, "endless_loop")["perplexity"][0] == "timeout"
-    assert reasons(batch, "endless_loop")["char_tokenizer"][0] == "passed", "work done before the loop counts"
-    assert "exit code 0" in reasons(batch, "os_exit")["wordpiece_merges"][1]
+    # a cell that never ends is stopped after half the time limit; the checks still run
+    assert {s for s, _ in reasons(batch, "endless_loop").values()} == {"passed"}
     assert {s for s, _ in reasons(batch, "fake_passing_output").values()} == {"not-attempted"}
-    patched = reasons(batch, "monkeypatch")
-    assert all("torch.allclose" in m and "restored" in m for _, m in patched.values())
+    patched = reasons(batch, "monkeypatch")  # read before it runs: refused, so nothing is patched
+    assert all("was not run" in m and "changes torch.allclose" in m for _, m in patched.values())
 
 
 def test_feedback_never_quotes_hidden_checks(batch):
     _, out, _ = batch
     files = sorted((out / "feedback").glob("*.md"))
     assert len(files) == len(EXPECTED) + 1
-    text = next((out / "feedback").glob("*grading_fixtures_monkeypatch.ipynb.md")).read_text()
+    text = next((out / "feedback").glob("*grading_fixtures_hardcoded_visible.ipynb.md")).read_text()
     assert "failed a hidden one" in text and "0 / 10 points" in text
     hidden_sources = (SOLUTIONS_DIR / "01_chain_rule.ipynb").read_text()
     assert "manual_seed(1)" in hidden_sources  # a line of a hidden test...

@@ -245,7 +245,9 @@ def test_every_submission_gets_what_it_earned(batch):
 def test_reading_the_solutions_from_disk_scores_zero(batch):
     rows = batch["rows"]["carol/05_positions.ipynb"]
     assert points(rows) == 0 and len(rows) == 3
-    assert all("no solutions notebook in sight" in r["message"] for r in rows), [r["message"] for r in rows]
+    # refused before it runs (it imports glob and json, and uses globals); the sandbox would hide them anyway
+    assert all("no solutions notebook in sight" in r["message"] or "not run" in r["message"]
+               for r in rows), [r["message"] for r in rows]
 
 
 @pytest.mark.slow

@@ -27,6 +27,12 @@ def program(*sources: str) -> list[dict]:
     return [{"source": s, "role": "code", "task": None, "check": None, "trusted": False} for s in sources]
 
 
+def run(runner, cells, timeout):
+    """A warm runner's records and problem (its reports, what it found answering checks, left out)."""
+    records, _, problem = runner.run(cells, timeout)
+    return records, problem
+
+
 def said(record: dict | None) -> str:
     """What a reporting cell said (its ValueError's message)."""
     assert record is not None and record["etype"] == "ValueError", record
@@ -84,8 +90,8 @@ TMP = "import glob\nraise ValueError(repr(sorted(glob.glob('/tmp/*') + glob.glob
 
 
 def test_the_next_submission_finds_nothing_the_last_one_left(runner):
-    first = runner.run(program(SERVER, TMP, LITTER, "import time\ntime.sleep(0.5)"), timeout=60)
-    second = runner.run(program(SERVER, TMP, FIND_LITTER), timeout=60)
+    first = run(runner, program(SERVER, TMP, LITTER, "import time\ntime.sleep(0.5)"), timeout=60)
+    second = run(runner, program(SERVER, TMP, FIND_LITTER), timeout=60)
     assert said(first[0][0]) == said(second[0][0]), "both ran as children of one warm server"
     assert said(first[0][1]) == said(second[0][1])
     ok(first[0][2:])
@@ -123,8 +129,8 @@ if top.startswith("/tmp/"):  # the package lies under /tmp: move the folder that
 
 
 def test_a_submission_that_moves_the_package_away_gets_the_next_one_a_fresh_sandbox(runner):
-    first, _ = runner.run(program(SERVER, MOVE_THE_PACKAGE), timeout=60)
-    second, problem = runner.run(program(SERVER, "from lmcourse.data import load_shakespeare\n"
+    first, _ = run(runner, program(SERVER, MOVE_THE_PACKAGE), timeout=60)
+    second, problem = run(runner, program(SERVER, "from lmcourse.data import load_shakespeare\n"
                                                  "assert load_shakespeare('val')[:1]"), timeout=60)
     ok(second[1:])
     if first[1]["status"] == "error":  # it could move it (a clone under /tmp): the next one runs elsewhere
@@ -132,14 +138,14 @@ def test_a_submission_that_moves_the_package_away_gets_the_next_one_a_fresh_sand
 
 
 def test_a_submission_cannot_inspect_the_server(runner):
-    records, problem = runner.run(program(INSPECT_SERVER), timeout=60)
+    records, problem = run(runner, program(INSPECT_SERVER), timeout=60)
     ok(records)
     assert problem.endswith("(exit code 0)")
 
 
 def test_no_earlier_submission_is_in_the_next_ones_memory(runner):
     secret = secrets.token_hex(12)
-    first = runner.run(program(f"answer = {secret!r}\nprint(answer)", SERVER), timeout=60)
+    first = run(runner, program(f"answer = {secret!r}\nprint(answer)", SERVER), timeout=60)
     assert first[0][0]["status"] == "ok"
     # the second program searches its whole writable memory (inherited from the server) for the secret,
     # spelled backwards in its own source so that it does not find itself
@@ -165,7 +171,7 @@ del chunk
 # the search's own needle is in memory once or twice (the bytes object, maybe a copy)
 assert found <= 2, found
 """
-    second = runner.run(program(SERVER, search), timeout=120)
+    second = run(runner, program(SERVER, search), timeout=120)
     assert said(first[0][1]) == said(second[0][0]), "one server ran both"
     ok(second[0][1:])
 
@@ -173,10 +179,10 @@ assert found <= 2, found
 def test_the_server_is_pid_1_and_ignores_a_submissions_signals(runner):
     signals = "import os, signal\nassert os.getppid() == 1\n" + "\n".join(
         f"os.kill(1, signal.{name})" for name in ("SIGKILL", "SIGSTOP", "SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1"))
-    records, problem = runner.run(program(SERVER, signals, "import time\ntime.sleep(0.2)"), timeout=60)
+    records, problem = run(runner, program(SERVER, signals, "import time\ntime.sleep(0.2)"), timeout=60)
     ok(records[1:])
     assert problem.endswith("(exit code 0)")
-    again, problem = runner.run(program(SERVER, "x = 1"), timeout=60)
+    again, problem = run(runner, program(SERVER, "x = 1"), timeout=60)
     assert said(again[0]) == said(records[0]), "the same server went on"
     ok(again[1:])
 
@@ -200,8 +206,8 @@ assert not os.path.exists("/dev/left")
 
 @pytest.mark.parametrize("how", sorted(TAMPER))
 def test_tampering_with_the_server_costs_the_next_submission_nothing(runner, how):
-    first, _ = runner.run(program(SERVER, TAMPER[how]), timeout=60)
-    second, problem = runner.run(program(SERVER, FRESH, "x = 1"), timeout=60)
+    first, _ = run(runner, program(SERVER, TAMPER[how]), timeout=60)
+    second, problem = run(runner, program(SERVER, FRESH, "x = 1"), timeout=60)
     ok(second[1:])
     assert problem.endswith("(exit code 0)")
     if first[1]["status"] == "ok" and how != "a file in /dev":  # the change took: a fresh sandbox
@@ -209,9 +215,11 @@ def test_tampering_with_the_server_costs_the_next_submission_nothing(runner, how
 
 
 def test_a_timeout_ends_the_submission_and_the_server_goes_on(runner):
-    records, problem = runner.run(program(SERVER, "while True:\n    pass"), timeout=3)
+    # a loop that swallows the stop at half the time limit (a cell's own limit): the whole job times out
+    endless = "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass"
+    records, problem = run(runner, program(SERVER, endless), timeout=3)
     assert problem == "timeout" and records[1] is None
-    again, problem = runner.run(program(SERVER), timeout=60)
+    again, problem = run(runner, program(SERVER), timeout=60)
     assert said(again[0]) == said(records[0]), "the same server graded the next one"
 
 

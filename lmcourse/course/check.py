@@ -2,17 +2,18 @@
 
     python -m lmcourse check exercises/01_chain_rule.ipynb [--timeout S] [--memory MB]
 
-The notebook's code cells run in order in a fresh process, exactly as the grader
-runs them (:func:`lmcourse.course.grade.run_program`: its own working directory,
-a time limit, a memory limit), but each check cell is the learner's *own*, with
-everything from ``### BEGIN HIDDEN TESTS`` to ``### END HIDDEN TESTS`` cut out:
-hidden tests are never run or printed. (A notebook generated into ``exercises/``
-has none; a ``solutions/`` notebook does.)
+The notebook's code cells are read and run exactly as the grader reads and runs
+them (:func:`lmcourse.course.grade.build_program`, :func:`lmcourse.course.grade.run_submission`:
+a refused cell does not run, its own process, a time limit, a memory limit, the
+checks in a process of their own), with the visible part of each check of the
+course's own notebook of the chapter (``exercises/``, else ``solutions/``, else
+this notebook): hidden tests are never run or printed, and a check the learner
+edited runs as the course wrote it.
 
 As in the grader, a task whose code calls a function or class that the task
-forbids (the solution cell's metadata ``lmcourse.forbid``, read from the
-chapter's notebook in ``exercises/``, else ``solutions/``, else this notebook)
-fails with ``task T must not call NAME`` (:mod:`lmcourse.course.forbid`).
+forbids (the solution cell's metadata ``lmcourse.forbid``) fails with ``task T
+must not call NAME`` (:mod:`lmcourse.course.forbid`), and a cell that breaks a
+reading rule with ``not run: code cell K, line N: what``.
 
 It prints a table with one row per task: ``passed``, ``failed`` with the
 assertion's message, ``error``, ``not attempted`` (the task still raises
@@ -38,12 +39,20 @@ from .exercises import (
     EXERCISES_DIR,
     SOLUTIONS_DIR,
     Check,
-    cell_info,
     chapter_of,
-    forbid_of,
-    provided_of,
+    checks_of,
 )
-from .grade import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, TaskRow, fmt_points, run_program, score, task_rows
+from .grade import (
+    DEFAULT_MEMORY_MB,
+    DEFAULT_TIMEOUT,
+    TaskRow,
+    build_program,
+    fmt_points,
+    run_submission,
+    score,
+    task_rows,
+)
+from .plan import ChapterPlan
 
 _LABELS = {"not-attempted": "not attempted"}
 
@@ -69,40 +78,6 @@ def visible_part(source: str) -> str:
     return "\n".join(kept)
 
 
-def self_check_program(nb, provided: frozenset[str] | set[str] = frozenset()) -> tuple[list[Check], list[dict]]:
-    """The learner's checks (visible parts only) and the cells to run, in notebook order.
-
-    Like :func:`lmcourse.course.grade.build_program`, but every check cell is the
-    notebook's own, cut by :func:`visible_part`; a repeated check id counts (and
-    runs) once, as in the grader. A code cell whose source is one of ``provided``
-    is marked ``trusted`` (the course's setup code, not the learner's).
-    """
-    checks: list[Check] = []
-    cells: list[dict] = []
-    for i, cell in enumerate(nb.get("cells", [])):
-        if cell.get("cell_type") != "code":
-            continue
-        info = cell_info(cell)
-        source = cell.get("source", "")
-        source = "".join(source) if isinstance(source, list) else str(source)
-        if info.get("role") == "check":
-            check_id = str(info.get("check") or f"cell {i}")
-            if any(c.check == check_id for c in checks):
-                continue
-            try:
-                points = float(info.get("points", 0))
-            except (TypeError, ValueError):
-                points = 0.0
-            check = Check(str(info.get("task") or check_id), check_id, points, visible_part(source))
-            checks.append(check)
-            cells.append({"source": check.source, "role": "check", "task": check.task, "check": check.check})
-        else:
-            role = "solution" if info.get("role") == "solution" else "code"
-            cells.append({"source": source, "role": role, "task": info.get("task"), "check": None,
-                          "trusted": role == "code" and source in provided})
-    return checks, cells
-
-
 def reference_notebook(path: Path, nb) -> Path | None:
     """The course's own notebook of the same chapter: ``exercises/NN_*.ipynb``, else ``solutions/NN_*.ipynb``."""
     chapter = chapter_of(path, nb)
@@ -115,15 +90,27 @@ def reference_notebook(path: Path, nb) -> Path | None:
 
 def check_notebook(path: Path, timeout: float = DEFAULT_TIMEOUT,
                    memory_mb: int = DEFAULT_MEMORY_MB) -> list[TaskRow]:
-    """Run a notebook with its visible checks; one row per task (``ValueError`` if it has no checks)."""
+    """Run a notebook with its visible checks; one row per task (``ValueError`` if it has no checks).
+
+    As the grader does (:func:`lmcourse.course.grade.grade_notebook`), with the
+    course's own notebook of the chapter as the reference (its checks, visible
+    parts only, its rules), and without the sandbox: the learner's cells are read
+    first, and a refused cell shows the same message the grade will.
+    """
     nb = nbformat.read(path, as_version=4)
     reference = reference_notebook(path, nb)
     ref_nb = nbformat.read(reference, as_version=4) if reference else nb
-    checks, cells = self_check_program(nb, frozenset(provided_of(ref_nb)) if reference else frozenset())
+    plan = ChapterPlan.of(ref_nb)
+    for cell in plan.check_cells:
+        if cell["role"] == "check":
+            cell["source"] = visible_part(cell["source"])
+    checks = [Check(c.task, c.check, c.points, visible_part(c.source))
+              for c in checks_of(ref_nb, str(reference or path))]
     if not checks:
         raise ValueError(f"{path} has no check cells (code cells with metadata lmcourse.role = 'check')")
-    records, problem = run_program(cells, timeout, memory_mb, forbid=forbid_of(ref_nb, str(reference or path)))
-    results = score(cells, records, problem, timeout)
+    cells, refused = build_program(nb, plan)
+    outcome = run_submission(cells, plan, timeout, memory_mb, visible_only=True)
+    results = score(checks, cells, outcome, timeout, refused)
     return task_rows(str(path), chapter_of(path, nb) or "?", checks, results)
 
 

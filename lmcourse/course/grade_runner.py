@@ -1,32 +1,24 @@
-"""Runs one submission's cells in this (separate) process; used by :mod:`lmcourse.course.grade`.
+"""Runs one submission's cells in this (separate, sandboxed) process, then answers the checks.
 
-    python -m lmcourse.course.grade_runner RESULTS_FD   (a secret token, a newline and the program on stdin)
+    python -m lmcourse.course.grade_runner RESULTS_FD REQUEST_FD ANSWER_FD
+        (a secret token, a newline and the program on stdin)
 
-The grader writes a secret token and the program (the cells, hidden checks
-included, as JSON) to standard input and closes it; the runner reads both to the
-end before any submitted code runs, then points standard input at ``/dev/null``:
-the program never exists as a file the submission could open. Each cell runs
-with IPython, so magics behave as in Jupyter. A cell that raises does not stop
-the run. After each cell one JSON line goes to the inherited pipe ``RESULTS_FD``,
-signed with the token; the grader ignores lines without it, so a submission
-cannot simply print or write its own results. A process that dies or is killed
-leaves the lines written so far. Once a check cell has run, its source is
-dropped from the runner's list and from ``linecache``, so later cells do not find
-it lying about (code in this process can still search its memory: see the
-README on what the sandbox does not guarantee).
+Used by :mod:`lmcourse.course.grade` (a cold runner) and by a warm runner's
+children (:mod:`lmcourse.course.warm_server`). The grader writes a secret token and
+the program (the learner's cells as the grader read them: no check cell ever
+comes here) to standard input and closes it; the runner reads both to the end
+before any submitted code runs, then points standard input at ``/dev/null``. Each
+cell runs with IPython, so magics behave as in Jupyter; a cell that raises does
+not stop the run, and a cell that runs past half the time limit is stopped
+(:class:`CellTimeout`). After each cell one JSON line goes to the inherited pipe
+``RESULTS_FD``, signed with the token. Then the runner answers the checks'
+process (:mod:`lmcourse.course.serve`) on the two other pipes until it closes them.
 
-Check cells run in two parts, the visible checks and then the hidden ones, so the
-grader knows which part failed (hidden tests are never quoted in feedback).
-Before each check the attributes of the modules the checks rely on (every module
-of ``lmcourse``, ``torch``, ``math``, ...) are put back as they were before the
-submission ran: monkey-patching them cannot make a check pass.
-
-The program may also name, per task, the functions and classes its answer must
-not call (``"forbid"``), and mark the cells the course provides (``"trusted"``:
-setup cells as the course wrote them). A :class:`~lmcourse.course.forbid.CallRecorder`
-is installed before any submitted code runs; every record carries the forbidden
-calls recorded so far (``"forbidden"``: task -> names), and the grader scores
-those tasks 0.
+The program also names, per task, the functions and classes its answer must not
+call (``"forbid"``) and the aten operators it must not run (``"forbid_ops"``), and
+marks the cells the course provides (``"trusted"``). A
+:class:`~lmcourse.course.forbid.CallRecorder` is installed before any submitted code
+runs; the grader scores a task 0 when its checks saw either.
 """
 
 from __future__ import annotations
@@ -38,6 +30,7 @@ import os
 import pkgutil
 import random
 import resource
+import signal
 import sys
 
 import torch  # imported before the submission runs, so its state can be guarded
@@ -47,6 +40,7 @@ import lmcourse
 
 from .forbid import CallRecorder
 from .markers import BEGIN_HIDDEN, END_HIDDEN
+from .serve import LearnerSide
 
 GUARDED_PREFIXES = ("lmcourse", "torch", "numpy", "math", "builtins", "json", "random")
 
@@ -149,23 +143,36 @@ def _dynamo_wrapped(new: object, old: object) -> bool:
         and any(x is old for x in inside)
 
 
-def read_program(fd: int) -> tuple[str, list[dict], dict[str, list[str]]]:
-    """The token, cells and forbid lists from ``fd``, read to its end (the grader closes its side)."""
+class CellTimeout(BaseException):
+    """A cell ran past its share of the time limit (half of it): it is stopped and the next one runs."""
+
+
+def read_program(fd: int) -> dict:
+    """The program from ``fd``, read to its end (the grader closes its side): a dict with the token,
+    the cells, and per task the forbidden names (``forbid``) and aten operators (``forbid_ops``)."""
     with os.fdopen(fd, "rb", closefd=True) as stream:
         data = stream.read()
     token, _, program = data.decode("utf-8").partition("\n")
     loaded = json.loads(program)
-    return token.strip(), loaded["cells"], loaded.get("forbid") or {}
+    return {"token": token.strip(), "cells": loaded["cells"], "forbid": loaded.get("forbid") or {},
+            "forbid_ops": loaded.get("forbid_ops") or {}, "cell_limit": loaded.get("cell_limit")}
 
 
-def main(results_fd: int) -> int:
-    token, cells, forbid = read_program(os.dup(0))
+def main(results_fd: int, req_fd: int, rep_fd: int) -> int:
+    program = read_program(os.dup(0))
     sys.stdin.close()
-    return execute(token, cells, forbid, results_fd)
+    return execute(program, results_fd, (req_fd, rep_fd))
 
 
-def execute(token: str, cells: list[dict], forbid: dict[str, list[str]], results_fd: int) -> int:
-    """Run the program's cells, one signed record per cell to ``results_fd``; standard input becomes empty."""
+def execute(program: dict, results_fd: int, serve_fds: tuple[int, int] | None = None) -> int:
+    """Run the program's cells, one signed record per cell to ``results_fd``; then answer the checks.
+
+    Standard input becomes empty. With ``serve_fds`` (requests in, answers out)
+    the runner then serves the checks' process (:mod:`lmcourse.course.serve`)
+    until it closes its end; every finding of a forbidden call or operator goes
+    to ``results_fd`` as a signed record with ``"report": true``.
+    """
+    token, cells, forbid = program["token"], program["cells"], program["forbid"]
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -194,60 +201,64 @@ def execute(token: str, cells: list[dict], forbid: dict[str, list[str]], results
 
     shell.compile.cache = cache_and_register
     guard = ModuleGuard()
-    sentinel_name, sentinel = "__lmcourse_check_ran__", token[::-1]
     results = os.fdopen(results_fd, "w", encoding="utf-8")
     write_line, flush = results.write, results.flush  # kept before the submission can patch them
     dumps = json.dumps
 
+    def write(record: dict) -> bool:
+        try:
+            write_line(dumps(record) + "\n")
+            flush()
+            return True
+        except (OSError, ValueError):  # the submission closed the pipe: nothing more can be reported
+            return False
+
+    cell_limit = float(program.get("cell_limit") or 0)
+
+    def stop_cell(signum, frame):
+        raise CellTimeout(f"the cell ran longer than {cell_limit:g} s and was stopped")
+
+    if cell_limit > 0:
+        signal.signal(signal.SIGALRM, stop_cell)
+
     def run(source: str) -> BaseException | None:
         try:
+            if cell_limit > 0:
+                signal.setitimer(signal.ITIMER_REAL, cell_limit)
             res = shell.run_cell(source, store_history=False)
             return res.error_before_exec or res.error_in_exec
         except BaseException as err:  # noqa: BLE001 - a submission may raise anything
             return err
+        finally:
+            if cell_limit > 0:
+                signal.setitimer(signal.ITIMER_REAL, 0)
 
     tampered: list[str] = []
     for i in range(len(cells)):
         cell, cells[i] = cells[i], None
         record = {"token": token, "cell": i, "status": "ok", "etype": None, "message": None, "part": None}
-        trusted = cell["role"] == "check" or bool(cell.get("trusted"))
+        trusted = bool(cell.get("trusted"))
         whose.update(task=None if trusted or cell["role"] != "solution" else cell.get("task"), trusted=trusted)
-        if cell["role"] == "check":
-            recorder.checking = cell.get("task")
-            cached = _cached_names()
-            visible, hidden = split_check(cell["source"])
-            for part, source in (("visible", visible), ("hidden", hidden)):
-                # The last line of each part proves the part really ran to its end.
-                shell.user_ns.pop(sentinel_name, None)
-                exc = run(f"{source}\n{sentinel_name} = {sentinel!r}")
-                if exc is None and shell.user_ns.get(sentinel_name) != sentinel:
-                    exc = RuntimeError(
-                        "the check did not run to its end: the submission interferes with the notebook runner"
-                    )
-                if exc is not None:
-                    record.update(status="error", etype=type(exc).__name__, message=str(exc)[:500], part=part)
-                    break
-            recorder.checking = None
-            _forget(cached)
-            del visible, hidden, source
-            exc = None
-        else:
-            exc = run(cell["source"])
-            if exc is not None:
-                record.update(status="error", etype=type(exc).__name__, message=str(exc)[:500])
-        # Undo any patching of guarded modules at once, so that neither the next
-        # check nor this runner's own bookkeeping can be fooled by it.
+        exc = run(cell["source"])
+        if exc is not None:
+            record.update(status="error", etype=type(exc).__name__, message=str(exc)[:500])
+        exc = None
+        # Undo any patching of guarded modules at once, so that this runner's own bookkeeping
+        # cannot be fooled by it.
         for name in guard.restore() + recorder.reinstall():
             if name not in tampered:
                 tampered.append(name)
         record["restored"] = tampered[:20]
         record["forbidden"] = {task: list(names) for task, names in recorder.calls.items()}
         cell = None
-        try:
-            write_line(dumps(record) + "\n")
-            flush()
-        except (OSError, ValueError):  # the submission closed the pipe: nothing more can be reported
+        if not write(record):
             return 1
+    whose.update(task=None, trusted=False)  # code compiled from now on (exec in an answer) is the learner's
+    if serve_fds is not None:
+        def report(found: dict) -> None:
+            write({"token": token, "report": True, **found})
+
+        LearnerSide(shell.user_ns, recorder, program.get("forbid_ops") or {}, report).serve(*serve_fds)
     results.close()
     return 0
 
@@ -271,4 +282,4 @@ def _forget(before: list[set]) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(int(sys.argv[1])))
+    sys.exit(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))

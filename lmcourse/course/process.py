@@ -62,9 +62,24 @@ def parse_records(results: bytes | bytearray, token: str, n_cells: int) -> list[
     for line in bytes(results).decode("utf-8", errors="replace").splitlines():
         try:
             rec = json.loads(line)
+            if rec.get("report"):
+                continue
             i = int(rec["cell"])
             if rec.get("token") == token and 0 <= i < n_cells and records[i] is None:
                 records[i] = rec
         except (ValueError, KeyError, TypeError, AttributeError):
             continue
     return records
+
+
+def parse_reports(results: bytes | bytearray, token: str) -> list[dict]:
+    """The runner's reports (``"report": true``: what it found while answering the checks), in order."""
+    reports = []
+    for line in bytes(results).decode("utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+            if isinstance(rec, dict) and rec.get("token") == token and rec.get("report") is True:
+                reports.append(rec)
+        except ValueError:
+            continue
+    return reports

@@ -27,10 +27,13 @@ IPython's syntax is read as IPython runs it: a magic or a shell escape (``%time`
 :func:`read_cell` returns one message per violation, ``line N: what``;
 :func:`read_answer` reads every cell a learner wrote for a task.
 
-Not yet called by the grader or the self-check: issue 27 wires it in together
-with running the checks in a process of their own (the reading alone leaves the
-expected values within the learner's reach). ``tests/test_reading.py`` holds every
-route of that issue, each refused, and every solution of the course, each clean.
+The grader (:func:`lmcourse.course.grade.build_program`) and the learner's
+self-check read every cell the learner wrote or changed with it, under the rules
+of :mod:`lmcourse.course.plan`, before anything runs; a refused cell does not run.
+The checks themselves run in a process of their own
+(:mod:`lmcourse.course.check_runner`). ``tests/test_reading.py`` holds every route
+of issue 27, each refused, and every solution of the course, each clean;
+``tests/test_hostile.py`` grades them as submissions.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class Rules:
 
     allowed: frozenset[str] = DEFAULT_ALLOWED
     forbid: tuple[str, ...] = ()
+    aliases: tuple[tuple[str, str], ...] = ()  # names the course's setup cells bind: (name, dotted name)
 
 
 def _dotted(node: ast.AST, aliases: dict[str, str]) -> str | None:
@@ -167,7 +171,7 @@ def read_cell(source: str, rules: Rules = Rules()) -> list[str]:
     def flag(node: ast.AST, what: str) -> None:
         found.setdefault(what, getattr(node, "lineno", 0))
 
-    aliases = _imports(tree, rules, flag)
+    aliases = {**dict(rules.aliases), **_imports(tree, rules, flag)}
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             if node.id in REFLECTION:
@@ -194,6 +198,18 @@ def read_cell(source: str, rules: Rules = Rules()) -> list[str]:
         if name in BUILTINS:
             flag(node, f"rebinds the built-in {name} for the whole notebook")
     return [f"line {line}: {what}" for what, line in sorted(found.items(), key=lambda item: item[1])]
+
+
+def setup_aliases(sources: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """What the names imported by the course's setup cells stand for (``F`` -> ``torch.nn.functional``)."""
+    found: dict[str, str] = {}
+    for source in sources:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        found.update(_imports(tree, Rules(allowed=frozenset(), forbid=()), lambda node, what: None))
+    return tuple(sorted(found.items()))
 
 
 def read_answer(cells: Iterable[str], rules: Rules = Rules()) -> list[str]:

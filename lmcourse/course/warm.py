@@ -28,7 +28,8 @@ What keeps submissions apart, though they share one sandbox:
 - **The server cannot be inspected.** It makes itself non-dumpable, so a child
   (the same user) can neither ``ptrace`` it nor open its ``/proc/PID/mem`` or
   its file descriptors; the child closes every inherited descriptor but its own
-  three before the submission runs.
+  (the records pipe and the two pipes to and from the checks' process) before
+  the submission runs.
 - **The server is the sandbox's PID 1** (bubblewrap's ``--as-pid-1``: no
   reaper of bubblewrap's, whose ``/proc/1/mem`` a submission could write, beside
   it), so the kernel drops every signal a child sends it that it does not handle
@@ -55,7 +56,7 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from .process import MAX_OUTPUT, MAX_RESULTS, drain, feed, kill_group, limits, parse_records
+from .process import MAX_OUTPUT, MAX_RESULTS, drain, feed, kill_group, limits, parse_records, parse_reports
 from .sandbox import WORKDIR, PidsCgroup, runner_env
 
 GRACE = 30.0  # seconds the grader waits past a job's timeout before it gives up on the server
@@ -177,28 +178,45 @@ class WarmRunner:
         return reply if isinstance(reply, dict) else "ended"
 
     # one job
-    def run(self, cells: list[dict], timeout: float, forbid: dict[str, list[str]] | None = None
-            ) -> tuple[list[dict | None], str | None]:
-        """Like :func:`lmcourse.course.grade.run_program`: per-cell records and a problem."""
-        if self.proc is None or self.proc.poll() is not None:
-            self.close()
-            self._start()
+    def run(self, cells: list[dict], timeout: float, forbid: dict[str, list[str]] | None = None,
+            forbid_ops: dict[str, list[str]] | None = None, serve_fds: tuple[int, int] | None = None
+            ) -> tuple[list[dict | None], list[dict], str | None]:
+        """Like :func:`lmcourse.course.grade.run_learner`: per-cell records, reports and a problem.
+
+        ``serve_fds`` (the checks' requests, read; the answers, written) are handed
+        to the child and closed here.
+        """
+        try:
+            if self.proc is None or self.proc.poll() is not None:
+                self.close()
+                self._start()
+        except BaseException:
+            for fd in serve_fds or ():
+                os.close(fd)
+            raise
         token = secrets.token_hex(16)
         prog_r, prog_w = os.pipe()
         out_r, out_w = os.pipe()
         res_r, res_w = os.pipe()
+        if serve_fds is None:  # nothing to serve: pipes that end at once
+            a, b = os.pipe()
+            c, d = os.pipe()
+            os.close(b)
+            os.close(c)
+            serve_fds = (a, d)
         output, results = bytearray(), bytearray()
         try:
             header = json.dumps({"timeout": timeout}).encode()
             try:
-                socket.send_fds(self.sock, [header], [prog_r, out_w, res_w])
+                socket.send_fds(self.sock, [header], [prog_r, out_w, res_w, *serve_fds])
                 sent = True
             except OSError:
                 sent = False
         finally:
-            for fd in (prog_r, out_w, res_w):
+            for fd in (prog_r, out_w, res_w, *serve_fds):
                 os.close(fd)
-        program = (token + "\n" + json.dumps({"cells": cells, "forbid": forbid or {}})).encode()
+        program = (token + "\n" + json.dumps({"cells": cells, "forbid": forbid or {},
+                                               "forbid_ops": forbid_ops or {}, "cell_limit": timeout / 2})).encode()
         threads = [threading.Thread(target=drain, args=(os.fdopen(out_r, "rb"), output, MAX_OUTPUT), daemon=True),
                    threading.Thread(target=drain, args=(os.fdopen(res_r, "rb"), results, MAX_RESULTS), daemon=True),
                    threading.Thread(target=feed, args=(os.fdopen(prog_w, "wb"), program), daemon=True)]
@@ -216,7 +234,7 @@ class WarmRunner:
             problem = f"the notebook's process ended (exit code {reply.get('exit')})"
         else:
             problem = "the notebook's process ended (its runner was stopped)"
-        return parse_records(results, token, len(cells)), problem
+        return parse_records(results, token, len(cells)), parse_reports(results, token), problem
 
 
 class WarmPool:

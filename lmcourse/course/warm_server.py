@@ -4,9 +4,10 @@
 
 Started by :class:`lmcourse.course.warm.WarmRunner` (read its module's
 docstring for what keeps submissions apart). Each job arrives on the socket as a
-small header (its timeout) and three file descriptors: the program's pipe (read
+small header (its timeout) and five file descriptors: the program's pipe (read
 by the child only), the output pipe and the records pipe (written by the child
-only). The server answers one line per job: the child's exit status, whether it
+only), and the two pipes to and from the checks' process
+(:mod:`lmcourse.course.serve`). The server answers one line per job: the child's exit status, whether it
 timed out, and whether the sandbox could be cleaned afterwards.
 """
 
@@ -192,21 +193,23 @@ class Baseline:
             return False
 
 
-def _child(prog_fd: int, out_fd: int, res_fd: int, sock_fd: int) -> None:
-    """In the fork: read the program, keep only our three descriptors, run it; never returns."""
+def _child(prog_fd: int, out_fd: int, res_fd: int, req_fd: int, rep_fd: int, sock_fd: int) -> None:
+    """In the fork: read the program, keep only our descriptors, run it; never returns."""
     code = 1
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a cold runner
         os.dup2(out_fd, 1)
         os.dup2(out_fd, 2)
-        token, cells, forbid = read_program(prog_fd)  # closes it
+        program = read_program(prog_fd)  # closes it
         for fd in (out_fd, sock_fd):
             os.close(fd)
-        os.dup2(res_fd, 3)
-        os.closerange(4, 65536)  # the server's socket and anything else inherited
-        res_fd = 3
+        # the records pipe, then the checks' requests and our answers, as 3, 4, 5
+        moved = [os.dup(fd) for fd in (res_fd, req_fd, rep_fd)]
+        for target, fd in zip((3, 4, 5), moved, strict=True):
+            os.dup2(fd, target)
+        os.closerange(6, 65536)  # the server's socket and anything else inherited
         os.setsid()
-        code = execute(token, cells, forbid, res_fd)
+        code = execute(program, 3, (4, 5))
     except BaseException:  # noqa: BLE001 - report it as the process's end, like a cold runner
         import traceback
         traceback.print_exc()
@@ -257,20 +260,19 @@ def serve(sock_fd: int, workdir: str) -> int:
     sock.sendall(b'{"ready": true}\n')
     while True:
         try:
-            header, fds, _, _ = socket.recv_fds(sock, HEADER_MAX, 3)
+            header, fds, _, _ = socket.recv_fds(sock, HEADER_MAX, 5)
         except OSError:
             return 0
         if not header:
             return 0  # the grader is done
-        if len(fds) != 3:
+        if len(fds) != 5:
             for fd in fds:
                 os.close(fd)
-            return _fatal("a job came without its three descriptors")
+            return _fatal("a job came without its five descriptors")
         timeout = float(json.loads(header)["timeout"])
-        prog_fd, out_fd, res_fd = fds
         pid = os.fork()
         if pid == 0:
-            _child(prog_fd, out_fd, res_fd, sock.fileno())
+            _child(*fds, sock.fileno())
         for fd in fds:
             os.close(fd)
         code = _wait(pid, timeout)

@@ -23,17 +23,18 @@ EXPECTED = {
     "invalid_json": 0,
     "other_chapter": 0,
     "checks_deleted": 10,
-    "check_before_solution": 8,
+    "check_before_solution": 10,  # the checks run after every cell of the notebook
     "syntax_error": 8,
     "import_error": 3,
     "sys_exit": 10,
-    "os_exit": 5,
-    "endless_loop": 3,
+    "os_exit": 10,  # refused before it runs (it imports os): the rest counts
+    "endless_loop": 10,  # the cell is stopped after half the time limit; the rest counts
     "memory_bomb": 8,
     "output_flood": 10,
     "writes_and_deletes_files": 10,
     "fake_passing_output": 0,
     "monkeypatch": 0,
+    "hardcoded_visible": 0,  # right on the visible checks' inputs only
 }
 
 
@@ -149,6 +150,11 @@ def fixtures():
     nb.cells = [c for c in nb.cells if role(c).get("role") != "solution"]
     nb.cells.insert(2, new_code_cell(patch))
     out["monkeypatch"] = nb
+
+    nb = copy.deepcopy(EXERCISE)
+    nb.cells = [c for c in nb.cells if role(c).get("role") != "solution"]
+    nb.cells.insert(2, new_code_cell(patch[patch.index("class MyCharTokenizer"):]))
+    out["hardcoded_visible"] = nb
     return out
 
 

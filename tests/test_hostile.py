@@ -1,0 +1,197 @@
+"""Issue 27's routes to points without solving, each a submission graded as a cohort's would be: each scores 0.
+
+Every route that earned points against the grader whose checks shared the
+learner's process (IPython transformers that drop ``assert``, rebound built-ins,
+patched ``torch.allclose``, values that compare equal to anything, expected
+values read from the namespace, the recorder dodged through ``<frozen ...>`` code,
+``torch.ops.aten`` or ``exec``, library copies of the computation, tensor methods
+that run the forbidden kernel) is built here on the untouched exercise of its
+chapter, and the batch is graded once, sandboxed, as ``python -m lmcourse grade``
+grades it. Beside them, honest answers whose names collide with what a check
+imports keep their points.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import nbformat
+import pytest
+from chapter_grades import _pool
+
+from lmcourse.course.check_pool import CheckPool
+from lmcourse.course.exercises import EXERCISES_DIR, SOLUTIONS_DIR, cell_info
+from lmcourse.course.grade import grade_notebooks
+
+pytestmark = pytest.mark.slow  # grades a batch of notebooks
+
+RMS = "def rms_norm(x, weight, eps=1e-6):\n"
+ADD, ANSWER = "add", "answer"
+
+# name: (chapter, [(ADD, cell source) | (ANSWER, task, solution cell source)])
+HOSTILE = {
+    "ipython_ast_transformer_drops_asserts": ("11", [(ADD, (
+        "import ast\nclass NoAssert(ast.NodeTransformer):\n    def visit_Assert(self, node):\n"
+        "        return ast.Pass()\nget_ipython().ast_transformers.append(NoAssert())"))]),
+    "ipython_input_transformer": ("11", [(ADD, (
+        "get_ipython().input_transformers_post.append(\n"
+        "    lambda lines: [l.replace('assert ', 'pass  # ') for l in lines])"))]),
+    "ipython_run_cell_replaced": ("05", [(ADD, "ip = get_ipython()\nip.run_cell = lambda *a, **k: None")]),
+    "magic_shell_escape": ("05", [(ADD, "%env X=1\n!ls /")]),
+    "gc_reads_runner_globals": ("11", [(ADD, (
+        "import gc\nfor o in gc.get_objects():\n    if isinstance(o, dict) and 'token' in o:\n"
+        "        print(o['token'])"))]),
+    "builtins_rebound": ("05", [(ADD, "all = lambda *a: True\nisinstance = lambda *a: True\nabs = lambda x: 0")]),
+    "allclose_patched_during_the_call": ("11", [(ANSWER, "rms_norm", (
+        RMS + "    torch.allclose = lambda *a, **k: True\n    return x"))]),
+    "tensor_subclass_equal_to_anything": ("11", [(ANSWER, "rms_norm", (
+        "class Yes(torch.Tensor):\n    @classmethod\n"
+        "    def __torch_function__(cls, func, types, args=(), kwargs=None):\n        return True\n\n\n"
+        + RMS + "    return x.as_subclass(Yes)"))]),
+    "tensor_subclass_without_overrides": ("11", [(ANSWER, "rms_norm", (
+        "class Plain(torch.Tensor):\n    pass\n\n\n" + RMS + "    return x.as_subclass(Plain)"))]),
+    "float_subclass_equal_to_anything": ("11", [(ANSWER, "copying", (
+        "class Eq(float):\n    def __eq__(self, other):\n        return True\n    def __lt__(self, other):\n"
+        "        return True\n\n\ndef later_vs_first(nll, text, known):\n    return Eq(0.0), Eq(0.0)"))]),
+    "expected_values_from_the_namespace": ("11", [(ANSWER, "copying", (
+        "def later_vs_first(nll, text, known):\n    return ref['first']['nats'], ref['later']['nats']"))]),
+    "frozen_file_name_dodges_the_recorder": ("11", [(ANSWER, "rms_norm", (
+        "exec(compile('def rms_norm(x, w, eps=1e-6):\\n    return torch.rms_norm(x, (x.shape[-1],), w, eps)',"
+        " '<frozen rms>', 'exec'))"))]),
+    "aten_operator": ("11", [(ANSWER, "rms_norm", (
+        RMS + "    return torch.ops.aten.rms_norm(x, [x.shape[-1]], weight, eps)"))]),
+    "original_from_the_recorders_closure": ("11", [(ANSWER, "rms_norm", (
+        RMS + "    f = torch.rms_norm.__closure__[0].cell_contents\n    return f(x, (x.shape[-1],), weight, eps)"))]),
+    "exec_into_a_library_module": ("11", [(ADD, (
+        "import lmcourse.optim as O\nexec('def orthogonalise(G, steps=5):\\n    return newton_schulz(G, steps)',"
+        " vars(O))\northogonalise = O.orthogonalise"))]),
+    "setup_alias_of_the_forbidden_function": ("11", [(ANSWER, "rms_norm", (
+        RMS + "    return F.rms_norm(x, (x.shape[-1],), weight, eps)"))]),
+    "name_built_at_run_time": ("11", [(ANSWER, "rms_norm", (
+        RMS + "    return getattr(F, 'rms' + '_norm')(x, (x.shape[-1],), weight, eps)"))]),
+    "import_by_string": ("11", [(ANSWER, "rms_norm", (
+        RMS + "    F2 = __import__('torch.nn.functional', fromlist=['x'])\n"
+        "    return F2.rms_norm(x, (x.shape[-1],), weight, eps)"))]),
+    "hugging_face_copy": ("11", [(ANSWER, "rms_norm", (
+        "from transformers.models.llama.modeling_llama import LlamaRMSNorm\n\n\n" + RMS
+        + "    m = LlamaRMSNorm(x.shape[-1], eps)\n    m.weight.data = weight\n    return m(x)"))]),
+    "package_sibling_of_another_task": ("11", [(ANSWER, "muon", (
+        "from lmcourse.optim import newton_schulz\nMUON_ABC = (3.4445, -4.7750, 2.0315)\n\n\n"
+        "def ns_step(X, a, b, c):\n    A = X @ X.T\n    return a * X + (b * A + c * A @ A) @ X\n\n\n"
+        "def orthogonalise(G, steps=5):\n    return newton_schulz(G, steps=steps, dtype=G.dtype)"))]),
+    "private_alias": ("05", [(ANSWER, "t5_bucket", (
+        "def t5_bucket(rel, bidirectional=False, num_buckets=32, max_distance=128):\n"
+        "    return torch._C._nn.t5_bucket(rel)"))]),
+    "mistral_copy_of_llama_rope": ("05", [(ANSWER, "rope_half", (
+        "from transformers.models.mistral.modeling_mistral import apply_rotary_pos_emb\n\n\n"
+        "def rope_half(x, base=10000.0):\n    return x\n\n\ndef half_to_interleaved(d_head):\n"
+        "    return list(range(d_head))"))]),
+    "tensor_method_runs_the_forbidden_kernel": ("09", [(ANSWER, "gumbel", (
+        "def gumbel_sample(logits, temperature, gen):\n    p = torch.softmax(logits / temperature, dim=-1)\n"
+        "    return p.multinomial(1, generator=gen).squeeze(-1)"))]),
+    "categorical_distribution": ("09", [(ANSWER, "gumbel", (
+        "def gumbel_sample(logits, temperature, gen):\n"
+        "    return torch.distributions.Categorical(logits=logits / temperature).sample()"))]),
+    "forward_mode_autodiff": ("06", [(ANSWER, "tied_grad", (
+        "def tied_grad(E, x, y):\n    loss = lambda W: F.cross_entropy(W[x] @ W.T, y)\n"
+        "    return torch.func.jacfwd(loss)(E)"))]),
+    "reads_solutions_from_disk": ("05", [(ADD, "print(open('/work/main/solutions/05_positions.ipynb').read()[:10])")]),
+}
+
+# Each route starts from plausible wrong answers, well-typed values that pass no check on their own (so a
+# route that silenced or fooled the checks would earn points with them); a route's own answer replaces one.
+DUMMY = {
+    "05": {"rope_half": "def rope_half(x, base=10000.0):\n    return x\n\n\n"
+                        "def half_to_interleaved(d_head):\n    return list(range(d_head))",
+           "shift": "def shift_matrix(k, d_model, base=10000.0):\n    return torch.eye(d_model, dtype=torch.float64)",
+           "t5_bucket": "def t5_bucket(rel, bidirectional=False, num_buckets=32, max_distance=128):\n"
+                        "    return torch.zeros_like(rel)"},
+    "06": {"tying": "def tie(model):\n    return model",
+           "param_count": "def count_params(config):\n    return 0",
+           "tied_grad": "def tied_grad(E, x, y):\n    return torch.zeros_like(E)"},
+    "09": {"min_p": "def min_p_rows(logits, min_p):\n    return logits",
+           "penalties": "def penalise(logits, previous_ids, frequency, presence):\n    return logits",
+           "gumbel": "def gumbel_sample(logits, temperature, gen):\n    return logits.argmax(dim=-1)"},
+    "11": {"rms_norm": RMS + "    return x * weight",
+           "swiglu": "def swiglu(x, w_gate, w_up, w_down):\n    return x\n\n\n"
+                     "def swiglu_hidden(d_model):\n    return 1",
+           "muon": "MUON_ABC = (3.4445, -4.7750, 2.0315)\n\n\ndef ns_step(X, a, b, c):\n    return X\n\n\n"
+                   "def orthogonalise(G, steps=5):\n    return G",
+           "copying": "def later_vs_first(nll, text, known):\n    return 1.0, 2.0"},
+}
+
+# honest answers that must keep every point: name -> (chapter, edits on the solution)
+HONEST = {
+    "own_helper_named_like_a_checks_import": ("05", [(ANSWER, "rope_half", (
+        "def apply_rotary_pos_emb(x, cos, sin):  # the name a hidden check imports from transformers\n"
+        "    h = x.shape[-1] // 2\n    return x * cos + torch.cat([-x[..., h:], x[..., :h]], dim=-1) * sin\n\n\n"
+        "def rope_half(x, base=10000.0):\n    T, Dh = x.shape[-2], x.shape[-1]\n"
+        "    theta = base ** (-torch.arange(0, Dh, 2, dtype=torch.float64) / Dh)\n"
+        "    angle = torch.arange(T, dtype=torch.float64)[:, None] * theta\n"
+        "    phi = torch.cat([angle, angle], dim=-1)\n"
+        "    return apply_rotary_pos_emb(x, phi.cos().to(x.dtype), phi.sin().to(x.dtype))\n\n\n"
+        "def half_to_interleaved(d_head):\n    half = d_head // 2\n"
+        "    return [j for i in range(half) for j in (i, i + half)]"))]),
+    "helpers_with_names_checks_use": ("11", [(ADD, "want = 0\nexpected = 1\nref = None\nx = 3")]),
+}
+
+
+def _notebook(chapter: str, base_dir: Path, edits) -> nbformat.NotebookNode:
+    nb = nbformat.read(next(base_dir.glob(f"{chapter}_*.ipynb")), as_version=4)
+    nb = copy.deepcopy(nb)
+    if base_dir == EXERCISES_DIR:
+        edits = [(ANSWER, task, source) for task, source in DUMMY[chapter].items()] + list(edits)
+    for edit in edits:
+        if edit[0] == ADD:
+            setup = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+            nb.cells.insert(setup + 1, nbformat.v4.new_code_cell(edit[1]))
+        else:
+            _, task, source = edit
+            cell = next(c for c in nb.cells
+                        if cell_info(c).get("role") == "solution" and cell_info(c).get("task") == task)
+            cell.source = source
+    return nb
+
+
+@pytest.fixture(scope="module")
+def graded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    items = []
+    for name, (chapter, edits) in HOSTILE.items():
+        path = root / name / f"{chapter}_hostile.ipynb"
+        path.parent.mkdir()
+        nbformat.write(_notebook(chapter, EXERCISES_DIR, edits), path)
+        items.append((path, name))
+    for name, (chapter, edits) in HONEST.items():
+        path = root / name / f"{chapter}_honest.ipynb"
+        path.parent.mkdir()
+        nbformat.write(_notebook(chapter, SOLUTIONS_DIR, edits), path)
+        items.append((path, name))
+    with CheckPool() as checks:
+        rows = grade_notebooks(items, jobs=2, warm=_pool(), checks=checks, timeout=120)
+    return {name: {r.task: r for r in task_rows} for (_, name), task_rows in zip(items, rows, strict=True)}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_each_route_scores_zero(graded, name):
+    rows = graded[name]
+    assert rows and all(r.points == 0 for r in rows.values()), {t: (r.points, r.status, r.message)
+                                                                for t, r in rows.items()}
+
+
+@pytest.mark.parametrize("name", sorted(HONEST))
+def test_honest_answers_keep_their_points(graded, name):
+    rows = graded[name]
+    assert all(r.points == r.max_points for r in rows.values()), {t: (r.points, r.status, r.message)
+                                                                  for t, r in rows.items()}
+
+
+def test_a_refused_answer_says_what_and_where(graded):
+    message = graded["setup_alias_of_the_forbidden_function"]["rms_norm"].message
+    assert message.startswith("not run: code cell ") and "torch.nn.functional.rms_norm" in message, message
+
+
+def test_a_forbidden_kernel_reached_by_a_method_is_named(graded):
+    message = graded["tensor_method_runs_the_forbidden_kernel"]["gumbel"].message
+    assert "must not run aten::multinomial" in message, message
