@@ -88,6 +88,10 @@ def _minimise(objective, start: torch.Tensor) -> tuple[torch.Tensor, float]:
         return p.detach(), objective(p).item()
 
 
+DEFAULT_STARTS = {"a": (0.0, 5.0, 10.0), "b": (0.0, 5.0, 10.0), "e": (-1.0, 0.5), "alpha": (0.2, 0.6),
+                  "beta": (0.2, 0.6)}  # fit_loss_law's grid of starting points
+
+
 def fit_loss_law(N: Sequence[float], D: Sequence[float], L: Sequence[float], delta: float = 1e-3,
                  starts: dict[str, Sequence[float]] | None = None) -> LossLaw:
     """Fit :class:`LossLaw` to runs (N, D, final loss) as Chinchilla's approach 3 does.
@@ -100,8 +104,7 @@ def fit_loss_law(N: Sequence[float], D: Sequence[float], L: Sequence[float], del
         raise ValueError(f"need at least 5 runs with N, D and L each, got {len(N)}, {len(D)}, {len(L)}")
     log_n, log_d = torch.tensor(N, dtype=torch.float64).log(), torch.tensor(D, dtype=torch.float64).log()
     log_l = torch.tensor(L, dtype=torch.float64).log()
-    grid = starts or {"a": (0.0, 5.0, 10.0), "b": (0.0, 5.0, 10.0), "e": (-1.0, 0.5),
-                      "alpha": (0.2, 0.6), "beta": (0.2, 0.6)}
+    grid = starts or DEFAULT_STARTS
     def objective(p: torch.Tensor) -> torch.Tensor:
         return _huber(_log_law(p, log_n, log_d) - log_l, delta).sum()
 
@@ -114,15 +117,33 @@ def fit_loss_law(N: Sequence[float], D: Sequence[float], L: Sequence[float], del
     return LossLaw(E=math.exp(e), A=math.exp(a), alpha=alpha, B=math.exp(b), beta=beta)
 
 
+def law_objective(law: LossLaw, N: Sequence[float], D: Sequence[float], L: Sequence[float],
+                  delta: float = 1e-3) -> float:
+    """The summed Huber loss that :func:`fit_loss_law` minimises, at ``law`` (lower is a better fit).
+
+    >>> law = LossLaw(E=1.0, A=50.0, alpha=0.4, B=80.0, beta=0.3)
+    >>> law_objective(law, [1e4, 1e5], [1e6, 1e7], [law(1e4, 1e6), law(1e5, 1e7)]) < 1e-20
+    True
+    """
+    p = torch.tensor([math.log(law.A), math.log(law.B), math.log(law.E), law.alpha, law.beta], dtype=torch.float64)
+    log_n, log_d = torch.tensor(N, dtype=torch.float64).log(), torch.tensor(D, dtype=torch.float64).log()
+    return _huber(_log_law(p, log_n, log_d) - torch.tensor(L, dtype=torch.float64).log(), delta).sum().item()
+
+
 def bootstrap(N: Sequence[float], D: Sequence[float], L: Sequence[float], law: LossLaw, samples: int = 100,
-              seed: int = 0, delta: float = 1e-3) -> list[LossLaw]:
+              seed: int = 0, delta: float = 1e-3, extra_starts: int = 0) -> list[LossLaw]:
     """Refits of :func:`fit_loss_law` to ``samples`` resamples of the runs, drawn with replacement.
 
     The spread of the refits is what the choice of runs leaves uncertain (Hoffmann
     et al. give intervals this way). Each refit starts from ``law``, the fit to all
     runs, instead of a grid of starts: one L-BFGS run per resample, so a hundred
-    cost about as much as the full fit, and every refit is the minimum near the
-    full fit's, not a distant local one. Seeded: the same ``seed``, the same draws.
+    cost about as much as the full fit. That keeps every refit at the minimum near
+    the full fit's, which can make the intervals too narrow where the objective has
+    other minima; ``extra_starts`` > 0 also starts each refit from that many points
+    drawn uniformly from the box of the default grid (:data:`DEFAULT_STARTS`) and
+    keeps the start that reaches the lowest objective. The resamples come from one
+    generator (``seed``) and the extra starts from another (``seed + 1``), so the
+    same ``seed`` gives the same resamples whatever ``extra_starts`` is.
 
     >>> N = [1e4, 1e4, 1e5, 1e5, 1e6, 1e6]; D = [1e6, 1e7] * 3
     >>> law = LossLaw(E=1.0, A=50.0, alpha=0.4, B=80.0, beta=0.3)
@@ -132,16 +153,24 @@ def bootstrap(N: Sequence[float], D: Sequence[float], L: Sequence[float], law: L
     """
     if not len(N) == len(D) == len(L) >= 5:
         raise ValueError(f"need at least 5 runs with N, D and L each, got {len(N)}, {len(D)}, {len(L)}")
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
-    start = {"a": (math.log(law.A),), "b": (math.log(law.B),), "e": (math.log(law.E),),
-             "alpha": (law.alpha,), "beta": (law.beta,)}
+    if samples < 1 or extra_starts < 0:
+        raise ValueError(f"samples must be >= 1 and extra_starts >= 0, got {samples}, {extra_starts}")
+    keys = ("a", "b", "e", "alpha", "beta")
+    full = (math.log(law.A), math.log(law.B), math.log(law.E), law.alpha, law.beta)
+    low = torch.tensor([min(DEFAULT_STARTS[k]) for k in keys], dtype=torch.float64)
+    high = torch.tensor([max(DEFAULT_STARTS[k]) for k in keys], dtype=torch.float64)
     g = torch.Generator().manual_seed(seed)
+    g_starts = torch.Generator().manual_seed(seed + 1)
     fits = []
     for _ in range(samples):
         pick = torch.randint(len(N), (len(N),), generator=g).tolist()
-        fits.append(fit_loss_law([N[i] for i in pick], [D[i] for i in pick], [L[i] for i in pick], delta,
-                                 starts=start))
+        n, d, y = [N[i] for i in pick], [D[i] for i in pick], [L[i] for i in pick]
+        starts = [full] + [tuple((low + (high - low) * torch.rand(5, generator=g_starts,
+                                                                 dtype=torch.float64)).tolist())
+                           for _ in range(extra_starts)]
+        refits = [fit_loss_law(n, d, y, delta, starts={k: (v,) for k, v in zip(keys, s, strict=True)})
+                  for s in starts]
+        fits.append(min(refits, key=lambda f: law_objective(f, n, d, y, delta)))
     return fits
 
 
