@@ -136,91 +136,234 @@ WRONG_ANSWERS = {
 
         return compute_optimal(LossLaw(**law), C)
     """, "must not call lmcourse.scaling_laws.compute_optimal"),
-    "12_vertex_best_run": ("isoflop", "isoflop_vertex", """
-        best = min(range(len(L)), key=lambda i: L[i])
-        return float(N[best])  # the lowest run, not the parabola's vertex
-    """, "the vertex need not be a run"),
-    "12_vertex_linear_n": ("isoflop", "isoflop_vertex", """
-        x = torch.as_tensor(N, dtype=torch.float64)  # N itself, not ln N
-        y = torch.as_tensor(L, dtype=torch.float64)
-        X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
-        c2, c1, _ = torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
-        return -c1 / (2 * c2)
-    """, "fit against ln N"),
-    "12_vertex_log10": ("isoflop", "isoflop_vertex", """
-        x = torch.as_tensor(N, dtype=torch.float64).log10()
-        y = torch.as_tensor(L, dtype=torch.float64)
-        X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
-        c2, c1, _ = torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
-        return math.exp(-c1 / (2 * c2))  # a base-10 vertex, exponentiated
-    """, "fit against ln N"),
-    "12_flat_range_curvature_inverted": ("isoflop", "flat_range", """
+    "12_floor_single_start": ("floor", "fit_with_floor", """
+        # one start, the log-log line (E = 0), polished on the right objective
+        x = torch.as_tensor(x, dtype=torch.float64)
+        y = torch.as_tensor(y, dtype=torch.float64)
+        lx, ly = x.log(), y.log()
+
+        def objective(p):
+            r = torch.log(p[2] + (p[0] - p[1] * lx).exp()) - ly
+            a = r.abs()
+            return torch.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta)).sum()
+
+        X = torch.stack([torch.ones_like(lx), -lx], dim=1)
+        c = torch.linalg.lstsq(X, ly[:, None]).solution[:, 0]
+        p = torch.tensor([c[0].item(), c[1].item(), 0.0], dtype=torch.float64)
+        p.requires_grad_(True)
+        opt = torch.optim.LBFGS([p], max_iter=1000, tolerance_grad=1e-15, tolerance_change=1e-17,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            v = objective(p)
+            v.backward()
+            return v
+
+        opt.step(closure)
+        ln_a, alpha, E = p.detach().tolist()
+        return E, math.exp(ln_a), alpha
+    """, "the objective has more than one minimum"),
+    "12_vertex_best_run": ("isoflop", "vertex_interval", """
         x = torch.as_tensor(N, dtype=torch.float64).log()
         y = torch.as_tensor(L, dtype=torch.float64)
         X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
         c2, c1, _ = torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
         if c2 <= 0:
-            return None
-        x0, half = -c1 / (2 * c2), math.sqrt(tol * c2)  # tol times c2, not over it
-        return math.exp(x0 - half), math.exp(x0 + half)
-    """, "got ("),
-    "12_flat_range_no_none": ("isoflop", "flat_range", """
+            return ()
+        x0 = x[y.argmin()].item()  # the lowest run, not the parabola's vertex
+        half = z * sd / (2 * c2 * math.sqrt(((x - x.mean()) ** 2).sum().item()))
+        return math.exp(x0), math.exp(x0 - half), math.exp(x0 + half)
+    """, "the vertex need not be a run"),
+    "12_vertex_linear_n": ("isoflop", "vertex_interval", """
+        x = torch.as_tensor(N, dtype=torch.float64)  # N itself, not ln N
+        y = torch.as_tensor(L, dtype=torch.float64)
+        X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
+        c2, c1, _ = torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
+        if c2 <= 0:
+            return ()
+        x0 = -c1 / (2 * c2)
+        return x0, x0 * math.exp(-z * sd), x0 * math.exp(z * sd)
+    """, "fit against ln N"),
+    "12_vertex_curvature_only": ("isoflop", "vertex_interval", """
         x = torch.as_tensor(N, dtype=torch.float64).log()
         y = torch.as_tensor(L, dtype=torch.float64)
         X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
         c2, c1, _ = torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
-        x0, half = -c1 / (2 * c2), math.sqrt(tol / abs(c2))  # a maximum taken for a minimum
-        return math.exp(x0 - half), math.exp(x0 + half)
-    """, "opens downwards has no minimum"),
+        if c2 <= 0:
+            return ()
+        x0 = -c1 / (2 * c2)
+        half = math.sqrt(z * sd / c2)  # where the parabola rises by z sd: not the vertex's error
+        return math.exp(x0), math.exp(x0 - half), math.exp(x0 + half)
+    """, "expected ln N within"),
+    "12_vertex_no_covariance": ("isoflop", "vertex_interval", """
+        x = torch.as_tensor(N, dtype=torch.float64).log()
+        y = torch.as_tensor(L, dtype=torch.float64)
+        X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
+        c2, c1, _ = torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
+        if c2 <= 0:
+            return ()
+        x0 = -c1 / (2 * c2)
+        var = (sd**2 * torch.linalg.inv(X.T @ X)).diagonal().tolist()
+        # c1 and c2 taken as independent
+        se = math.sqrt((c1 / (2 * c2**2)) ** 2 * var[0] + (1 / (2 * c2)) ** 2 * var[1])
+        return math.exp(x0), math.exp(x0 - z * se), math.exp(x0 + z * se)
+    """, "expected ln N within"),
     "12_minima_all_runs": ("isoflop", "isoflop_minima", """
         profiles = {}
         for r in runs.values():  # the data-constrained runs too
-            profiles.setdefault(r["budget"], []).append(r)
+            if r["lr"] == lr:
+                profiles.setdefault(r["budget"], []).append(r)
         out = {}
         for C, prof in sorted(profiles.items()):
             if len({r["non_embedding_params"] for r in prof}) >= 3:
-                out[C] = isoflop_vertex(
+                out[C] = vertex_interval(
                     [r["non_embedding_params"] for r in prof],
-                    [r["val_nats_per_char"] for r in prof])
+                    [r["val_nats_per_char"] for r in prof], 0.0, 0.0)[0]
         return out
     """, "keep runs on all the text"),
-    "12_isoflop_calls_package": ("isoflop", "isoflop_vertex", """
+    "12_minima_every_lr": ("isoflop", "isoflop_minima", """
+        profiles = {}
+        for r in runs.values():  # runs at every learning rate mixed
+            if r["unique_chars"] is None:
+                profiles.setdefault(r["budget"], []).append(r)
+        out = {}
+        for C, prof in sorted(profiles.items()):
+            if len({r["non_embedding_params"] for r in prof}) >= 3:
+                out[C] = vertex_interval(
+                    [r["non_embedding_params"] for r in prof],
+                    [r["val_nats_per_char"] for r in prof], 0.0, 0.0)[0]
+        return out
+    """, "at the given learning rate"),
+    "12_minima_windowed": ("isoflop", "isoflop_minima", """
+        profiles = {}
+        for r in runs.values():
+            if r["unique_chars"] is None and r["lr"] == lr:
+                profiles.setdefault(r["budget"], []).append(r)
+        out = {}
+        for C, prof in sorted(profiles.items()):
+            prof = sorted(prof, key=lambda r: r["non_embedding_params"])
+            if len({r["non_embedding_params"] for r in prof}) >= 3:
+                ls = [r["val_nats_per_char"] for r in prof]
+                i = min(range(len(ls)), key=ls.__getitem__)
+                near = prof[max(0, i - 2):i + 3]  # the chapter's window, not every run
+                out[C] = vertex_interval([r["non_embedding_params"] for r in near],
+                                         [r["val_nats_per_char"] for r in near], 0.0, 0.0)[0]
+        return out
+    """, "every run of the budget"),
+    "12_isoflop_calls_package": ("isoflop", "vertex_interval", """
         from lmcourse.scaling_laws import isoflop_minimum
 
-        return isoflop_minimum(N, L)
+        n = isoflop_minimum(N, L)
+        return n, n, n
     """, "must not call lmcourse.scaling_laws.isoflop_minimum"),
-    "12_repeats_population_variance": ("repeats", "rise_and_error", """
+    "12_t_critical_normal": ("repeats", "t_critical", """
+        lo, hi = 0.0, 64.0  # the normal distribution's quantile, not Student's t
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            if 0.5 * math.erfc(mid / math.sqrt(2)) > alpha:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+    """, "one-sided: P(T > t) = alpha"),
+    "12_t_critical_two_sided": ("repeats", "t_critical", """
+        c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+        def density(t):
+            return c * (1 + t * t / df) ** (-(df + 1) / 2)
+
+        def both_tails(t, steps=4000):  # P(|T| > t): a two-sided value
+            h = t / steps
+            s = density(0) + density(t) + sum((4 if k % 2 else 2) * density(k * h) for k in range(1, steps))
+            return 1 - 2 * s * h / 3
+
+        lo, hi = 0.0, 1.0
+        while both_tails(hi) > alpha:
+            lo, hi = hi, 2 * hi
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if both_tails(mid) > alpha:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+    """, "one-sided: P(T > t) = alpha"),
+    "12_repeats_two_se": ("repeats", "measured_from", """
+        def mean_var(v):
+            m = sum(v) / len(v)
+            return m, sum((x - m) ** 2 for x in v) / (len(v) - 1)
+
+        m1, v1 = mean_var(groups[1])
+        found = 0
+        for e in sorted((e for e in groups if e > 1), reverse=True):
+            m, v = mean_var(groups[e])
+            if (m - m1) / math.sqrt(v / len(groups[e]) + v1 / len(groups[1])) <= 2.0:  # the normal rule
+                break
+            found = e
+        return found
+    """, "Welch's df, Student's t, not 2 s.e."),
+    "12_repeats_pooled_df": ("repeats", "measured_from", """
+        def mean_var(v):
+            m = sum(v) / len(v)
+            return m, sum((x - m) ** 2 for x in v) / (len(v) - 1)
+
+        m1, v1 = mean_var(groups[1])
+        found = 0
+        for e in sorted((e for e in groups if e > 1), reverse=True):
+            m, v = mean_var(groups[e])
+            t = (m - m1) / math.sqrt(v / len(groups[e]) + v1 / len(groups[1]))
+            if t <= t_critical(len(groups[e]) + len(groups[1]) - 2, alpha):  # not Welch's df
+                break
+            found = e
+        return found
+    """, "Welch's df, Student's t, not 2 s.e."),
+    "12_repeats_two_sided": ("repeats", "measured_from", """
+        def mean_var(v):
+            m = sum(v) / len(v)
+            return m, sum((x - m) ** 2 for x in v) / (len(v) - 1)
+
+        m1, v1 = mean_var(groups[1])
+        n1 = len(groups[1])
+        found = 0
+        for e in sorted((e for e in groups if e > 1), reverse=True):
+            m, v = mean_var(groups[e])
+            a, b = v / len(groups[e]), v1 / n1
+            df = (a + b) ** 2 / (a**2 / (len(groups[e]) - 1) + b**2 / (n1 - 1))
+            if abs(m - m1) / math.sqrt(a + b) <= t_critical(df, alpha / 2):  # two-sided
+                break
+            found = e
+        return found
+    """, "whether the loss rose"),
+    "12_repeats_population_variance": ("repeats", "measured_from", """
         def mean_var(v):
             m = sum(v) / len(v)
             return m, sum((x - m) ** 2 for x in v) / len(v)  # n, not n - 1
 
-        m0, v0 = mean_var(base)
-        m1, v1 = mean_var(other)
-        return m1 - m0, math.sqrt(v0 / len(base) + v1 / len(other))
-    """, "standard error of"),
-    "12_repeats_sd_not_se": ("repeats", "rise_and_error", """
-        def mean_var(v):
-            m = sum(v) / len(v)
-            return m, sum((x - m) ** 2 for x in v) / (len(v) - 1)
-
-        m0, v0 = mean_var(base)
-        m1, v1 = mean_var(other)
-        return m1 - m0, math.sqrt(v0 + v1)  # the spread of one seed, not of a mean
-    """, "standard error of"),
-    "12_repeats_pooled_equal_sizes": ("repeats", "rise_and_error", """
-        def mean_var(v):
-            m = sum(v) / len(v)
-            return m, sum((x - m) ** 2 for x in v) / (len(v) - 1)
-
-        m0, v0 = mean_var(base)
-        m1, v1 = mean_var(other)
-        n = len(base)  # both groups taken to have base's size
-        return m1 - m0, math.sqrt((v0 + v1) / n)
-    """, "over its own size"),
+        m1, v1 = mean_var(groups[1])
+        n1 = len(groups[1])
+        found = 0
+        for e in sorted((e for e in groups if e > 1), reverse=True):
+            m, v = mean_var(groups[e])
+            a, b = v / len(groups[e]), v1 / n1
+            df = (a + b) ** 2 / (a**2 / (len(groups[e]) - 1) + b**2 / (n1 - 1))
+            if (m - m1) / math.sqrt(a + b) <= t_critical(df, alpha):
+                break
+            found = e
+        return found
+    """, "Welch's df, Student's t, not 2 s.e."),
     "12_repeats_first_crossing": ("repeats", "measured_from", """
+        def mean_var(v):
+            m = sum(v) / len(v)
+            return m, sum((x - m) ** 2 for x in v) / (len(v) - 1)
+
+        m1, v1 = mean_var(groups[1])
+        n1 = len(groups[1])
         for e in sorted(e for e in groups if e > 1):  # the first crossing, not a lasting one
-            rise, se = rise_and_error(groups[1], groups[e])
-            if rise > z * se:
+            m, v = mean_var(groups[e])
+            a, b = v / len(groups[e]), v1 / n1
+            df = (a + b) ** 2 / (a**2 / (len(groups[e]) - 1) + b**2 / (n1 - 1))
+            if (m - m1) / math.sqrt(a + b) > t_critical(df, alpha):
                 return e
         return 0
     """, "and every larger one"),

@@ -171,7 +171,8 @@ def heldout(seeds: int = 1) -> list[Run]:
 
 def train_config(run: Run) -> TrainConfig:
     """The shipped recipe stretched to the run: warmup 5% of the steps (at most 200), cosine to the end."""
-    return replace(BASE_TRAIN, steps=run.steps, lr=run.lr, min_lr=run.lr / 10, warmup_steps=min(200, max(1, run.steps // 20)),
+    return replace(BASE_TRAIN, steps=run.steps, lr=run.lr, min_lr=run.lr / 10,
+                   warmup_steps=min(200, max(1, run.steps // 20)),
                    eval_every=max(1, run.steps // EVALS_PER_RUN), seed=run.seed)
 
 
@@ -219,7 +220,8 @@ def store(path: Path, result: dict, command: str) -> None:
     with locked(path):
         table = load_results(path)
         table["command"] = command  # the latest
-        table["commands"] = sorted(set(table.get("commands", [table.get("command", command)])) | {command})  # every command that stored a run
+        # every command that stored a run
+        table["commands"] = sorted(set(table.get("commands", [table.get("command", command)])) | {command})
         table["eval"] = f"first {EVAL_CHARS} validation characters, every character, windows of 128 sliding by 64"
         table["runs"] = dict(sorted({**table.get("runs", {}), result["name"]: {**result, "command": command}}.items()))
         path.write_text(json.dumps(table, indent=1) + "\n")
