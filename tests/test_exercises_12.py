@@ -441,11 +441,13 @@ def test_wrong_answer_costs_its_task_points_and_no_others(name):
     rows = grades_of(FIXTURES / f"{name}.ipynb")
     assert set(rows) == set(grades_of(SOLUTION))
     wrong = rows[task]
-    if name.endswith("_calls_package"):  # only the grader's enforcement of "forbid" takes its points
-        assert wrong.points == 0 and wrong.message.startswith(f"task {task} must not call "), wrong
+    if name.endswith("_calls_package"):  # refused by reading before it runs, or recorded as it runs
+        assert wrong.points == 0 and any(m in wrong.message for m in (
+            f"task {task} must not call ", "which this task forbids", "which this task does not allow",
+            "not run: ")), wrong
     else:
-        assert wrong.points < wrong.max_points, wrong
-    assert wrong.status in ("failed", "error") and message in wrong.message, wrong
+        assert wrong.points < wrong.max_points and message in wrong.message, wrong
+    assert wrong.status in ("failed", "error"), wrong
     others = {t: r for t, r in rows.items() if t != task}
     assert all(r.points == r.max_points for r in others.values()), others
 
