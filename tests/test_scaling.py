@@ -95,3 +95,13 @@ def test_bad_arguments_are_refused_with_a_message(capsys):
             main(argv)
         assert exit_.value.code == 2
     assert "--shard" in capsys.readouterr().err
+
+
+def test_other_learning_rates_get_their_own_names_and_schedules():
+    from lmcourse.experiments.scaling import BASE_TRAIN, grid, train_config
+
+    default, other = grid((1e12,))[0], grid((1e12,), lr=5e-3)[0]
+    assert default.name == "C1e+12-L1-d16-s0"  # the stored names are unchanged
+    assert other.name == "C1e+12-L1-d16-s0-lr0.005" and other.steps == default.steps
+    assert train_config(default).lr == BASE_TRAIN.lr and train_config(default).min_lr == BASE_TRAIN.min_lr
+    assert (train_config(other).lr, train_config(other).min_lr) == (5e-3, 5e-4)

@@ -13,6 +13,7 @@ from lmcourse.scaling_laws import (
     effective_data,
     fit_loss_law,
     isoflop_minimum,
+    law_objective,
     power_law,
 )
 
@@ -105,3 +106,17 @@ def test_bootstrap_refits_resamples_and_brackets_the_truth():
     assert all(abs(f.alpha - TRUE.alpha) < 1e-3 and abs(f.beta - TRUE.beta) < 1e-3 for f in exact)
     with pytest.raises(ValueError, match="samples"):
         bootstrap(N, D, L, TRUE, samples=0)
+
+
+def test_bootstrap_extra_starts_keep_the_resamples_and_never_fit_worse():
+    N = [1e4, 1e4, 1e5, 1e5, 1e6, 1e6, 3e5, 3e4]
+    D = [1e6, 1e7, 1e6, 1e7, 1e6, 1e7, 3e6, 3e7]
+    truth = LossLaw(E=1.0, A=50.0, alpha=0.4, B=80.0, beta=0.3)
+    L = [truth(n, d) * (1.02 if i == 3 else 1.0) for i, (n, d) in enumerate(zip(N, D, strict=True))]
+    one = bootstrap(N, D, L, truth, samples=3, seed=1)
+    more = bootstrap(N, D, L, truth, samples=3, seed=1, extra_starts=2)
+    g = torch.Generator().manual_seed(1)
+    for f, h in zip(one, more, strict=True):
+        pick = torch.randint(len(N), (len(N),), generator=g).tolist()
+        sub = ([N[i] for i in pick], [D[i] for i in pick], [L[i] for i in pick])
+        assert law_objective(h, *sub) <= law_objective(f, *sub) + 1e-12
