@@ -90,12 +90,51 @@ HOSTILE = {
     "tensor_method_runs_the_forbidden_kernel": ("09", [(ANSWER, "gumbel", (
         "def gumbel_sample(logits, temperature, gen):\n    p = torch.softmax(logits / temperature, dim=-1)\n"
         "    return p.multinomial(1, generator=gen).squeeze(-1)"))]),
+    "library_sibling_runs_the_forbidden_kernel": ("09", [(ANSWER, "gumbel", (
+        "def gumbel_sample(logits, temperature, gen):\n"
+        "    d = torch.distributions.OneHotCategorical(logits=logits / temperature)\n"
+        "    return d.sample().argmax(dim=-1)"))]),
     "categorical_distribution": ("09", [(ANSWER, "gumbel", (
         "def gumbel_sample(logits, temperature, gen):\n"
         "    return torch.distributions.Categorical(logits=logits / temperature).sample()"))]),
     "forward_mode_autodiff": ("06", [(ANSWER, "tied_grad", (
         "def tied_grad(E, x, y):\n    loss = lambda W: F.cross_entropy(W[x] @ W.T, y)\n"
         "    return torch.func.jacfwd(loss)(E)"))]),
+    # a blind red team's routes against the first version of this grader (all refused since)
+    "builtins_through_attrgetter_then_a_thread": ("11", [(ANSWER, "rms_norm", (
+        "import operator\nU = chr(95) * 2\nB = operator.attrgetter(U + 'self' + U)(print)\n"
+        "IMP = operator.attrgetter(U + 'import' + U)(B)\nPOOL = IMP('concurrent.futures', fromlist=['x'])"
+        ".ThreadPoolExecutor(1)\n\n\n" + RMS
+        + "    f = operator.attrgetter('nn.functional.rms' + chr(95) + 'norm')(torch)\n"
+        "    return POOL.submit(f, x, (x.shape[-1],), weight, eps).result()"))]),
+    "attribute_read_by_a_class_pattern": ("11", [(ANSWER, "rms_norm", (
+        RMS + "    match torch:\n        case object(ops=o):\n"
+        "            return o.aten.rms_norm(x, [x.shape[-1]], weight, eps)"))]),
+    "forbidden_name_behind_an_indirection": ("11", [(ANSWER, "rms_norm", (
+        RMS + "    return (F,)[0].rms_norm(x, (x.shape[-1],), weight, eps)"))]),
+    "another_functions_globals_through_a_frame": ("11", [(ANSWER, "rms_norm", (
+        "def probe():\n    yield 1\n\n\n" + RMS
+        + "    g = probe()\n    found = g.gi_frame.f_back.f_globals\n    return x * weight"))]),
+    "class_made_from_a_dict": ("11", [(ANSWER, "copying", (
+        "Eq = type('Eq', (float,), {'x': 1})\n\n\ndef later_vs_first(nll, text, known):\n"
+        "    return Eq(1.0), Eq(2.0)"))]),
+    # a second blind red team's routes (refused since)
+    "annotation_string_evaluated_by_singledispatch": ("09", [(ANSWER, "min_p", (
+        "import functools\n\nFOUND = []\n\n\n@functools.singledispatch\ndef sd(x):\n    return x\n\n\n"
+        "def hook(x: \"(FOUND.append(__import__('lmcourse.decoding').decoding.min_p_filter), int)[1]\"):\n"
+        "    return x\n\n\ndef min_p_rows(logits, min_p):\n    if not FOUND:\n        sd.register(hook)\n"
+        "    return torch.cat([FOUND[0](logits[i:i + 1], float(min_p[i])) for i in range(len(logits))])"))]),
+    "forbidden_module_run_in_a_data_loader_worker": ("09", [(ANSWER, "gumbel", (
+        "def draw(probs):\n    return torch.distributions.OneHotCategorical(probs).sample().argmax(dim=-1)\n\n\n"
+        "def gumbel_sample(logits, temperature, gen):\n    probs = torch.softmax(logits / temperature, dim=-1)\n"
+        "    loader = torch.utils.data.DataLoader([probs], batch_size=None, num_workers=1, collate_fn=draw)\n"
+        "    return next(iter(loader)).clone()"))]),
+    "torch_gumbel_softmax": ("09", [(ANSWER, "gumbel", (
+        "def gumbel_sample(logits, temperature, gen):\n"
+        "    return torch.nn.functional.gumbel_softmax(logits / temperature, tau=1.0, hard=True).argmax(dim=-1)"))]),
+    "rms_norm_through_layer_norm": ("11", [(ANSWER, "rms_norm", (
+        RMS + "    D = x.shape[-1]\n    y = F.layer_norm(torch.cat([x, -x], dim=-1), (2 * D,), eps=eps)\n"
+        "    return y[..., :D] * weight"))]),
     "reads_solutions_from_disk": ("05", [(ADD, "print(open('/work/main/solutions/05_positions.ipynb').read()[:10])")]),
 }
 
@@ -119,6 +158,41 @@ DUMMY = {
            "muon": "MUON_ABC = (3.4445, -4.7750, 2.0315)\n\n\ndef ns_step(X, a, b, c):\n    return X\n\n\n"
                    "def orthogonalise(G, steps=5):\n    return G",
            "copying": "def later_vs_first(nll, text, known):\n    return 1.0, 2.0"},
+}
+
+# Answers that hand one task to existing code, on the chapter's solution: that task must score 0, the others
+# keep their points. name: (chapter, task, the answer's cell)
+DELEGATIONS = {
+    "distribution_log_prob": ("01", "sequence_log_prob", (
+        "def sequence_log_prob(next_token_probs, targets):\n"
+        "    return float(torch.distributions.Categorical(probs=next_token_probs).log_prob(targets).sum())")),
+    "private_alias_of_cross_entropy": ("01", "perplexity", (
+        "def perplexity_from_logits(logits, targets):\n    V = logits.shape[-1]\n"
+        "    return math.exp(torch._C._nn.cross_entropy_loss(logits.reshape(-1, V), targets.reshape(-1)).item())")),
+    "subclass_of_the_package_tokenizer": ("01", "char_tokenizer", (
+        "from lmcourse.tokenization import CharTokenizer\n\n\nclass MyCharTokenizer(CharTokenizer):\n"
+        "    def __init__(self, text):\n        super().__init__(text)")),
+    "private_gru_kernel": ("03", "gru", (
+        "def my_gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):\n"
+        "    return torch._VF.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)")),
+    "package_attention_named_nowhere": ("04", "mha", (
+        "from lmcourse.costs import tiled_attention\n\n\n"
+        "def causal_mha(x, w_qkv, b_qkv, w_out, b_out, n_heads):\n    B, T, D = x.shape\n"
+        "    q, k, v = (x @ w_qkv.T + b_qkv).split(D, dim=-1)\n"
+        "    heads = lambda z: z.view(B, T, n_heads, D // n_heads).transpose(1, 2)\n"
+        "    y = tiled_attention(heads(q), heads(k), heads(v), block=2, causal=True)\n"
+        "    return y.transpose(1, 2).reshape(B, T, D) @ w_out.T + b_out")),
+    "hugging_face_schedule": ("07", "wsd", (
+        "from transformers import get_wsd_schedule\n\n\n"
+        "def wsd_lr(step, steps, warmup, decay, lr, min_lr=0.0):\n"
+        "    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)\n"
+        "    schedule = get_wsd_schedule(opt, warmup, decay, num_training_steps=steps, decay_type='linear',\n"
+        "                                min_lr_ratio=min_lr / lr)\n"
+        "    for _ in range(step + 1):\n        schedule.step()\n    return opt.param_groups[0]['lr']")),
+    "hugging_face_label_smoother": ("10", "smoothed_loss", (
+        "from transformers.trainer_pt_utils import LabelSmoother\n\n\n"
+        "def smoothed_mlm_loss(logits, labels, eps):\n"
+        "    return LabelSmoother(epsilon=eps)({'logits': logits}, labels)")),
 }
 
 # honest answers that must keep every point: name -> (chapter, edits on the solution)
@@ -163,6 +237,11 @@ def graded(tmp_path_factory):
         path.parent.mkdir()
         nbformat.write(_notebook(chapter, EXERCISES_DIR, edits), path)
         items.append((path, name))
+    for name, (chapter, task, source) in DELEGATIONS.items():
+        path = root / name / f"{chapter}_delegates.ipynb"
+        path.parent.mkdir()
+        nbformat.write(_notebook(chapter, SOLUTIONS_DIR, [(ANSWER, task, source)]), path)
+        items.append((path, name))
     for name, (chapter, edits) in HONEST.items():
         path = root / name / f"{chapter}_honest.ipynb"
         path.parent.mkdir()
@@ -180,6 +259,15 @@ def test_each_route_scores_zero(graded, name):
                                                                 for t, r in rows.items()}
 
 
+@pytest.mark.parametrize("name", sorted(DELEGATIONS))
+def test_a_delegated_answer_scores_zero_and_costs_nothing_else(graded, name):
+    task = DELEGATIONS[name][1]
+    rows = graded[name]
+    assert rows[task].points == 0, (rows[task].status, rows[task].message)
+    assert all(r.points == r.max_points for t, r in rows.items() if t != task), {
+        t: (r.points, r.message) for t, r in rows.items()}
+
+
 @pytest.mark.parametrize("name", sorted(HONEST))
 def test_honest_answers_keep_their_points(graded, name):
     rows = graded[name]
@@ -193,5 +281,6 @@ def test_a_refused_answer_says_what_and_where(graded):
 
 
 def test_a_forbidden_kernel_reached_by_a_method_is_named(graded):
-    message = graded["tensor_method_runs_the_forbidden_kernel"]["gumbel"].message
+    # read clean (no forbidden name), caught as it runs: the kernel is recorded whatever route reached it
+    message = graded["library_sibling_runs_the_forbidden_kernel"]["gumbel"].message
     assert "must not run aten::multinomial" in message, message

@@ -41,7 +41,8 @@ import types
 
 import torch
 
-from .grade_runner import split_check
+from . import drivers
+from .grade_runner import import_package, split_check
 from .serve import _exception
 from .wire import Decoder, WireError, dumps_request, receive, send
 
@@ -239,8 +240,6 @@ def run_job(program: dict, req_fd: int, rep_fd: int, write) -> None:
     names = [n for n in program.get("names", []) if isinstance(n, str)]
     torch.manual_seed(0)
     random.seed(0)
-    from . import drivers
-
     drivers._REMOTE = lambda fn, args, kwargs: channel.ask({"op": "run", "fn": fn, "args": args, "kwargs": kwargs})
 
     def execute(source: str, label: str):
@@ -282,8 +281,6 @@ def run_job(program: dict, req_fd: int, rep_fd: int, write) -> None:
 
 # -- the server -------------------------------------------------------------------------------------------------------
 def _warm_up() -> None:
-    from .grade_runner import import_package
-
     import_package()
     for name in ("transformers.models.llama.modeling_llama", "transformers.models.t5.modeling_t5",
                  "transformers.generation.logits_process"):

@@ -23,6 +23,8 @@ import io
 import torch
 import torch.nn.functional as F
 
+from lmcourse.data import random_windows
+
 _REMOTE = None  # the checks' process sets this: (fn, args, kwargs) -> the value, run in the learner's process
 
 
@@ -105,8 +107,6 @@ def accumulation_report(accumulate, model, x, y, k, stale=False):
 
 def train_step(model, opt, gen, stream, batch_size=4, length=16):
     """One step on random windows of ``stream`` drawn with ``gen``."""
-    from lmcourse.data import random_windows
-
     x, y = random_windows(stream, batch_size, length, generator=gen)
     loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
     opt.zero_grad()

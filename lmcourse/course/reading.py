@@ -58,7 +58,31 @@ DEFAULT_ALLOWED = frozenset({
 })
 ALLOWED_DUNDERS = frozenset({"__init__", "__call__", "__len__", "__getitem__", "__iter__", "__repr__", "__name__"})
 # reached by attribute, not by import: the operator registry and other doors to the kernels
-NEVER_REACHED = ("torch.ops", "torch.library", "torch.classes", "torch.utils.cpp_extension", "torch.overrides")
+NEVER_REACHED = (
+    "torch.ops", "torch.library", "torch.classes", "torch.utils.cpp_extension", "torch.overrides",
+    # reflection by a name built at run time, or code from strings and bytes
+    "operator.attrgetter", "operator.methodcaller", "typing.get_type_hints", "typing.ForwardRef", "string.Formatter",
+    "torch.load", "torch.serialization", "torch.package", "torch.jit", "torch.fx", "torch.hub", "torch.compile",
+    "torch.export", "torch.multiprocessing", "torch.futures", "torch.from_file",
+    # files, processes and raw memory through numpy
+    "numpy.ctypeslib", "numpy.lib", "numpy.load", "numpy.fromfile", "numpy.memmap", "numpy.save", "numpy.savez",
+    "numpy.savez_compressed", "numpy.savetxt", "numpy.loadtxt", "numpy.genfromtxt", "numpy.f2py", "numpy.distutils",
+    "numpy.testing",
+    # code from strings (annotations evaluated, timers' statements) and work in other processes or threads
+    "functools.singledispatch", "functools.singledispatchmethod", "torch.utils", "torch.distributed", "torch.testing",
+)
+# attributes no answer may read, whatever object holds them: frames (a way to another function's globals),
+# code objects, closures' cells, raw memory and files
+NEVER_READ = frozenset({
+    "gi_frame", "gi_code", "gi_yieldfrom", "cr_frame", "cr_code", "cr_await", "ag_frame", "ag_code", "ag_await",
+    "f_back", "f_globals", "f_locals", "f_builtins", "f_code", "f_trace", "tb_frame", "tb_next", "co_consts",
+    "co_code", "co_names", "cell_contents", "tofile", "ctypes", "ctypeslib", "from_file",
+    # the distinctive last names of NEVER_REACHED: refused on any object, so that (torch,)[0].ops is torch.ops
+    "ops", "attrgetter", "methodcaller", "get_type_hints", "ForwardRef", "Formatter", "serialization", "jit", "fx",
+    "hub", "cpp_extension", "overrides", "multiprocessing", "fromfile", "memmap", "open_memmap", "lib", "load",
+    "loads", "savez", "loadtxt", "genfromtxt", "savetxt", "f2py", "singledispatch", "singledispatchmethod",
+    "DataLoader", "benchmark", "Timer", "distributed",
+})
 BUILTINS = frozenset(dir(builtins))
 
 
@@ -113,6 +137,8 @@ def _imports(tree: ast.AST, rules: Rules, flag) -> dict[str, str]:
                 flag(node, f"imports {full}, which this task does not allow")
             elif any(part.startswith("_") for part in full.split(".")):
                 flag(node, f"imports {full}, a private name")
+            elif hit := _forbidden(full, NEVER_REACHED):
+                flag(node, f"imports {hit}, which no answer may use")
             elif hit := _forbidden(full, rules.forbid):
                 flag(node, f"imports {hit}, which this task forbids")
             bound = alias.asname or (alias.name if module else top)
@@ -172,6 +198,7 @@ def read_cell(source: str, rules: Rules = Rules()) -> list[str]:
         found.setdefault(what, getattr(node, "lineno", 0))
 
     aliases = {**dict(rules.aliases), **_imports(tree, rules, flag)}
+    last_names = {name.rsplit(".", 1)[-1]: name for name in rules.forbid}
     for node in ast.walk(tree):
         if isinstance(node, ast.Name):
             if node.id in REFLECTION:
@@ -181,15 +208,29 @@ def read_cell(source: str, rules: Rules = Rules()) -> list[str]:
             elif node.id in aliases and (hit := _forbidden(aliases[node.id], rules.forbid)):
                 flag(node, f"uses {hit}, which this task forbids")
         elif isinstance(node, ast.Attribute):
+            name = _dotted(node, aliases)
             if node.attr.startswith("_") and node.attr not in ALLOWED_DUNDERS:
                 flag(node, f"uses .{node.attr} (attributes that start with _ are not allowed in an answer)")
-            name = _dotted(node, aliases)
-            if name is not None and (hit := _forbidden(name, rules.forbid)):
+            elif name is not None and (hit := _forbidden(name, rules.forbid)):
                 flag(node, f"uses {hit}, which this task forbids")
             elif name is not None and (hit := _forbidden(name, NEVER_REACHED)):
                 flag(node, f"uses {hit}, which no answer may use")
+            elif node.attr in NEVER_READ:
+                flag(node, f"uses .{node.attr}, which no answer may use (frames, code, closures, files, raw memory)")
+            elif node.attr in last_names:  # on any object: (F,)[0].rms_norm is F.rms_norm
+                flag(node, f"uses .{node.attr}, the name of {last_names[node.attr]}, which this task forbids")
             if name is not None and isinstance(node.ctx, (ast.Store, ast.Del)):
                 flag(node, f"changes {name}, which other code relies on")
+        elif isinstance(node, (ast.arg, ast.AnnAssign, ast.FunctionDef, ast.AsyncFunctionDef)) and any(
+                isinstance(n, ast.Constant) and isinstance(n.value, str)
+                for a in (getattr(node, "annotation", None), getattr(node, "returns", None)) if a is not None
+                for n in ast.walk(a)):
+            flag(node, "a string in an annotation (some library code evaluates it): annotate with names")
+        elif isinstance(node, ast.MatchClass) and node.kwd_attrs:
+            flag(node, "a class pattern that reads attributes (case C(name=...)): read them as obj.name")
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "type" \
+                and len(node.args) + len(node.keywords) > 1:
+            flag(node, "type(name, bases, namespace) makes a class from a dict: write a class statement")
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             if node.name.startswith("__") and node.name.endswith("__") and node.name not in ALLOWED_DUNDERS:
                 flag(node, f"defines {node.name} (special methods that change how values compare or "

@@ -3,14 +3,16 @@
 After the submission's cells have run, :func:`lmcourse.course.grade_runner.execute`
 calls :func:`serve`: it reads requests (:mod:`lmcourse.course.wire`) from the checks'
 process, runs each on the learner's objects and writes back the value, a handle,
-or the exception's type and message. Requests:
+or the exception's type and message. The requests:
 
-``names``     the values (or handles) the notebook's namespace binds to these names
-``call``      call a handle with arguments
-``getattr`` / ``setattr`` / ``getitem`` / ``len`` / ``iter`` / ``repr`` / ``bool``   the same on a handle
-``run``       run one of the course's own functions (a *driver*, :mod:`lmcourse.course.drivers`)
-              here, on the learner's objects: for checks of behaviour, such as
-              a resume from a checkpoint, that need objects to stay in one process
+- ``names``: the values (or handles) the notebook's namespace binds to these names;
+- ``call``: call a handle with arguments;
+- ``getattr``, ``setattr``, ``getitem``, ``len``, ``iter``, ``repr``, ``bool``: the
+  same on a handle;
+- ``run``: run one of the course's own functions (a *driver*,
+  :mod:`lmcourse.course.drivers`) here, on the learner's objects: for checks of
+  behaviour, such as a resume from a checkpoint, that need objects to stay in one
+  process.
 
 Each request names the task whose check sent it; while it runs, the forbidden
 calls and the aten operators of that task are recorded (:class:`OpRecorder`), and
