@@ -553,6 +553,14 @@ _wrong("07_accumulation_whole_batch", "accumulation", "accumulate", """
     loss.backward()
     return loss.item()
 """, "micro-batches of B/k rows")
+_wrong("07_accumulation_one_backward", "accumulation", "accumulate", """
+    model.zero_grad(set_to_none=True)
+    parts = [F.cross_entropy(model(xb).flatten(0, 1), yb.flatten())
+             for xb, yb in zip(x.chunk(k), y.chunk(k), strict=True)]
+    loss = torch.stack(parts).mean()  # every micro-batch's graph kept at once
+    loss.backward()
+    return loss.item()
+""", "one backward pass per micro-batch")
 _wrong("07_resume_weights_only", "resume", "make_checkpoint", """
     return {"model": model.state_dict(), "generator": gen.get_state(),
             "step": step, "optimizer": torch.optim.AdamW(

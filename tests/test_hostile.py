@@ -135,6 +135,20 @@ HOSTILE = {
     "rms_norm_through_layer_norm": ("11", [(ANSWER, "rms_norm", (
         RMS + "    D = x.shape[-1]\n    y = F.layer_norm(torch.cat([x, -x], dim=-1), (2 * D,), eps=eps)\n"
         "    return y[..., :D] * weight"))]),
+    # a third blind red team's routes (refused since)
+    "a_module_reexported_by_torch": ("11", [(ANSWER, "rms_norm", (
+        RMS + "    imp = torch.sys.modules['importlib'].import_module\n"
+        "    f = imp('pydoc').locate('torch.nn.functional.' + 'rms_norm')\n"
+        "    with imp('concurrent.futures').ThreadPoolExecutor(1) as ex:\n"
+        "        return ex.submit(f, x, (x.shape[-1],), weight, eps).result()"))]),
+    "torch_sibling_of_the_causal_mask": ("04", [(ANSWER, "window_mask", (
+        "def sliding_window_mask(T, window):\n    if window < 1:\n        raise ValueError('window')\n"
+        "    m = torch.nn.Transformer.generate_square_subsequent_mask(T) == 0\n"
+        "    return m & ~torch.ones(T, T, dtype=torch.bool).tril(-window)"))]),
+    # a fourth blind red team's library siblings (forbidden since)
+    "rms_norm_through_instance_norm": ("11", [(ANSWER, "rms_norm", (
+        RMS + "    D = x.shape[-1]\n    z = torch.cat([x, -x], dim=-1).reshape(-1, 1, 2 * D)\n"
+        "    return F.instance_norm(z, eps=eps)[:, 0, :D].reshape(x.shape) * weight"))]),
     "reads_solutions_from_disk": ("05", [(ADD, "print(open('/work/main/solutions/05_positions.ipynb').read()[:10])")]),
 }
 
@@ -149,6 +163,10 @@ DUMMY = {
     "06": {"tying": "def tie(model):\n    return model",
            "param_count": "def count_params(config):\n    return 0",
            "tied_grad": "def tied_grad(E, x, y):\n    return torch.zeros_like(E)"},
+    "04": {"window_mask": "def sliding_window_mask(T, window):\n    return torch.ones(T, T, dtype=torch.bool)",
+           "mha": "def causal_mha(x, w_qkv, b_qkv, w_out, b_out, n_heads):\n"
+                  "    return x.mean(dim=1, keepdim=True).expand_as(x)",
+           "leak": "def first_leak(attn, T, D):\n    return 1"},
     "09": {"min_p": "def min_p_rows(logits, min_p):\n    return logits",
            "penalties": "def penalise(logits, previous_ids, frequency, presence):\n    return logits",
            "gumbel": "def gumbel_sample(logits, temperature, gen):\n    return logits.argmax(dim=-1)"},

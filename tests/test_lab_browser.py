@@ -122,7 +122,7 @@ def lab(tmp_path_factory):
                 pytest.fail("JupyterLab did not start:\n" + (tmp / "lab.log").read_text()[-3000:])
             time.sleep(0.5)
         print(f"JupyterLab answered after {time.monotonic() - start:.1f} s")
-        yield f"{base}/lab/tree/{NOTEBOOK}?token={token}", root
+        yield f"{base}/lab/tree/{NOTEBOOK}?token={token}", root, f"{base}/api/sessions?token={token}"
     finally:
         server.terminate()
         try:
@@ -137,15 +137,38 @@ def lab(tmp_path_factory):
 def page(lab):
     from playwright.sync_api import sync_playwright
 
-    url, _ = lab
+    url, _, sessions = lab
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.set_default_timeout(120_000)
         page.goto(url)
         page.locator(".jp-Notebook .jp-Cell").first.wait_for()
+        wait_for_idle_kernel(sessions)
         yield page
         browser.close()
+
+
+def wait_for_idle_kernel(sessions: str, limit: float = 240) -> None:
+    """Wait until the notebook's kernel has started and is idle (a loaded machine can take a minute)."""
+    deadline, state = time.monotonic() + limit, None
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(sessions, timeout=10) as r:
+            states = [s["kernel"]["execution_state"] for s in json.load(r)
+                      if s.get("path", "").endswith(NOTEBOOK) and s.get("kernel")]
+        state = states[0] if states else None
+        if state == "idle":
+            return
+        time.sleep(0.5)
+    pytest.fail(f"the notebook's kernel was not idle after {limit:.0f} s (last state: {state})")
+
+
+def stuck(page, message: str):
+    """Fail with a screenshot and the text of any dialog in the way."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "lab-stuck.png"))
+    dialogs = page.locator(".jp-Dialog").all_inner_texts()
+    pytest.fail(f"{message}; dialogs: {dialogs!r}; screenshot in {ARTIFACTS / 'lab-stuck.png'}")
 
 
 def cell(page, index: int):
@@ -162,18 +185,33 @@ def type_into(page, index: int, text: str) -> None:
 
 
 def run(page, index: int) -> None:
-    """Run one cell (Ctrl+Enter) and wait until it has a new execution count."""
+    """Run one cell (Ctrl+Enter) and wait until it has a new execution count.
+
+    If the cell has not even been queued ("[*]") after 20 s, the key press went
+    elsewhere (a dialog, a lost focus): dismiss any dialog and press again, at
+    most three times."""
     target = cell(page, index)
     prompt = target.locator(".jp-InputArea-prompt")
     before = prompt.inner_text().strip()
-    target.locator(".cm-content").click()
-    page.keyboard.press("Control+Enter")
-    deadline = time.monotonic() + 120
+    for attempt in range(3):
+        target.locator(".cm-content").click()
+        page.keyboard.press("Control+Enter")
+        queued_by = time.monotonic() + 20
+        while prompt.inner_text().strip() == before and time.monotonic() < queued_by:
+            page.wait_for_timeout(250)
+        if prompt.inner_text().strip() != before:
+            break
+        for button in page.locator(".jp-Dialog .jp-mod-reject").all():
+            button.click()
+    else:
+        stuck(page, f"cell {index} was never queued after three Ctrl+Enter: prompt {before!r}")
+    deadline = time.monotonic() + 180
     while True:
         now = prompt.inner_text().strip()
         if now != before and now.strip("[]:").strip().isdigit():
             return
-        assert time.monotonic() < deadline, f"cell {index} did not finish: prompt {now!r}"
+        if time.monotonic() > deadline:
+            stuck(page, f"cell {index} did not finish in 180 s: prompt {now!r}")
         page.wait_for_timeout(250)
 
 

@@ -18,9 +18,8 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import contextmanager
 
-from .process import drain, kill_group
+from .process import Pool, drain, kill_group
 
 STARTUP_TIMEOUT = 180.0
 
@@ -111,34 +110,8 @@ class CheckServer:
             records.append(line)
 
 
-class CheckPool:
+class CheckPool(Pool):
+    """Checks' servers for a batch (:class:`~lmcourse.course.process.Pool`): one per job running at once."""
+
     def __init__(self) -> None:
-        self._idle: list[CheckServer] = []
-        self._all: list[CheckServer] = []
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def checkout(self):
-        with self._lock:
-            server = self._idle.pop() if self._idle else None
-            if server is None:
-                server = CheckServer()
-                self._all.append(server)
-        try:
-            yield server
-        finally:
-            with self._lock:
-                self._idle.append(server)
-
-    def close(self) -> None:
-        with self._lock:
-            for server in self._all:
-                server.close()
-            self._all.clear()
-            self._idle.clear()
-
-    def __enter__(self) -> CheckPool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+        super().__init__(CheckServer)

@@ -88,7 +88,8 @@ def without_building_modules(fn, calls):
 
 # chapter 7: gradient accumulation, an exact resume
 def accumulation_report(accumulate, model, x, y, k, stale=False):
-    """Call ``accumulate(model, x, y, k)``; its loss, the gradients it left, and the batch size of each forward.
+    """Call ``accumulate(model, x, y, k)``; its loss, the gradients it left, the batch size of each forward and
+    the number of backward passes.
 
     ``stale``: every parameter starts with a gradient of ones (which must not leak in).
     """
@@ -96,13 +97,17 @@ def accumulation_report(accumulate, model, x, y, k, stale=False):
         for p in model.parameters():
             p.grad = torch.ones_like(p)
     sizes: list[int] = []
+    backwards: list[int] = []
     handle = model.register_forward_pre_hook(lambda m, args: sizes.append(int(args[0].shape[0])))
+    first = next(model.parameters())
+    counter = first.register_hook(lambda g: backwards.append(1))  # once per backward pass through the model
     try:
         loss = accumulate(model, x, y, k)
     finally:
         handle.remove()
+        counter.remove()
     grads = [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
-    return loss, grads, sizes
+    return loss, grads, sizes, len(backwards)
 
 
 def train_step(model, opt, gen, stream, batch_size=4, length=16):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import linecache
 import os
 import pkgutil
 import random
@@ -261,24 +260,6 @@ def execute(program: dict, results_fd: int, serve_fds: tuple[int, int] | None = 
         LearnerSide(shell.user_ns, recorder, program.get("forbid_ops") or {}, report).serve(*serve_fds)
     results.close()
     return 0
-
-
-def _line_caches() -> list[dict]:
-    return [linecache.cache] + ([linecache._ipython_cache] if isinstance(getattr(linecache, "_ipython_cache", None),
-                                                                        dict) else [])
-
-
-def _cached_names() -> list[set]:
-    return [set(cache) for cache in _line_caches()]
-
-
-def _forget(before: list[set]) -> None:
-    """Drop what a check cell left behind: its source in ``linecache`` (IPython keeps it for
-    tracebacks) and the traceback of its last error."""
-    for cache, names in zip(_line_caches(), before, strict=False):
-        for name in set(cache) - names:
-            cache.pop(name, None)
-    sys.last_type = sys.last_value = sys.last_traceback = None
 
 
 if __name__ == "__main__":

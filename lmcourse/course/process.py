@@ -10,6 +10,8 @@ import json
 import os
 import resource
 import subprocess
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from .sandbox import PidsCgroup
@@ -83,3 +85,46 @@ def parse_reports(results: bytes | bytearray, token: str) -> list[dict]:
         except ValueError:
             continue
     return reports
+
+
+class Pool:
+    """Long-lived workers (warm runners, checks' servers) handed out one job at a time.
+
+    A job checks one out (:meth:`checkout`), idle or made by ``make()``, and gives
+    it back after; so there are as many as jobs run at once, kept between batches
+    until :meth:`close`, which closes each (its ``close()``).
+    """
+
+    def __init__(self, make) -> None:
+        self._make = make
+        self._idle: list = []
+        self._all: list = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def checkout(self):
+        """A worker for one job, nobody else's while the job runs."""
+        with self._lock:
+            if self._idle:
+                worker = self._idle.pop()
+            else:
+                worker = self._make()
+                self._all.append(worker)
+        try:
+            yield worker
+        finally:
+            with self._lock:
+                self._idle.append(worker)
+
+    def close(self) -> None:
+        with self._lock:
+            for worker in self._all:
+                worker.close()
+            self._all.clear()
+            self._idle.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -50,7 +50,8 @@ REFLECTION = frozenset({
 NEVER_IMPORTED = frozenset({
     "sys", "gc", "inspect", "ctypes", "importlib", "os", "builtins", "subprocess", "pickle", "marshal", "types",
     "IPython", "threading", "multiprocessing", "signal", "socket", "io", "pathlib", "shutil", "code", "codeop",
-    "runpy", "weakref", "atexit", "traceback", "linecache", "dis", "ast",
+    "runpy", "weakref", "atexit", "traceback", "linecache", "dis", "ast", "pydoc", "pkgutil", "asyncio",
+    "concurrent", "tempfile", "glob", "zipimport", "copyreg", "site", "sysconfig", "_thread", "platform", "imp",
 })
 DEFAULT_ALLOWED = frozenset({
     "torch", "math", "numpy", "collections", "itertools", "functools", "dataclasses", "typing", "einops",
@@ -82,6 +83,8 @@ NEVER_READ = frozenset({
     "hub", "cpp_extension", "overrides", "multiprocessing", "fromfile", "memmap", "open_memmap", "lib", "load",
     "loads", "savez", "loadtxt", "genfromtxt", "savetxt", "f2py", "singledispatch", "singledispatchmethod",
     "DataLoader", "benchmark", "Timer", "distributed",
+    # modules re-exported as attributes of allowed ones (torch.sys, dataclasses.inspect, typing.sys)
+    *NEVER_IMPORTED,
 })
 BUILTINS = frozenset(dir(builtins))
 
@@ -216,7 +219,8 @@ def read_cell(source: str, rules: Rules = Rules()) -> list[str]:
             elif name is not None and (hit := _forbidden(name, NEVER_REACHED)):
                 flag(node, f"uses {hit}, which no answer may use")
             elif node.attr in NEVER_READ:
-                flag(node, f"uses .{node.attr}, which no answer may use (frames, code, closures, files, raw memory)")
+                flag(node, f"uses .{node.attr}, which no answer may use "
+                           "(it reaches modules, frames, files or raw memory)")
             elif node.attr in last_names:  # on any object: (F,)[0].rms_norm is F.rms_norm
                 flag(node, f"uses .{node.attr}, the name of {last_names[node.attr]}, which this task forbids")
             if name is not None and isinstance(node.ctx, (ast.Store, ast.Del)):

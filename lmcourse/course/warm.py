@@ -53,10 +53,9 @@ import socket
 import subprocess
 import sys
 import threading
-from contextlib import contextmanager
 from pathlib import Path
 
-from .process import MAX_OUTPUT, MAX_RESULTS, drain, feed, kill_group, limits, parse_records, parse_reports
+from .process import MAX_OUTPUT, MAX_RESULTS, Pool, drain, feed, kill_group, limits, parse_records, parse_reports
 from .sandbox import WORKDIR, PidsCgroup, runner_env
 
 GRACE = 30.0  # seconds the grader waits past a job's timeout before it gives up on the server
@@ -237,15 +236,13 @@ class WarmRunner:
         return parse_records(results, token, len(cells)), parse_reports(results, token), problem
 
 
-class WarmPool:
-    """Warm runners for a batch: a job checks one out (:meth:`checkout`), idle or new, and gives it back
-    after; so there are as many as jobs run at once, kept between batches until :meth:`close`."""
+class WarmPool(Pool):
+    """Warm runners for a batch (:class:`~lmcourse.course.process.Pool`): one per job running at once, kept
+    between batches until :meth:`close`; or none at all once one failed to start (:meth:`give_up`)."""
 
     def __init__(self, sandbox, memory_mb: int, hide: tuple[Path, ...] = ()) -> None:
+        super().__init__(lambda: WarmRunner(sandbox, memory_mb, hide))
         self.sandbox, self.memory_mb, self.hide = sandbox, memory_mb, hide
-        self._idle: list[WarmRunner] = []
-        self._all: list[WarmRunner] = []
-        self._lock = threading.Lock()
         self._given_up = False
 
     def usable(self) -> bool:
@@ -258,31 +255,3 @@ class WarmPool:
             if not self._given_up:
                 self._given_up = True
                 print(f"note: {reason}; each submission gets its own fresh runner instead (slower)", file=sys.stderr)
-
-    @contextmanager
-    def checkout(self):
-        """A runner for one job, nobody else's while the job runs."""
-        with self._lock:
-            if self._idle:
-                runner = self._idle.pop()
-            else:
-                runner = WarmRunner(self.sandbox, self.memory_mb, self.hide)
-                self._all.append(runner)
-        try:
-            yield runner
-        finally:
-            with self._lock:
-                self._idle.append(runner)
-
-    def close(self) -> None:
-        with self._lock:
-            for runner in self._all:
-                runner.close()
-            self._all.clear()
-            self._idle.clear()
-
-    def __enter__(self) -> WarmPool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
