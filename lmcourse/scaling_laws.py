@@ -226,3 +226,29 @@ def effective_data(unique: float, tokens: float, r_star: float) -> float:
         raise ValueError(f"need 0 < unique <= tokens and r_star > 0, got {unique}, {tokens}, {r_star}")
     repeats = tokens / unique - 1
     return unique + unique * r_star * (1 - math.exp(-repeats / r_star))
+
+
+def effective_data_sampled(unique: float, tokens: float, r_star: float) -> float:
+    """:func:`effective_data` for a run that reads ``tokens`` at random positions, with replacement.
+
+    Muennighoff et al.'s form assumes every unique token is read exactly ``tokens / unique``
+    times. A run that draws its windows at random positions (as :func:`lmcourse.data.random_windows`
+    does) reads each token ``k`` times with ``k`` about Poisson with mean ``lam = tokens / unique``:
+    some never, some many times. A token read ``k >= 1`` times is worth
+    ``1 + r_star * (1 - exp(-(k - 1) / r_star))`` fresh ones (``k - 1`` repeats), one never read is
+    worth nothing; this is the expectation of that over ``k``,
+    ``unique * ((1 - e^-lam)(1 + r_star) - r_star e^-lam (e^(lam q) - 1) / q)`` with
+    ``q = exp(-1 / r_star)``. Repeats worth nothing (``r_star`` near 0) leave the tokens ever read,
+    ``unique * (1 - e^-lam)``; repeats as good as new (``r_star`` large), all ``tokens``.
+
+    >>> round(effective_data_sampled(1000, 1000, 1e-9))  # one "epoch": 1 - 1/e of the tokens ever read
+    632
+    >>> round(effective_data_sampled(1000, 5000, 1e9))  # repeats as good as new
+    5000
+    """
+    if unique <= 0 or tokens <= 0 or r_star <= 0:
+        raise ValueError(f"need unique > 0, tokens > 0 and r_star > 0, got {unique}, {tokens}, {r_star}")
+    lam, q = tokens / unique, math.exp(-1 / r_star)
+    # sum over k >= 1 of P(k) q^(k - 1) = e^-lam (e^(lam q) - 1) / q, written to survive q -> 0
+    tail = math.exp(-lam) * (lam if q == 0 else math.expm1(lam * q) / q)
+    return unique * (-math.expm1(-lam) * (1 + r_star) - r_star * tail)

@@ -11,6 +11,7 @@ from lmcourse.scaling_laws import (
     chinchilla,
     compute_optimal,
     effective_data,
+    effective_data_sampled,
     fit_loss_law,
     isoflop_minimum,
     law_objective,
@@ -120,3 +121,26 @@ def test_bootstrap_extra_starts_keep_the_resamples_and_never_fit_worse():
         pick = torch.randint(len(N), (len(N),), generator=g).tolist()
         sub = ([N[i] for i in pick], [D[i] for i in pick], [L[i] for i in pick])
         assert law_objective(h, *sub) <= law_objective(f, *sub) + 1e-12
+
+
+def test_effective_data_sampled_is_the_poisson_expectation_of_muennighoffs_form():
+    """Against a float64 sum over k of P(k) times the worth of a token read k times."""
+    def by_sum(unique, tokens, r_star):
+        lam = tokens / unique
+        total = 0.0
+        for k in range(1, 400):
+            p = math.exp(k * math.log(lam) - lam - math.lgamma(k + 1))
+            total += p * (1 + r_star * (1 - math.exp(-(k - 1) / r_star)))
+        return unique * total
+
+    for unique, tokens, r_star in [(1000, 1000, 15.4), (250_112, 4_001_792, 15.4), (1e6, 3e6, 0.5),
+                                   (500, 200, 5.0), (2e5, 4e6, 100.0)]:
+        assert math.isclose(effective_data_sampled(unique, tokens, r_star), by_sum(unique, tokens, r_star),
+                            rel_tol=1e-9)
+    # the two limits: repeats worth nothing keep the tokens ever read; repeats as good as new, all
+    assert math.isclose(effective_data_sampled(1000, 3000, 1e-9), 1000 * (1 - math.exp(-3)), rel_tol=1e-8)
+    assert math.isclose(effective_data_sampled(1000, 3000, 1e9), 3000, rel_tol=1e-6)
+    # below exactly repeated reads: a random reader misses some tokens and piles reads on others
+    assert effective_data_sampled(1000, 4000, 15.4) < effective_data(1000, 4000, 15.4)
+    with pytest.raises(ValueError, match="unique > 0"):
+        effective_data_sampled(0, 10, 1.0)

@@ -5,7 +5,12 @@
     python -m lmcourse scaling --shard 1/2 &
     python -m lmcourse scaling --list               # the runs, their cost, and which are stored
     python -m lmcourse scaling grid --budgets 1e12 --lr 1.25e-3   # the 1e12 profile at another peak learning rate
+    python -m lmcourse scaling grid --budgets 1e12 --sizes 3x96   # one family member (layers x width) at a budget
+    python -m lmcourse scaling data --seeds 3       # the data-constrained runs, seeds 0, 1 and 2
     python -m lmcourse scaling bootstrap            # refit the stored grid: single- and multi-start bootstraps
+
+Every stored run keeps the command that trains it (``command``); :func:`planned` lists the
+runs a command line trains, so a reader can check that the command reproduces the run.
 
 **The grid** (Hoffmann et al. 2022, "Chinchilla", approach 2: IsoFLOP profiles).
 A family of GPT-2-style character models (the shipped ``gpt_char``'s recipe:
@@ -136,14 +141,17 @@ class Run:
         return self.steps * TOKENS_PER_STEP
 
 
-def grid(budgets: tuple[float, ...] = BUDGETS, seeds: int = 1, lr: float = BASE_TRAIN.lr) -> list[Run]:
-    """The IsoFLOP runs: at each budget, the six sizes nearest (in log N) to the centre's characters per parameter."""
+def grid(budgets: tuple[float, ...] = BUDGETS, seeds: int = 1, lr: float = BASE_TRAIN.lr,
+         members: tuple[tuple[int, int], ...] | None = None) -> list[Run]:
+    """The IsoFLOP runs: at each budget, the six sizes nearest (in log N) to the centre's characters per parameter
+    (or, with ``members``, those (layers, width) of the family that get at least ``MIN_STEPS`` steps)."""
     sizes = [(layers, width, non_embedding_params(model_config(layers, width))) for layers, width in FAMILY]
     runs = []
     for budget in budgets:
         target = math.sqrt(budget / (6 * CENTRE_TOKENS_PER_PARAM))  # N with D = 300 N
         fits = [s for s in sizes if budget / (6 * s[2]) >= MIN_STEPS * TOKENS_PER_STEP]
-        chosen = sorted(fits, key=lambda s: abs(math.log(s[2] / target)))[:SIZES_PER_BUDGET]
+        chosen = sorted(fits, key=lambda s: abs(math.log(s[2] / target)))[:SIZES_PER_BUDGET] if members is None \
+            else [s for s in fits if s[:2] in members]
         for layers, width, n in sorted(chosen, key=lambda s: s[2]):
             steps = round(budget / (6 * n * TOKENS_PER_STEP))
             runs += [Run(layers, width, budget, steps, seed=seed, lr=lr) for seed in range(seeds)]
@@ -257,24 +265,63 @@ def fit_bootstraps(table: dict, samples: int = BOOTSTRAP_SAMPLES, extra_starts: 
             "multi": [{**asdict(f), "objective": score(f, p)} for f, p in zip(multi, picks, strict=True)]}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lmcourse scaling", description=__doc__.split("\n\n")[0])
     parser.add_argument("part", nargs="?", choices=("all", "grid", "data", "heldout", "bootstrap"), default="all")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per run (0, 1, ...)")
     parser.add_argument("--budgets", default=",".join(f"{b:.0e}" for b in BUDGETS), help="compute budgets, FLOPs")
+    parser.add_argument("--sizes", default=None,
+                        help="grid: these family members instead of each budget's six, as LxW,LxW (3x96)")
     parser.add_argument("--shard", default="0/1", help="K/N: train every N-th run, starting at the K-th")
     parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR / "scaling.json")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lr", type=float, default=BASE_TRAIN.lr, help="peak learning rate of the grid's runs")
     parser.add_argument("--list", action="store_true", help="list the runs and which are stored; train nothing")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[Run], str]:
+    """The runs a parsed command line trains, and the command's canonical text."""
     try:
         budgets = tuple(float(b) for b in args.budgets.split(","))
         k, n_shards = (int(x) for x in args.shard.split("/"))
+        members = None if args.sizes is None else tuple(
+            tuple(int(v) for v in m.lower().split("x")) for m in args.sizes.split(","))
     except ValueError:
-        parser.error("--budgets is a comma-separated list of numbers (1e12,3e12) and --shard is K/N (0/2)")
+        parser.error("--budgets is a comma-separated list of numbers (1e12,3e12), --shard is K/N (0/2) "
+                     "and --sizes is LAYERSxWIDTH,... (3x96)")
     if args.seeds < 1 or args.lr <= 0 or not 0 <= k < n_shards or any(b <= 0 for b in budgets):
         parser.error("need --seeds >= 1, --shard K/N with 0 <= K < N, and positive budgets")
+    if members is not None and (any(len(m) != 2 or m not in FAMILY for m in members) or args.part != "grid"):
+        parser.error(f"--sizes goes with the grid part and names members of the family: "
+                     f"{', '.join(f'{a}x{b}' for a, b in FAMILY)}")
+    runs = (grid(budgets, args.seeds, args.lr, members) if args.part in ("all", "grid") else []) + \
+        (data_constrained(args.seeds) if args.part in ("all", "data") else []) + \
+        (heldout(args.seeds) if args.part in ("all", "heldout") else [])
+    command = "python -m lmcourse scaling" + (f" {args.part}" if args.part != "all" else "") + \
+        (f" --seeds {args.seeds}" if args.seeds != 1 else "") + \
+        (f" --budgets {args.budgets}" if budgets != BUDGETS else "") + \
+        (f" --sizes {args.sizes}" if members is not None else "") + \
+        (f" --lr {args.lr:g}" if args.lr != BASE_TRAIN.lr else "")
+    return runs[k::n_shards], command
+
+
+def planned(command: str) -> list[Run]:
+    """The runs that ``command`` (``python -m lmcourse scaling ...``, as stored with each run) trains.
+
+    >>> [r.name for r in planned("python -m lmcourse scaling grid --budgets 1e12 --sizes 3x96")]
+    ['C1e+12-L3-d96-s0']
+    """
+    words = command.split()
+    if words[:4] != ["python", "-m", "lmcourse", "scaling"]:
+        raise ValueError(f"not a command of the sweep: {command!r}")
+    parser = _parser()
+    return _plan(parser, parser.parse_args(words[4:]))[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
     if args.part == "bootstrap":
         torch.set_num_threads(args.threads)
         out = args.out.with_name("scaling_bootstrap.json")
@@ -282,24 +329,18 @@ def main(argv: list[str] | None = None) -> int:
         out.write_text(json.dumps({"command": "python -m lmcourse scaling bootstrap", **result}, indent=1) + "\n")
         print(f"{len(result['runs'])} runs, {result['samples']} resamples -> {out}")
         return 0
-    runs = (grid(budgets, args.seeds, args.lr) if args.part in ("all", "grid") else []) + \
-        (data_constrained(args.seeds) if args.part in ("all", "data") else []) + \
-        (heldout(args.seeds) if args.part in ("all", "heldout") else [])
+    runs, command = _plan(parser, args)
     done = load_results(args.out)["runs"]
     if args.list:
         for run in runs:
             mark = f"{done[run.name]['val_nats_per_char']:.4f}" if run.name in done else "-"
             print(f"{run.name:<28} {run.steps:>6} steps  {run.tokens / 1e6:6.2f}M chars  {mark}")
         return 0
-    command = "python -m lmcourse scaling" + (f" {args.part}" if args.part != "all" else "") + \
-        (f" --seeds {args.seeds}" if args.seeds != 1 else "") + \
-        (f" --budgets {args.budgets}" if budgets != BUDGETS else "") + \
-        (f" --lr {args.lr:g}" if args.lr != BASE_TRAIN.lr else "")
     torch.set_num_threads(args.threads)
     tok = shakespeare_char_tokenizer()
     train_ids = as_tensor(tok.encode(load_shakespeare("train")))
     val_ids = as_tensor(tok.encode(load_shakespeare("val")))
-    for run in runs[k::n_shards]:
+    for run in runs:
         if run.name in load_results(args.out)["runs"]:
             continue
         result = train_run(run, train_ids, val_ids, val_ids[:EVAL_CHARS])
