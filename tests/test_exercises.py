@@ -52,6 +52,16 @@ def test_solution_regions_become_stubs_at_their_indent_and_hidden_tests_vanish()
     assert "f(5)" in chk.source, "the source notebook is left untouched"
 
 
+def test_reference_answers_stay_in_the_solutions():
+    question = nbformat.v4.new_markdown_cell("Why does the loss rise?")
+    answer = nbformat.v4.new_markdown_cell("**Answer.** Because ...")
+    answer.metadata["lmcourse"] = {"role": "answer"}
+    nb = _nb(question, answer, nbformat.v4.new_markdown_cell("## Task 2"))
+    ex = make_exercise(nb)
+    assert [c.source for c in ex.cells] == ["Why does the loss rise?", "## Task 2"]
+    assert len(nb.cells) == 3, "the source notebook is left untouched"
+
+
 @pytest.mark.parametrize(
     "source, message",
     [

@@ -209,48 +209,82 @@ WRONG_ANSWERS = {
         se = math.sqrt((c1 / (2 * c2**2)) ** 2 * var[0] + (1 / (2 * c2)) ** 2 * var[1])
         return math.exp(x0), math.exp(x0 - z * se), math.exp(x0 + z * se)
     """, "expected ln N within"),
-    "12_minima_all_runs": ("isoflop", "isoflop_minima", """
+    "12_envelope_every_rate_in_one_fit": ("isoflop", "envelope_minima", """
         profiles = {}
-        for r in runs.values():  # the data-constrained runs too
-            if r["lr"] == lr:
-                profiles.setdefault(r["budget"], []).append(r)
-        out = {}
-        for C, prof in sorted(profiles.items()):
-            if len({r["non_embedding_params"] for r in prof}) >= 3:
-                out[C] = vertex_interval(
-                    [r["non_embedding_params"] for r in prof],
-                    [r["val_nats_per_char"] for r in prof], 0.0, 0.0)[0]
-        return out
-    """, "keep runs on all the text"),
-    "12_minima_every_lr": ("isoflop", "isoflop_minima", """
-        profiles = {}
-        for r in runs.values():  # runs at every learning rate mixed
+        for r in runs.values():  # every rate's runs in one parabola
             if r["unique_chars"] is None:
                 profiles.setdefault(r["budget"], []).append(r)
         out = {}
         for C, prof in sorted(profiles.items()):
             if len({r["non_embedding_params"] for r in prof}) >= 3:
-                out[C] = vertex_interval(
-                    [r["non_embedding_params"] for r in prof],
-                    [r["val_nats_per_char"] for r in prof], 0.0, 0.0)[0]
+                got = vertex_interval([r["non_embedding_params"] for r in prof],
+                                      [r["val_nats_per_char"] for r in prof], 0.0, 0.0)
+                if got:
+                    out[C] = got[0]
         return out
-    """, "at the given learning rate"),
-    "12_minima_windowed": ("isoflop", "isoflop_minima", """
+    """, "the lowest loss per size"),
+    "12_envelope_default_rate_only": ("isoflop", "envelope_minima", """
         profiles = {}
-        for r in runs.values():
-            if r["unique_chars"] is None and r["lr"] == lr:
+        for r in runs.values():  # the grid's one rate, not each size's best
+            if r["unique_chars"] is None and r["lr"] == 2.5e-3:
                 profiles.setdefault(r["budget"], []).append(r)
         out = {}
         for C, prof in sorted(profiles.items()):
-            prof = sorted(prof, key=lambda r: r["non_embedding_params"])
-            if len({r["non_embedding_params"] for r in prof}) >= 3:
-                ls = [r["val_nats_per_char"] for r in prof]
-                i = min(range(len(ls)), key=ls.__getitem__)
-                near = prof[max(0, i - 2):i + 3]  # the chapter's window, not every run
-                out[C] = vertex_interval([r["non_embedding_params"] for r in near],
-                                         [r["val_nats_per_char"] for r in near], 0.0, 0.0)[0]
+            if len(prof) >= 3:
+                got = vertex_interval([r["non_embedding_params"] for r in prof],
+                                      [r["val_nats_per_char"] for r in prof], 0.0, 0.0)
+                if got:
+                    out[C] = got[0]
         return out
-    """, "every run of the budget"),
+    """, "expected the budgets 1e12 and 1e13 only"),
+    "12_envelope_keeps_data_runs": ("isoflop", "envelope_minima", """
+        best = {}
+        for r in runs.values():  # the data-constrained runs too
+            key = (r["budget"], r["non_embedding_params"])
+            best[key] = min(best.get(key, math.inf), r["val_nats_per_char"])
+        profiles = {}
+        for (C, n), loss in sorted(best.items()):
+            profiles.setdefault(C, []).append((n, loss))
+        out = {}
+        for C, prof in profiles.items():
+            if len(prof) >= 3:
+                got = vertex_interval([n for n, _ in prof], [v for _, v in prof], 0.0, 0.0)
+                if got:
+                    out[C] = got[0]
+        return out
+    """, "keep runs on all the text"),
+    "12_envelope_windowed": ("isoflop", "envelope_minima", """
+        best = {}
+        for r in runs.values():
+            if r["unique_chars"] is None:
+                key = (r["budget"], r["non_embedding_params"])
+                best[key] = min(best.get(key, math.inf), r["val_nats_per_char"])
+        profiles = {}
+        for (C, n), loss in sorted(best.items()):
+            profiles.setdefault(C, []).append((n, loss))
+        out = {}
+        for C, prof in profiles.items():
+            if len(prof) >= 3:
+                i = min(range(len(prof)), key=lambda j: prof[j][1])
+                near = prof[max(0, i - 2):i + 3]  # the chapter's window, not every size
+                if len(near) >= 3:
+                    got = vertex_interval([n for n, _ in near], [v for _, v in near], 0.0, 0.0)
+                    if got:
+                        out[C] = got[0]
+        return out
+    """, "one parabola through every size"),
+    "12_envelope_assumes_a_minimum": ("isoflop", "envelope_minima", """
+        best = {}
+        for r in runs.values():
+            if r["unique_chars"] is None:
+                key = (r["budget"], r["non_embedding_params"])
+                best[key] = min(best.get(key, math.inf), r["val_nats_per_char"])
+        profiles = {}
+        for (C, n), loss in sorted(best.items()):
+            profiles.setdefault(C, []).append((n, loss))
+        return {C: vertex_interval([n for n, _ in prof], [v for _, v in prof], 0.0, 0.0)[0]
+                for C, prof in profiles.items() if len(prof) >= 3}
+    """, "IndexError"),
     "12_isoflop_calls_package": ("isoflop", "vertex_interval", """
         from lmcourse.scaling_laws import isoflop_minimum
 
