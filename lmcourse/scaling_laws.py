@@ -93,15 +93,19 @@ DEFAULT_STARTS = {"a": (0.0, 5.0, 10.0), "b": (0.0, 5.0, 10.0), "e": (-1.0, 0.5)
 
 
 def fit_loss_law(N: Sequence[float], D: Sequence[float], L: Sequence[float], delta: float = 1e-3,
-                 starts: dict[str, Sequence[float]] | None = None) -> LossLaw:
+                 starts: dict[str, Sequence[float]] | None = None, floor: float | None = None) -> LossLaw:
     """Fit :class:`LossLaw` to runs (N, D, final loss) as Chinchilla's approach 3 does.
 
     Minimises the summed Huber loss (``delta`` in log-loss) of ``log L_hat - log L``
     with L-BFGS from every point of a grid of starting values (``starts``: lists
-    for ``a, b, e, alpha, beta``) and keeps the best.
+    for ``a, b, e, alpha, beta``) and keeps the best. With ``floor``, ``E`` is held
+    at that value and only the other four numbers are fitted (a profile of the fit
+    along ``E``, for a floor the runs cannot locate).
     """
     if not len(N) == len(D) == len(L) >= 5:
         raise ValueError(f"need at least 5 runs with N, D and L each, got {len(N)}, {len(D)}, {len(L)}")
+    if floor is not None and not 0 < floor < min(L):
+        raise ValueError(f"a fixed floor must lie between 0 and the lowest loss ({min(L)}), got {floor}")
     log_n, log_d = torch.tensor(N, dtype=torch.float64).log(), torch.tensor(D, dtype=torch.float64).log()
     log_l = torch.tensor(L, dtype=torch.float64).log()
     grid = starts or DEFAULT_STARTS
@@ -109,10 +113,18 @@ def fit_loss_law(N: Sequence[float], D: Sequence[float], L: Sequence[float], del
         return _huber(_log_law(p, log_n, log_d) - log_l, delta).sum()
 
     best, best_value = None, math.inf
-    for start in itertools.product(*(grid[k] for k in ("a", "b", "e", "alpha", "beta"))):
+    if floor is not None:  # E held: minimise over (a, b, alpha, beta)
+        e = torch.tensor([math.log(floor)], dtype=torch.float64)
+        free = objective
+        def objective(q: torch.Tensor) -> torch.Tensor:  # noqa: F811 (the four-number objective)
+            return free(torch.cat([q[:2], e, q[2:]]))
+    keys = ("a", "b", "alpha", "beta") if floor is not None else ("a", "b", "e", "alpha", "beta")
+    for start in itertools.product(*(grid[k] for k in keys)):
         p, value = _minimise(objective, torch.tensor(start, dtype=torch.float64))
         if math.isfinite(value) and value < best_value:
             best, best_value = p, value
+    if floor is not None:
+        best = torch.cat([best[:2], e, best[2:]])
     a, b, e, alpha, beta = best.tolist()
     return LossLaw(E=math.exp(e), A=math.exp(a), alpha=alpha, B=math.exp(b), beta=beta)
 
@@ -250,5 +262,11 @@ def effective_data_sampled(unique: float, tokens: float, r_star: float) -> float
         raise ValueError(f"need unique > 0, tokens > 0 and r_star > 0, got {unique}, {tokens}, {r_star}")
     lam, q = tokens / unique, math.exp(-1 / r_star)
     # sum over k >= 1 of P(k) q^(k - 1) = e^-lam (e^(lam q) - 1) / q, written to survive q -> 0
-    tail = math.exp(-lam) * (lam if q == 0 else math.expm1(lam * q) / q)
+    # (expm1 while lam q is small) and large lam (the difference of two exponentials otherwise)
+    if q == 0:
+        tail = lam * math.exp(-lam)
+    elif lam * q < 50:
+        tail = math.exp(-lam) * math.expm1(lam * q) / q
+    else:
+        tail = (math.exp(-lam * (1 - q)) - math.exp(-lam)) / q
     return unique * (-math.expm1(-lam) * (1 + r_star) - r_star * tail)

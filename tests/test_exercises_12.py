@@ -291,6 +291,88 @@ WRONG_ANSWERS = {
         n = isoflop_minimum(N, L)
         return n, n, n
     """, "must not call lmcourse.scaling_laws.isoflop_minimum"),
+    "12_approach1_nearest_evaluation": ("approach1", "approach1", """
+        curves = []
+        for r in runs.values():
+            if r["unique_chars"] is not None or r["lr"] != lr:
+                continue
+            n = r["non_embedding_params"]
+            h = r["history"]
+            curves.append((n, [(math.log(6 * n * d), v) for d, v in zip(h["tokens"], h["val_loss"]) if d > 0]))
+        out = {}
+        for C in budgets:
+            x, best = math.log(C), None
+            for n, points in curves:
+                if points[0][0] <= x <= points[-1][0]:
+                    y = min(points, key=lambda p: abs(p[0] - x))[1]  # the nearest evaluation
+                    if best is None or y < best[1]:
+                        best = (float(n), float(y))
+            if best is not None:
+                out[C] = best
+        return out
+    """, "read the curve between its two evaluations"),
+    "12_approach1_every_rate": ("approach1", "approach1", """
+        curves = []
+        for r in runs.values():  # every learning rate
+            if r["unique_chars"] is not None:
+                continue
+            n = r["non_embedding_params"]
+            h = r["history"]
+            curves.append((n, [(math.log(6 * n * d), v) for d, v in zip(h["tokens"], h["val_loss"]) if d > 0]))
+        out = {}
+        for C in budgets:
+            x, best = math.log(C), None
+            for n, points in curves:
+                for (x0, y0), (x1, y1) in zip(points, points[1:]):
+                    if x0 <= x <= x1:
+                        y = y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+                        if best is None or y < best[1]:
+                            best = (float(n), float(y))
+                        break
+            if best is not None:
+                out[C] = best
+        return out
+    """, "only runs on the whole text at the given rate"),
+    "12_approach1_extrapolates": ("approach1", "approach1", """
+        curves = []
+        for r in runs.values():
+            if r["unique_chars"] is not None or r["lr"] != lr:
+                continue
+            n = r["non_embedding_params"]
+            h = r["history"]
+            curves.append((n, [(math.log(6 * n * d), v) for d, v in zip(h["tokens"], h["val_loss"]) if d > 0]))
+        out = {}
+        for C in budgets:
+            x, best = math.log(C), None
+            for n, points in curves:  # past a curve's ends: its nearest end
+                if x <= points[0][0]:
+                    y = points[0][1]
+                elif x >= points[-1][0]:
+                    y = points[-1][1]
+                else:
+                    j = next(j for j in range(1, len(points)) if points[j][0] >= x)
+                    (x0, y0), (x1, y1) = points[j - 1], points[j]
+                    y = y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+                if best is None or y < best[1]:
+                    best = (float(n), float(y))
+            out[C] = best
+        return out
+    """, "leave out a budget no curve reaches"),
+    "12_approach1_finished_runs": ("approach1", "approach1", """
+        # approach 2's view: the best finished run whose compute is at most C
+        out = {}
+        for C in budgets:
+            best = None
+            for r in runs.values():
+                if r["unique_chars"] is not None or r["lr"] != lr:
+                    continue
+                n, h = r["non_embedding_params"], r["history"]
+                if 6 * n * h["tokens"][-1] <= C and (best is None or h["val_loss"][-1] < best[1]):
+                    best = (float(n), float(h["val_loss"][-1]))
+            if best is not None:
+                out[C] = best
+        return out
+    """, "leave out a budget no curve reaches"),
     "12_t_critical_normal": ("repeats", "t_critical", """
         lo, hi = 0.0, 64.0  # the normal distribution's quantile, not Student's t
         for _ in range(100):
@@ -462,8 +544,8 @@ def test_every_solution_has_an_allow_list_and_reads_clean_under_it():
 @group("12")
 def test_solution_scores_full_marks():
     rows = grades_of(SOLUTION)
-    assert set(rows) == {"floor", "capped", "isoflop", "repeats"}
-    assert sum(r.max_points for r in rows.values()) == 16
+    assert set(rows) == {"floor", "capped", "isoflop", "repeats", "approach1"}
+    assert sum(r.max_points for r in rows.values()) == 19
     assert all(r.points == r.max_points and r.status == "passed" for r in rows.values()), rows
 
 

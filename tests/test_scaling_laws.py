@@ -140,7 +140,27 @@ def test_effective_data_sampled_is_the_poisson_expectation_of_muennighoffs_form(
     # the two limits: repeats worth nothing keep the tokens ever read; repeats as good as new, all
     assert math.isclose(effective_data_sampled(1000, 3000, 1e-9), 1000 * (1 - math.exp(-3)), rel_tol=1e-8)
     assert math.isclose(effective_data_sampled(1000, 3000, 1e9), 3000, rel_tol=1e-6)
+    # endless reads: every token read many times is worth 1 + r_star, as in the exact form
+    assert math.isclose(effective_data_sampled(1000, 1e12, 15.0), effective_data(1000, 1e12, 15.0), rel_tol=1e-9)
+    assert math.isclose(effective_data_sampled(1000, 4e4 * 1000, 15.4), 1000 * 16.4, rel_tol=1e-6)
     # below exactly repeated reads: a random reader misses some tokens and piles reads on others
     assert effective_data_sampled(1000, 4000, 15.4) < effective_data(1000, 4000, 15.4)
     with pytest.raises(ValueError, match="unique > 0"):
         effective_data_sampled(0, 10, 1.0)
+
+
+def test_a_fixed_floor_fits_the_other_four_numbers():
+    truth = LossLaw(E=1.2, A=40.0, alpha=0.35, B=300.0, beta=0.3)
+    N = [n for n in (1e4, 3e4, 1e5, 3e5, 1e6) for _ in range(3)]
+    D = [d for _ in range(5) for d in (1e7, 1e8, 1e9)]
+    L = [truth(n, d) for n, d in zip(N, D, strict=True)]
+    held = fit_loss_law(N, D, L, floor=1.2)
+    assert held.E == pytest.approx(1.2, rel=1e-12)  # not fitted
+    for k in ("A", "alpha", "B", "beta"):
+        assert getattr(held, k) == pytest.approx(getattr(truth, k), rel=1e-3), k
+    # a floor held away from the truth fits worse than the free fit, and moves the exponents
+    wrong = fit_loss_law(N, D, L, floor=0.6)
+    assert law_objective(wrong, N, D, L) > 100 * law_objective(held, N, D, L) + 1e-12
+    assert abs(wrong.alpha - truth.alpha) > 0.01
+    with pytest.raises(ValueError, match="between 0 and the lowest loss"):
+        fit_loss_law(N, D, L, floor=min(L))

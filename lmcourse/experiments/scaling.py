@@ -236,10 +236,11 @@ def store(path: Path, result: dict, command: str) -> None:
 
 
 def grid_results(table: dict) -> list[dict]:
-    """The stored IsoFLOP runs at the default learning rate (not the held-out or data-constrained ones)."""
+    """The stored IsoFLOP runs at the default learning rate and seed 0 (not the held-out or data-constrained
+    ones, nor the extra seeds of the learning-rate check): one run per budget and size."""
     held = {r.name for r in heldout()}
     return [r for r in table["runs"].values() if r["unique_chars"] is None and r["name"] not in held
-            and r.get("lr", BASE_TRAIN.lr) == BASE_TRAIN.lr]
+            and r.get("lr", BASE_TRAIN.lr) == BASE_TRAIN.lr and r.get("seed", 0) == 0]
 
 
 def fit_bootstraps(table: dict, samples: int = BOOTSTRAP_SAMPLES, extra_starts: int = BOOTSTRAP_EXTRA_STARTS,
