@@ -14,6 +14,9 @@ stored notebook output compares equal under strict nbval.
   top-p, ties to the lower id); :func:`filtered_distribution` is the Python reference.
 * :func:`attention_explorer`: attention weights ``(H, T, T)`` or ``(L, H, T, T)``
   as a heatmap, with a layer and head selector and a query position slider.
+* :func:`compute_explorer`: a fitted scaling law (chapter 12) with a compute-budget
+  slider: the IsoFLOP curve, the compute-optimal ``N*`` and ``D*`` (as
+  :func:`lmcourse.scaling_laws.compute_optimal` gives them) and the predicted loss.
 
 Every figure's outer element carries ``data-lmcourse-interactive="<name>"`` and
 holds ``<input>``/``<select>`` controls (the browser test of the book looks for them).
@@ -30,6 +33,7 @@ import torch
 from IPython.display import HTML
 
 from .decoding import filter_logits
+from .scaling_laws import LossLaw
 
 LOGIT_DECIMALS = 4  # logits are embedded rounded to this many decimals
 WEIGHT_SCALE = 1000  # attention weights are embedded as integers in 1/1000
@@ -364,6 +368,133 @@ def attention_explorer(weights: torch.Tensor, labels: Sequence[str], *, query: i
         f"""The outlined row is the chosen query; the tokens above are shaded by its weights.</div>
 <script type="application/json">{payload}</script>
 <script>{_ATTENTION_JS.replace("__ID__", eid)}</script>
+</div>"""
+    )
+    return HTML(html)
+
+
+LAW_DIGITS = 6  # significant digits of a loss law's numbers in the compute figure
+
+
+def compute_data(law: LossLaw, *, log10_budget: float = 13.0, low: float = 11.0, high: float = 17.0,
+                 points: Sequence[tuple[float, float]] = ()) -> dict:
+    """The JSON-ready data that :func:`compute_explorer` embeds.
+
+    The law's five numbers rounded to :data:`LAW_DIGITS` significant digits (the
+    figure and any check of it use these), the slider's range and start (``log10``
+    of the budget in FLOPs), and ``points``: measured ``(C, N)`` pairs (the IsoFLOP
+    minima) drawn beside the fitted ``N*(C)``.
+    """
+    if not low < high or not low <= log10_budget <= high:
+        raise ValueError(f"need low < high and low <= log10_budget <= high, got {low}, {high}, {log10_budget}")
+    if min(law.E, law.A, law.alpha, law.B, law.beta) <= 0:
+        raise ValueError(f"the law's numbers must be positive, got {law}")
+    law_dict = {k: float(f"{getattr(law, k):.{LAW_DIGITS}g}") for k in ("E", "A", "alpha", "B", "beta")}
+    return {"law": law_dict, "low": float(low), "high": float(high), "log10_budget": float(log10_budget),
+            "points": [[float(f"{c:.4g}"), float(f"{n:.4g}")] for c, n in points]}
+
+
+def rounded_law(data: dict) -> LossLaw:
+    """The :class:`lmcourse.scaling_laws.LossLaw` a figure's data embeds (its numbers rounded)."""
+    return LossLaw(**data["law"])
+
+
+_COMPUTE_JS = (
+    r"""
+(function () {
+  function optimum(w, C) {  // = lmcourse.scaling_laws.compute_optimal
+    var a = w.alpha, b = w.beta, s = a + b;
+    var G = Math.pow(a * w.A / (b * w.B), 1 / s);
+    var N = G * Math.pow(C / 6, b / s), D = Math.pow(C / 6, a / s) / G;
+    return [N, D];
+  }
+  function loss(w, N, D) { return w.E + w.A / Math.pow(N, w.alpha) + w.B / Math.pow(D, w.beta); }
+  function fmt(x) { return x >= 1e3 ? x.toExponential(2).replace("e+", "e") : x.toPrecision(3); }
+  function setup(root) {
+    if (root.getAttribute("data-ready")) return;
+    root.setAttribute("data-ready", "1");
+    var d = JSON.parse(root.querySelector("script[type='application/json']").textContent), w = d.law;
+    var q = function (sel) { return root.querySelector(sel); };
+    var cIn = q("input[name=budget]"), canvas = q("canvas"), ctx = canvas.getContext("2d");
+    var W = canvas.width, H = canvas.height, pad = 34;
+    var nLo = Math.log10(optimum(w, Math.pow(10, d.low))[0]) - 1;
+    var nHi = Math.log10(optimum(w, Math.pow(10, d.high))[0]) + 1;
+    function update() {
+      var lc = parseFloat(cIn.value), C = Math.pow(10, lc), o = optimum(w, C), N = o[0], D = o[1];
+      var L = loss(w, N, D), lMax = L + 1.5, i, x, lx, curve = [];
+      for (i = 0; i <= 200; i++) {  // the IsoFLOP curve: L(N, C / 6N) for N on a log axis
+        lx = nLo + (nHi - nLo) * i / 200;
+        var Ni = Math.pow(10, lx), Li = loss(w, Ni, C / (6 * Ni));
+        curve.push([lx, Li]);
+      }
+      ctx.clearRect(0, 0, W, H);
+      ctx.strokeStyle = "#999"; ctx.strokeRect(pad, 4, W - pad - 4, H - pad - 4);
+      function px(lx) { return pad + (W - pad - 4) * (lx - nLo) / (nHi - nLo); }
+      function py(l) { return 4 + (H - pad - 4) * (1 - (l - (L - 0.1)) / (lMax - (L - 0.1))); }
+      ctx.strokeStyle = "#3a6ea5"; ctx.lineWidth = 2; ctx.beginPath();
+      curve.forEach(function (p, j) {
+        var yy = Math.max(4, Math.min(H - pad, py(p[1])));
+        if (j === 0) ctx.moveTo(px(p[0]), yy); else ctx.lineTo(px(p[0]), yy);
+      });
+      ctx.stroke();
+      ctx.fillStyle = "#e4572e"; ctx.beginPath();
+      ctx.arc(px(Math.log10(N)), py(L), 5, 0, 2 * Math.PI); ctx.fill();
+      ctx.fillStyle = "#444"; ctx.font = "11px sans-serif";
+      for (x = Math.ceil(nLo); x <= nHi; x++) ctx.fillText("1e" + x, px(x) - 10, H - pad + 14);
+      ctx.fillText("non-embedding parameters N (log scale)", pad + 40, H - 6);
+      ctx.save(); ctx.translate(10, H / 2 + 40); ctx.rotate(-Math.PI / 2);
+      ctx.fillText("loss, nats/char", 0, 0); ctx.restore();
+      d.points.forEach(function (p) {  // measured IsoFLOP minima within a factor 2 of this budget
+        if (Math.abs(Math.log10(p[0]) - lc) <= Math.log10(2)) {
+          ctx.strokeStyle = "#222"; ctx.lineWidth = 1.5;
+          ctx.strokeRect(px(Math.log10(p[1])) - 4, H - pad - 12, 8, 8);
+        }
+      });
+      q(".lmc-c").textContent = fmt(C) + " FLOPs";
+      q(".lmc-summary").textContent = "N* = " + fmt(N) + " parameters, D* = " + fmt(D) +
+        " characters (" + (D / N).toFixed(0) + " per parameter); predicted loss " + L.toFixed(3) + " nats/char";
+      root.setAttribute("data-optimum", JSON.stringify([N, D, L]));
+    }
+    cIn.addEventListener("input", update);
+    update();
+  }
+  document.querySelectorAll("[id='__ID__']").forEach(setup);
+})();
+"""
+)
+
+
+def compute_explorer(law: LossLaw, *, log10_budget: float = 13.0, low: float = 11.0, high: float = 17.0,
+                     points: Sequence[tuple[float, float]] = (), title: str = "", size: int = 420) -> HTML:
+    """An interactive compute budget: the fitted law's ``N*``, ``D*`` and predicted loss as the reader moves ``C``.
+
+    A slider sets ``log10 C``; the figure draws the law's IsoFLOP curve
+    ``L(N, C / 6N)`` against ``N`` with its minimum (what
+    :func:`lmcourse.scaling_laws.compute_optimal` returns, and the law's loss there)
+    and prints ``N*``, ``D*``, ``D*/N*`` and the predicted loss. A small square on
+    the ``N`` axis marks each measured minimum in ``points`` within a factor 2 of
+    the budget.
+
+    >>> from lmcourse.scaling_laws import chinchilla
+    >>> html = compute_explorer(chinchilla(), log10_budget=20, low=18, high=24).data
+    >>> 'data-lmcourse-interactive="compute"' in html and html.count("<input") == 1
+    True
+    """
+    data = compute_data(law, log10_budget=log10_budget, low=low, high=high, points=points)
+    payload = _dumps(data)
+    eid = _element_id("compute", payload)
+    html = (
+        f"""{_STYLE}<div class="lmc-widget" id="{eid}" data-lmcourse-interactive="compute">
+<div class="lmc-note">{_html.escape(title)}</div>
+<label>compute budget C <input type="range" name="budget" min="{data['low']}" max="{data['high']}" """
+        f"""step="0.05" value="{data['log10_budget']}"> <span class="lmc-c"></span></label>
+<div class="lmc-summary"></div>
+<canvas width="{size}" height="{size * 2 // 3}" """
+        f"""style="width:{size}px;height:{size * 2 // 3}px;margin-top:6px;"></canvas>
+<div class="lmc-note">Curve: the fitted law's loss of every split of C = 6ND (N on the axis, D = C/6N); """
+        f"""dot: its minimum; squares: measured IsoFLOP minima near this budget.</div>
+<script type="application/json">{payload}</script>
+<script>{_COMPUTE_JS.replace("__ID__", eid)}</script>
 </div>"""
     )
     return HTML(html)

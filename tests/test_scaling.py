@@ -90,8 +90,45 @@ def test_the_command_trains_what_is_missing_and_skips_what_is_stored(tmp_path, c
 
 
 def test_bad_arguments_are_refused_with_a_message(capsys):
-    for argv in (["--shard", "2/2"], ["--budgets", "lots"], ["--seeds", "0"]):
+    for argv in (["--shard", "2/2"], ["--budgets", "lots"], ["--seeds", "0"], ["grid", "--sizes", "3x95"],
+                 ["data", "--sizes", "3x96"], ["grid", "--sizes", "big"]):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 2
     assert "--shard" in capsys.readouterr().err
+
+
+def test_other_learning_rates_get_their_own_names_and_schedules():
+    from lmcourse.experiments.scaling import BASE_TRAIN, grid, train_config
+
+    default, other = grid((1e12,))[0], grid((1e12,), lr=5e-3)[0]
+    assert default.name == "C1e+12-L1-d16-s0"  # the stored names are unchanged
+    assert other.name == "C1e+12-L1-d16-s0-lr0.005" and other.steps == default.steps
+    assert train_config(default).lr == BASE_TRAIN.lr and train_config(default).min_lr == BASE_TRAIN.min_lr
+    assert (train_config(other).lr, train_config(other).min_lr) == (5e-3, 5e-4)
+
+
+def test_every_stored_run_keeps_a_command_that_plans_it():
+    from lmcourse.experiments.scaling import planned
+
+    runs = load_results()["runs"]
+    assert runs, "no stored sweep"
+    for name, run in runs.items():
+        assert name in {r.name for r in planned(run["command"])}, f"{run['command']!r} does not train {name}"
+    assert [r.name for r in planned("python -m lmcourse scaling data --seeds 3")][-1] == "C6e+12-L3-d80-U250112-s2"
+    with pytest.raises(ValueError, match="not a command"):
+        planned("python train.py")
+
+
+@pytest.mark.slow
+def test_a_stored_run_is_reproduced_by_its_command(tmp_path):
+    """The cheapest-to-check stored run (121 steps, about 30 s on one core), retrained from its command."""
+    from lmcourse.experiments.scaling import planned
+
+    stored = load_results()["runs"]["C1e+12-L3-d96-s0"]
+    out = tmp_path / "scaling.json"
+    assert main(stored["command"].split()[4:] + ["--out", str(out)]) == 0
+    again = load_results(out)["runs"]["C1e+12-L3-d96-s0"]
+    assert [r.name for r in planned(stored["command"])] == ["C1e+12-L3-d96-s0"]
+    assert again["val_nats_per_char"] == stored["val_nats_per_char"]
+    assert again["history"]["val_loss"] == stored["history"]["val_loss"]

@@ -7,11 +7,14 @@ import torch
 
 from lmcourse.scaling_laws import (
     LossLaw,
+    bootstrap,
     chinchilla,
     compute_optimal,
     effective_data,
+    effective_data_sampled,
     fit_loss_law,
     isoflop_minimum,
+    law_objective,
     power_law,
 )
 
@@ -87,3 +90,77 @@ def test_bad_inputs_are_refused():
         fit_loss_law([1, 2], [1, 2], [1, 2])
     with pytest.raises(ValueError, match="unique"):
         effective_data(100, 50, 5.0)
+
+
+def test_bootstrap_refits_resamples_and_brackets_the_truth():
+    N, D, L = synthetic_runs(TRUE, noise=0.003, seed=1)
+    start = LossLaw(E=1.12, A=55.0, alpha=0.44, B=95.0, beta=0.33)  # near the truth, as a full fit would be
+    fits = bootstrap(N, D, L, start, samples=30, seed=0)
+    assert len(fits) == 30 and fits == bootstrap(N, D, L, start, samples=30, seed=0)  # seeded
+    alphas = sorted(f.alpha for f in fits)
+    betas = sorted(f.beta for f in fits)
+    assert alphas[0] < alphas[-1] and betas[0] < betas[-1]  # resamples differ, so the refits do
+    # a 90% interval (the 2nd to the 28th of 30) that holds the true exponents
+    assert alphas[1] - 0.02 < TRUE.alpha < alphas[-2] + 0.02 and betas[1] - 0.02 < TRUE.beta < betas[-2] + 0.02
+    # noise-free runs: every resample is fitted exactly by the true law, so every refit finds it
+    exact = bootstrap(*synthetic_runs(TRUE, noise=0.0), TRUE, samples=5, seed=3)
+    assert all(abs(f.alpha - TRUE.alpha) < 1e-3 and abs(f.beta - TRUE.beta) < 1e-3 for f in exact)
+    with pytest.raises(ValueError, match="samples"):
+        bootstrap(N, D, L, TRUE, samples=0)
+
+
+def test_bootstrap_extra_starts_keep_the_resamples_and_never_fit_worse():
+    N = [1e4, 1e4, 1e5, 1e5, 1e6, 1e6, 3e5, 3e4]
+    D = [1e6, 1e7, 1e6, 1e7, 1e6, 1e7, 3e6, 3e7]
+    truth = LossLaw(E=1.0, A=50.0, alpha=0.4, B=80.0, beta=0.3)
+    L = [truth(n, d) * (1.02 if i == 3 else 1.0) for i, (n, d) in enumerate(zip(N, D, strict=True))]
+    one = bootstrap(N, D, L, truth, samples=3, seed=1)
+    more = bootstrap(N, D, L, truth, samples=3, seed=1, extra_starts=2)
+    g = torch.Generator().manual_seed(1)
+    for f, h in zip(one, more, strict=True):
+        pick = torch.randint(len(N), (len(N),), generator=g).tolist()
+        sub = ([N[i] for i in pick], [D[i] for i in pick], [L[i] for i in pick])
+        assert law_objective(h, *sub) <= law_objective(f, *sub) + 1e-12
+
+
+def test_effective_data_sampled_is_the_poisson_expectation_of_muennighoffs_form():
+    """Against a float64 sum over k of P(k) times the worth of a token read k times."""
+    def by_sum(unique, tokens, r_star):
+        lam = tokens / unique
+        total = 0.0
+        for k in range(1, 400):
+            p = math.exp(k * math.log(lam) - lam - math.lgamma(k + 1))
+            total += p * (1 + r_star * (1 - math.exp(-(k - 1) / r_star)))
+        return unique * total
+
+    for unique, tokens, r_star in [(1000, 1000, 15.4), (250_112, 4_001_792, 15.4), (1e6, 3e6, 0.5),
+                                   (500, 200, 5.0), (2e5, 4e6, 100.0)]:
+        assert math.isclose(effective_data_sampled(unique, tokens, r_star), by_sum(unique, tokens, r_star),
+                            rel_tol=1e-9)
+    # the two limits: repeats worth nothing keep the tokens ever read; repeats as good as new, all
+    assert math.isclose(effective_data_sampled(1000, 3000, 1e-9), 1000 * (1 - math.exp(-3)), rel_tol=1e-8)
+    assert math.isclose(effective_data_sampled(1000, 3000, 1e9), 3000, rel_tol=1e-6)
+    # endless reads: every token read many times is worth 1 + r_star, as in the exact form
+    assert math.isclose(effective_data_sampled(1000, 1e12, 15.0), effective_data(1000, 1e12, 15.0), rel_tol=1e-9)
+    assert math.isclose(effective_data_sampled(1000, 4e4 * 1000, 15.4), 1000 * 16.4, rel_tol=1e-6)
+    # below exactly repeated reads: a random reader misses some tokens and piles reads on others
+    assert effective_data_sampled(1000, 4000, 15.4) < effective_data(1000, 4000, 15.4)
+    with pytest.raises(ValueError, match="unique > 0"):
+        effective_data_sampled(0, 10, 1.0)
+
+
+def test_a_fixed_floor_fits_the_other_four_numbers():
+    truth = LossLaw(E=1.2, A=40.0, alpha=0.35, B=300.0, beta=0.3)
+    N = [n for n in (1e4, 3e4, 1e5, 3e5, 1e6) for _ in range(3)]
+    D = [d for _ in range(5) for d in (1e7, 1e8, 1e9)]
+    L = [truth(n, d) for n, d in zip(N, D, strict=True)]
+    held = fit_loss_law(N, D, L, floor=1.2)
+    assert held.E == pytest.approx(1.2, rel=1e-12)  # not fitted
+    for k in ("A", "alpha", "B", "beta"):
+        assert getattr(held, k) == pytest.approx(getattr(truth, k), rel=1e-3), k
+    # a floor held away from the truth fits worse than the free fit, and moves the exponents
+    wrong = fit_loss_law(N, D, L, floor=0.6)
+    assert law_objective(wrong, N, D, L) > 100 * law_objective(held, N, D, L) + 1e-12
+    assert abs(wrong.alpha - truth.alpha) > 0.01
+    with pytest.raises(ValueError, match="between 0 and the lowest loss"):
+        fit_loss_law(N, D, L, floor=min(L))

@@ -14,11 +14,15 @@ import pytest
 import torch
 
 from lmcourse.decoding import filter_logits, sample_next
+from lmcourse.scaling_laws import LossLaw, compute_optimal
 from lmcourse.widgets import (
     attention_data,
     attention_explorer,
+    compute_data,
+    compute_explorer,
     filtered_distribution,
     readable_label,
+    rounded_law,
     temperature_data,
     temperature_explorer,
 )
@@ -191,4 +195,37 @@ def test_attention_widget_js_follows_the_controls(page):
         assert f"layer {layer + 1}, head {head + 1}: position {query} " in page.inner_text(f"{root} .lmc-summary")
     page.click(f"{root} .lmc-seq span:nth-child(2)")  # clicking a token picks it as the query
     assert page.eval_on_selector(f"{root} input[name=query]", "e => e.value") == "1"
+    assert not page.errors, page.errors
+
+
+LAW = LossLaw(E=1.2345678, A=55.5, alpha=0.4123456, B=222.2, beta=0.3123456)
+
+
+def test_compute_data_and_html():
+    d = compute_data(LAW, log10_budget=14, points=[(1.00001e13, 56640.4)])
+    assert d["law"] == {"E": 1.23457, "A": 55.5, "alpha": 0.412346, "B": 222.2, "beta": 0.312346}
+    assert rounded_law(d) == LossLaw(**d["law"]) and d["points"] == [[1e13, 56640.0]]
+    html = compute_explorer(LAW, log10_budget=14, title="C < 1e17").data
+    assert html == compute_explorer(LossLaw(**vars(LAW)), log10_budget=14, title="C < 1e17").data
+    assert 'data-lmcourse-interactive="compute"' in html and html.count("<input") == 1
+    assert "C &lt; 1e17" in html and not re.search(r"https?://|src=|fetch\(", html)
+    assert _embedded(html) == compute_data(LAW, log10_budget=14)
+    with pytest.raises(ValueError, match="low"):
+        compute_data(LAW, log10_budget=18, low=11, high=17)
+    with pytest.raises(ValueError, match="positive"):
+        compute_data(LossLaw(E=1, A=1, alpha=-0.1, B=1, beta=0.3))
+
+
+def test_compute_widget_js_matches_compute_optimal(page):
+    html = compute_explorer(LAW, log10_budget=13, points=[(1e13, 5e4)]).data
+    page.set_content(f"<html><body>{html}</body></html>")
+    root = "[data-lmcourse-interactive=compute]"
+    law = rounded_law(compute_data(LAW))
+    for lc in (11, 12.35, 13, 15.5, 17):
+        _set(page, f"{root} input[name=budget]", lc)
+        n, d, loss = json.loads(page.get_attribute(root, "data-optimum"))
+        ref_n, ref_d = compute_optimal(law, 10.0**lc)
+        assert abs(n / ref_n - 1) < 1e-9 and abs(d / ref_d - 1) < 1e-9, lc
+        assert abs(loss - law(ref_n, ref_d)) < 1e-9, lc
+        assert "per parameter" in page.inner_text(f"{root} .lmc-summary")
     assert not page.errors, page.errors

@@ -19,6 +19,9 @@ checks that every such name exists and that no cell a learner is given (setup
 cells, visible checks) imports one: the reference stays out of the learner's
 namespace.
 
+A markdown cell with metadata ``{"lmcourse": {"role": "answer"}}`` is a reference answer
+to a question asked in the text (for instructors): the exercise leaves it out.
+
 Outputs and execution counts are cleared. Run ``python -m lmcourse exercises`` to
 regenerate (it also rewrites the table of tasks and points in the book's appendix,
 ``book/runtimes.md``) and ``python -m lmcourse exercises --check`` to fail (exit 1)
@@ -230,6 +233,8 @@ def with_exercise_table(page: str, solutions: Path = SOLUTIONS_DIR) -> str:
 def make_exercise(solution_nb, where: str = "notebook"):
     """The learner's version of a solutions notebook (a new notebook object)."""
     nb = copy.deepcopy(solution_nb)
+    answers = [c for c in nb.cells if c.cell_type == "markdown" and cell_info(c).get("role") == "answer"]
+    nb.cells = [c for c in nb.cells if c not in answers]
     for i, cell in enumerate(nb.cells):
         here = f"{where}, cell {i}"
         if cell.cell_type == "code":

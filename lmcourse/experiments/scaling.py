@@ -4,6 +4,13 @@
     python -m lmcourse scaling --shard 0/2 &         # ... split over two processes (one core each)
     python -m lmcourse scaling --shard 1/2 &
     python -m lmcourse scaling --list               # the runs, their cost, and which are stored
+    python -m lmcourse scaling grid --budgets 1e12 --lr 1.25e-3   # the 1e12 profile at another peak learning rate
+    python -m lmcourse scaling grid --budgets 1e12 --sizes 3x96   # one family member (layers x width) at a budget
+    python -m lmcourse scaling data --seeds 3       # the data-constrained runs, seeds 0, 1 and 2
+    python -m lmcourse scaling bootstrap            # refit the stored grid: single- and multi-start bootstraps
+
+Every stored run keeps the command that trains it (``command``); :func:`planned` lists the
+runs a command line trains, so a reader can check that the command reproduces the run.
 
 **The grid** (Hoffmann et al. 2022, "Chinchilla", approach 2: IsoFLOP profiles).
 A family of GPT-2-style character models (the shipped ``gpt_char``'s recipe:
@@ -27,6 +34,17 @@ trained on the first ``D / epochs`` characters of the training plays repeated
 times the grid's largest budget, which no fit sees; chapter 12 predicts its loss
 from the grid's law (and the shipped ``gpt_char``'s, ten times further out).
 
+**Learning rate.** Every run of the grid uses the same peak learning rate (2.5e-3, the
+shipped recipe's), whatever its size. ``--lr`` trains runs at another peak (decaying to a
+tenth of it, as the default does), stored under names ending in ``-lr<peak>``, so a profile
+can be checked for a size-dependent optimum (Kaplan et al. 2020 tuned their learning rate
+by size).
+
+**Bootstrap** (``bootstrap``, no training): the law fitted to the stored grid (every run
+at the default learning rate) and refitted to resamples of it, each refit once from the
+full fit alone and once with :data:`BOOTSTRAP_EXTRA_STARTS` random starts besides, stored
+in ``checkpoints/scaling_bootstrap.json`` (a few minutes of fitting, too slow for the page).
+
 Every run is scored on the same held-out text (the first :data:`EVAL_CHARS`
 characters of the validation plays, every character, windows of 128 sliding by
 64) and keeps its validation loss at several points of training (fixed batches).
@@ -49,6 +67,7 @@ from pathlib import Path
 import torch
 
 from ..data import as_tensor, load_shakespeare
+from ..scaling_laws import LossLaw, bootstrap, fit_loss_law, law_objective
 from ..shipped import CHECKPOINT_DIR
 from ..tokenization import shakespeare_char_tokenizer
 from ..train import TrainConfig, evaluate_stream, train
@@ -78,6 +97,8 @@ DATA_TOKENS = 4_000_000  # ... for this many characters in all (C = 6 N D, about
 # Held out of every fit: a run the chapter predicts from the grid's law before reading its loss,
 # (layers, width, FLOPs): the family's largest model at about 3x the grid's largest budget
 HELDOUT = ((5, 144, 1e14),)
+BOOTSTRAP_SAMPLES = 100  # resamples of the grid's runs
+BOOTSTRAP_EXTRA_STARTS = 8  # random starts per resample, besides the full fit
 
 
 def model_config(layers: int, width: int) -> GPTConfig:
@@ -107,28 +128,33 @@ class Run:
     steps: int  # D = steps * TOKENS_PER_STEP
     unique_chars: int | None = None  # train on only this many characters of the training plays (None: all)
     seed: int = 0
+    lr: float = BASE_TRAIN.lr  # peak learning rate; the cosine decays to a tenth of it
 
     @property
     def name(self) -> str:
         data = "" if self.unique_chars is None else f"-U{self.unique_chars}"
-        return f"C{self.budget:.0e}-L{self.layers}-d{self.width}{data}-s{self.seed}"
+        rate = "" if self.lr == BASE_TRAIN.lr else f"-lr{self.lr:g}"
+        return f"C{self.budget:.0e}-L{self.layers}-d{self.width}{data}-s{self.seed}{rate}"
 
     @property
     def tokens(self) -> int:
         return self.steps * TOKENS_PER_STEP
 
 
-def grid(budgets: tuple[float, ...] = BUDGETS, seeds: int = 1) -> list[Run]:
-    """The IsoFLOP runs: at each budget, the six sizes nearest (in log N) to the centre's characters per parameter."""
+def grid(budgets: tuple[float, ...] = BUDGETS, seeds: int = 1, lr: float = BASE_TRAIN.lr,
+         members: tuple[tuple[int, int], ...] | None = None) -> list[Run]:
+    """The IsoFLOP runs: at each budget, the six sizes nearest (in log N) to the centre's characters per parameter
+    (or, with ``members``, those (layers, width) of the family that get at least ``MIN_STEPS`` steps)."""
     sizes = [(layers, width, non_embedding_params(model_config(layers, width))) for layers, width in FAMILY]
     runs = []
     for budget in budgets:
         target = math.sqrt(budget / (6 * CENTRE_TOKENS_PER_PARAM))  # N with D = 300 N
         fits = [s for s in sizes if budget / (6 * s[2]) >= MIN_STEPS * TOKENS_PER_STEP]
-        chosen = sorted(fits, key=lambda s: abs(math.log(s[2] / target)))[:SIZES_PER_BUDGET]
+        chosen = sorted(fits, key=lambda s: abs(math.log(s[2] / target)))[:SIZES_PER_BUDGET] if members is None \
+            else [s for s in fits if s[:2] in members]
         for layers, width, n in sorted(chosen, key=lambda s: s[2]):
             steps = round(budget / (6 * n * TOKENS_PER_STEP))
-            runs += [Run(layers, width, budget, steps, seed=seed) for seed in range(seeds)]
+            runs += [Run(layers, width, budget, steps, seed=seed, lr=lr) for seed in range(seeds)]
     return runs
 
 
@@ -153,7 +179,8 @@ def heldout(seeds: int = 1) -> list[Run]:
 
 def train_config(run: Run) -> TrainConfig:
     """The shipped recipe stretched to the run: warmup 5% of the steps (at most 200), cosine to the end."""
-    return replace(BASE_TRAIN, steps=run.steps, warmup_steps=min(200, max(1, run.steps // 20)),
+    return replace(BASE_TRAIN, steps=run.steps, lr=run.lr, min_lr=run.lr / 10,
+                   warmup_steps=min(200, max(1, run.steps // 20)),
                    eval_every=max(1, run.steps // EVALS_PER_RUN), seed=run.seed)
 
 
@@ -200,46 +227,121 @@ def store(path: Path, result: dict, command: str) -> None:
     """Add one finished run to the results file (under the lock)."""
     with locked(path):
         table = load_results(path)
-        table["command"] = command
+        table["command"] = command  # the latest
+        # every command that stored a run
+        table["commands"] = sorted(set(table.get("commands", [table.get("command", command)])) | {command})
         table["eval"] = f"first {EVAL_CHARS} validation characters, every character, windows of 128 sliding by 64"
-        table["runs"] = dict(sorted({**table.get("runs", {}), result["name"]: result}.items()))
+        table["runs"] = dict(sorted({**table.get("runs", {}), result["name"]: {**result, "command": command}}.items()))
         path.write_text(json.dumps(table, indent=1) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def grid_results(table: dict) -> list[dict]:
+    """The stored IsoFLOP runs at the default learning rate and seed 0 (not the held-out or data-constrained
+    ones, nor the extra seeds of the learning-rate check): one run per budget and size."""
+    held = {r.name for r in heldout()}
+    return [r for r in table["runs"].values() if r["unique_chars"] is None and r["name"] not in held
+            and r.get("lr", BASE_TRAIN.lr) == BASE_TRAIN.lr and r.get("seed", 0) == 0]
+
+
+def fit_bootstraps(table: dict, samples: int = BOOTSTRAP_SAMPLES, extra_starts: int = BOOTSTRAP_EXTRA_STARTS,
+                   seed: int = 0) -> dict:
+    """The law fitted to the stored grid and its refits to resamples, from the full fit alone and with
+    ``extra_starts`` random starts besides (the same resamples: see :func:`~lmcourse.scaling_laws.bootstrap`)."""
+    runs = grid_results(table)
+    N = [r["non_embedding_params"] for r in runs]
+    D = [r["tokens"] for r in runs]
+    L = [r["val_nats_per_char"] for r in runs]
+    law = fit_loss_law(N, D, L)
+    single = bootstrap(N, D, L, law, samples=samples, seed=seed)
+    multi = bootstrap(N, D, L, law, samples=samples, seed=seed, extra_starts=extra_starts)
+    g = torch.Generator().manual_seed(seed)  # the resamples again, to score both refits on each
+    picks = [torch.randint(len(N), (len(N),), generator=g).tolist() for _ in range(samples)]
+
+    def score(f: LossLaw, pick: list[int]) -> float:
+        return law_objective(f, [N[i] for i in pick], [D[i] for i in pick], [L[i] for i in pick])
+
+    return {"runs": sorted(r["name"] for r in runs), "samples": samples, "extra_starts": extra_starts,
+            "seed": seed, "law": asdict(law),
+            "single": [{**asdict(f), "objective": score(f, p)} for f, p in zip(single, picks, strict=True)],
+            "multi": [{**asdict(f), "objective": score(f, p)} for f, p in zip(multi, picks, strict=True)]}
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lmcourse scaling", description=__doc__.split("\n\n")[0])
-    parser.add_argument("part", nargs="?", choices=("all", "grid", "data", "heldout"), default="all")
+    parser.add_argument("part", nargs="?", choices=("all", "grid", "data", "heldout", "bootstrap"), default="all")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per run (0, 1, ...)")
     parser.add_argument("--budgets", default=",".join(f"{b:.0e}" for b in BUDGETS), help="compute budgets, FLOPs")
+    parser.add_argument("--sizes", default=None,
+                        help="grid: these family members instead of each budget's six, as LxW,LxW (3x96)")
     parser.add_argument("--shard", default="0/1", help="K/N: train every N-th run, starting at the K-th")
     parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR / "scaling.json")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=BASE_TRAIN.lr, help="peak learning rate of the grid's runs")
     parser.add_argument("--list", action="store_true", help="list the runs and which are stored; train nothing")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[list[Run], str]:
+    """The runs a parsed command line trains, and the command's canonical text."""
     try:
         budgets = tuple(float(b) for b in args.budgets.split(","))
         k, n_shards = (int(x) for x in args.shard.split("/"))
+        members = None if args.sizes is None else tuple(
+            tuple(int(v) for v in m.lower().split("x")) for m in args.sizes.split(","))
     except ValueError:
-        parser.error("--budgets is a comma-separated list of numbers (1e12,3e12) and --shard is K/N (0/2)")
-    if args.seeds < 1 or not 0 <= k < n_shards or any(b <= 0 for b in budgets):
+        parser.error("--budgets is a comma-separated list of numbers (1e12,3e12), --shard is K/N (0/2) "
+                     "and --sizes is LAYERSxWIDTH,... (3x96)")
+    if args.seeds < 1 or args.lr <= 0 or not 0 <= k < n_shards or any(b <= 0 for b in budgets):
         parser.error("need --seeds >= 1, --shard K/N with 0 <= K < N, and positive budgets")
-    runs = (grid(budgets, args.seeds) if args.part in ("all", "grid") else []) + \
+    if members is not None and (any(len(m) != 2 or m not in FAMILY for m in members) or args.part != "grid"):
+        parser.error(f"--sizes goes with the grid part and names members of the family: "
+                     f"{', '.join(f'{a}x{b}' for a, b in FAMILY)}")
+    runs = (grid(budgets, args.seeds, args.lr, members) if args.part in ("all", "grid") else []) + \
         (data_constrained(args.seeds) if args.part in ("all", "data") else []) + \
         (heldout(args.seeds) if args.part in ("all", "heldout") else [])
+    command = "python -m lmcourse scaling" + (f" {args.part}" if args.part != "all" else "") + \
+        (f" --seeds {args.seeds}" if args.seeds != 1 else "") + \
+        (f" --budgets {args.budgets}" if budgets != BUDGETS else "") + \
+        (f" --sizes {args.sizes}" if members is not None else "") + \
+        (f" --lr {args.lr:g}" if args.lr != BASE_TRAIN.lr else "")
+    return runs[k::n_shards], command
+
+
+def planned(command: str) -> list[Run]:
+    """The runs that ``command`` (``python -m lmcourse scaling ...``, as stored with each run) trains.
+
+    >>> [r.name for r in planned("python -m lmcourse scaling grid --budgets 1e12 --sizes 3x96")]
+    ['C1e+12-L3-d96-s0']
+    """
+    words = command.split()
+    if words[:4] != ["python", "-m", "lmcourse", "scaling"]:
+        raise ValueError(f"not a command of the sweep: {command!r}")
+    parser = _parser()
+    return _plan(parser, parser.parse_args(words[4:]))[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.part == "bootstrap":
+        torch.set_num_threads(args.threads)
+        out = args.out.with_name("scaling_bootstrap.json")
+        result = fit_bootstraps(load_results(args.out))
+        out.write_text(json.dumps({"command": "python -m lmcourse scaling bootstrap", **result}, indent=1) + "\n")
+        print(f"{len(result['runs'])} runs, {result['samples']} resamples -> {out}")
+        return 0
+    runs, command = _plan(parser, args)
     done = load_results(args.out)["runs"]
     if args.list:
         for run in runs:
             mark = f"{done[run.name]['val_nats_per_char']:.4f}" if run.name in done else "-"
             print(f"{run.name:<28} {run.steps:>6} steps  {run.tokens / 1e6:6.2f}M chars  {mark}")
         return 0
-    command = "python -m lmcourse scaling" + (f" {args.part}" if args.part != "all" else "") + \
-        (f" --seeds {args.seeds}" if args.seeds != 1 else "") + \
-        (f" --budgets {args.budgets}" if budgets != BUDGETS else "")
     torch.set_num_threads(args.threads)
     tok = shakespeare_char_tokenizer()
     train_ids = as_tensor(tok.encode(load_shakespeare("train")))
     val_ids = as_tensor(tok.encode(load_shakespeare("val")))
-    for run in runs[k::n_shards]:
+    for run in runs:
         if run.name in load_results(args.out)["runs"]:
             continue
         result = train_run(run, train_ids, val_ids, val_ids[:EVAL_CHARS])

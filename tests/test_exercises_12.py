@@ -1,0 +1,593 @@
+"""Chapter 12's exercises: every plausible wrong answer costs its own task points, and only those.
+
+Each fixture ``tests/grading_fixtures/wrong_answers/12_*.ipynb`` is the solutions
+notebook with one function's solution region replaced by a wrong answer (the table
+:data:`WRONG_ANSWERS`); a ``*_calls_package`` one answers by calling what its task
+forbids and must score 0 there. After the solutions change, rewrite them with
+``python tests/test_exercises_12.py``; a fast test says when they are out of date.
+The solution's full marks and the untouched exercise's zero are asserted for every
+chapter by ``tests/test_grading.py``; every test reads the chapter's one grading
+batch (``tests/chapter_grades.py``).
+"""
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from chapter_grades import grades_of, group
+from test_exercises import with_wrong_answer  # the one fixture builder, for every chapter
+
+from lmcourse.course.exercises import SOLUTIONS_DIR
+
+SOLUTION = SOLUTIONS_DIR / "12_scaling.ipynb"
+FIXTURES = Path(__file__).parent / "grading_fixtures" / "wrong_answers"
+
+# fixture name: (task, function whose solution region is replaced, wrong body,
+# a fragment of the message of the check that must catch it)
+WRONG_ANSWERS = {
+    "12_floor_forgotten": ("floor", "fit_with_floor", """
+        # a straight line in log-log space: no floor
+        lx = torch.as_tensor(x, dtype=torch.float64).log()
+        ly = torch.as_tensor(y, dtype=torch.float64).log()
+        X = torch.stack([torch.ones_like(lx), lx], dim=1)
+        c = torch.linalg.lstsq(X, ly[:, None]).solution[:, 0]
+        return 0.0, math.exp(c[0].item()), -c[1].item()
+    """, "fit the floor, do not drop it"),
+    "12_floor_squares_not_huber": ("floor", "fit_with_floor", """
+        # the right curve and a good search, but least squares: the bad run pulls it
+        x = torch.as_tensor(x, dtype=torch.float64)
+        y = torch.as_tensor(y, dtype=torch.float64)
+        lx, ly = x.log(), y.log()
+
+        def objective(p):
+            return ((torch.log(p[2] + (p[0] - p[1] * lx).exp()) - ly) ** 2).sum()
+
+        X = torch.stack([torch.ones_like(lx), -lx], dim=1)
+        best = None
+        for E in (y.min() * torch.linspace(0, 0.99, 100, dtype=torch.float64)).tolist():
+            c = torch.linalg.lstsq(X, (y - E).log()[:, None]).solution[:, 0]
+            p = torch.tensor([c[0].item(), c[1].item(), E], dtype=torch.float64)
+            if best is None or objective(p).item() < best[0]:
+                best = (objective(p).item(), p)
+        p = best[1].clone().requires_grad_(True)
+        opt = torch.optim.LBFGS([p], max_iter=500, line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            v = objective(p)
+            v.backward()
+            return v
+
+        opt.step(closure)
+        ln_a, alpha, E = p.detach().tolist()
+        return E, math.exp(ln_a), alpha
+    """, "minimise the Huber loss of the log residuals"),
+    "12_floor_grid_only": ("floor", "fit_with_floor", """
+        # only the first step: the best E of a grid, each with a line in ln(y - E)
+        x = torch.as_tensor(x, dtype=torch.float64)
+        y = torch.as_tensor(y, dtype=torch.float64)
+        X = torch.stack([torch.ones_like(x), -x.log()], dim=1)
+        best = None
+        for E in (y.min() * torch.linspace(0, 0.99, 100, dtype=torch.float64)).tolist():
+            c = torch.linalg.lstsq(X, (y - E).log()[:, None]).solution[:, 0]
+            r = (E + c[0].exp() * x ** -c[1]).log() - y.log()
+            a = r.abs()
+            v = torch.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta)).sum().item()
+            if best is None or v < best[0]:
+                best = (v, E, math.exp(c[0].item()), c[1].item())
+        return best[1], best[2], best[3]
+    """, "minimise the Huber loss of the log residuals"),
+    "12_floor_calls_package": ("floor", "fit_with_floor", """
+        from lmcourse.scaling_laws import power_law
+
+        best = None
+        for k in range(400):  # a grid over E, a line through y - E for each
+            E = min(y) * k / 400
+            A, p = power_law(list(x), [v - E for v in y])
+            err = sum(abs(math.log(E + A * u ** p) - math.log(v)) for u, v in zip(x, y))
+            if best is None or err < best[0]:
+                best = (err, E, A, -p)
+        return float(best[1]), float(best[2]), float(best[3])
+    """, "must not call lmcourse.scaling_laws.power_law"),
+    "12_worst_point_straight_line": ("floor", "worst_point", """
+        lx = torch.as_tensor(x, dtype=torch.float64).log()
+        ly = torch.as_tensor(y, dtype=torch.float64).log()
+        X = torch.stack([torch.ones_like(lx), lx], dim=1)
+        r = (X @ torch.linalg.lstsq(X, ly[:, None]).solution)[:, 0] - ly
+        return int(r.abs().argmax().item())  # the line's worst point, not the law's
+    """, "the one the fit explains worst"),
+    "12_capped_ignores_cap": ("capped", "capped_split", """
+        a, b = law["alpha"], law["beta"]
+        G = (a * law["A"] / (b * law["B"])) ** (1 / (a + b))
+        n = G * (C / 6) ** (b / (a + b))  # every token counted as fresh
+        return n, C / (6 * n)
+    """, "the lowest loss with D' for D"),
+    "12_capped_never_repeat": ("capped", "capped_split", """
+        a, b = law["alpha"], law["beta"]
+        G = (a * law["A"] / (b * law["B"])) ** (1 / (a + b))
+        n = G * (C / 6) ** (b / (a + b))
+        if C / (6 * n) > unique:  # read the data once, put the rest into N
+            n = C / (6 * unique)
+        return n, C / (6 * n)
+    """, "repeats are worth something"),
+    "12_capped_epochs_for_repeats": ("capped", "capped_split", """
+        def effective(d):
+            if d <= unique:
+                return d
+            repeats = d / unique  # epochs, not repeats
+            return unique + unique * r_star * (1 - math.exp(-repeats / r_star))
+
+        def loss(log_n):
+            n = math.exp(log_n)
+            return law["A"] * n ** -law["alpha"] + law["B"] * effective(C / (6 * n)) ** -law["beta"]
+
+        lo, hi = 0.0, math.log(C / 6)
+        for _ in range(200):
+            m1, m2 = lo + 0.382 * (hi - lo), lo + 0.618 * (hi - lo)
+            if loss(m1) < loss(m2):
+                hi = m2
+            else:
+                lo = m1
+        n = math.exp((lo + hi) / 2)
+        return n, C / (6 * n)
+    """, "repeats are worth something"),
+    "12_capped_calls_package": ("capped", "capped_split", """
+        from lmcourse.scaling_laws import LossLaw, compute_optimal
+
+        return compute_optimal(LossLaw(**law), C)
+    """, "must not call lmcourse.scaling_laws.compute_optimal"),
+    "12_floor_single_start": ("floor", "fit_with_floor", """
+        # one start, the log-log line (E = 0), polished on the right objective
+        x = torch.as_tensor(x, dtype=torch.float64)
+        y = torch.as_tensor(y, dtype=torch.float64)
+        lx, ly = x.log(), y.log()
+
+        def objective(p):
+            r = torch.log(p[2] + (p[0] - p[1] * lx).exp()) - ly
+            a = r.abs()
+            return torch.where(a <= delta, 0.5 * r**2, delta * (a - 0.5 * delta)).sum()
+
+        X = torch.stack([torch.ones_like(lx), -lx], dim=1)
+        c = torch.linalg.lstsq(X, ly[:, None]).solution[:, 0]
+        p = torch.tensor([c[0].item(), c[1].item(), 0.0], dtype=torch.float64)
+        p.requires_grad_(True)
+        opt = torch.optim.LBFGS([p], max_iter=1000, tolerance_grad=1e-15, tolerance_change=1e-17,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            v = objective(p)
+            v.backward()
+            return v
+
+        opt.step(closure)
+        ln_a, alpha, E = p.detach().tolist()
+        return E, math.exp(ln_a), alpha
+    """, "the objective has more than one minimum"),
+    "12_vertex_best_run": ("isoflop", "vertex_interval", """
+        x = torch.as_tensor(N, dtype=torch.float64).log()
+        y = torch.as_tensor(L, dtype=torch.float64)
+        X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
+        c2, c1, _ = torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
+        if c2 <= 0:
+            return ()
+        x0 = x[y.argmin()].item()  # the lowest run, not the parabola's vertex
+        half = z * sd / (2 * c2 * math.sqrt(((x - x.mean()) ** 2).sum().item()))
+        return math.exp(x0), math.exp(x0 - half), math.exp(x0 + half)
+    """, "the vertex need not be a run"),
+    "12_vertex_linear_n": ("isoflop", "vertex_interval", """
+        x = torch.as_tensor(N, dtype=torch.float64)  # N itself, not ln N
+        y = torch.as_tensor(L, dtype=torch.float64)
+        X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
+        c2, c1, _ = torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
+        if c2 <= 0:
+            return ()
+        x0 = -c1 / (2 * c2)
+        return x0, x0 * math.exp(-z * sd), x0 * math.exp(z * sd)
+    """, "fit against ln N"),
+    "12_vertex_curvature_only": ("isoflop", "vertex_interval", """
+        x = torch.as_tensor(N, dtype=torch.float64).log()
+        y = torch.as_tensor(L, dtype=torch.float64)
+        X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
+        c2, c1, _ = torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
+        if c2 <= 0:
+            return ()
+        x0 = -c1 / (2 * c2)
+        half = math.sqrt(z * sd / c2)  # where the parabola rises by z sd: not the vertex's error
+        return math.exp(x0), math.exp(x0 - half), math.exp(x0 + half)
+    """, "expected ln N within"),
+    "12_vertex_no_covariance": ("isoflop", "vertex_interval", """
+        x = torch.as_tensor(N, dtype=torch.float64).log()
+        y = torch.as_tensor(L, dtype=torch.float64)
+        X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
+        c2, c1, _ = torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
+        if c2 <= 0:
+            return ()
+        x0 = -c1 / (2 * c2)
+        var = (sd**2 * torch.linalg.inv(X.T @ X)).diagonal().tolist()
+        # c1 and c2 taken as independent
+        se = math.sqrt((c1 / (2 * c2**2)) ** 2 * var[0] + (1 / (2 * c2)) ** 2 * var[1])
+        return math.exp(x0), math.exp(x0 - z * se), math.exp(x0 + z * se)
+    """, "expected ln N within"),
+    "12_envelope_every_rate_in_one_fit": ("isoflop", "envelope_minima", """
+        profiles = {}
+        for r in runs.values():  # every rate's runs in one parabola
+            if r["unique_chars"] is None:
+                profiles.setdefault(r["budget"], []).append(r)
+        out = {}
+        for C, prof in sorted(profiles.items()):
+            if len({r["non_embedding_params"] for r in prof}) >= 3:
+                got = vertex_interval([r["non_embedding_params"] for r in prof],
+                                      [r["val_nats_per_char"] for r in prof], 0.0, 0.0)
+                if got:
+                    out[C] = got[0]
+        return out
+    """, "the lowest loss per size"),
+    "12_envelope_default_rate_only": ("isoflop", "envelope_minima", """
+        profiles = {}
+        for r in runs.values():  # the grid's one rate, not each size's best
+            if r["unique_chars"] is None and r["lr"] == 2.5e-3:
+                profiles.setdefault(r["budget"], []).append(r)
+        out = {}
+        for C, prof in sorted(profiles.items()):
+            if len(prof) >= 3:
+                got = vertex_interval([r["non_embedding_params"] for r in prof],
+                                      [r["val_nats_per_char"] for r in prof], 0.0, 0.0)
+                if got:
+                    out[C] = got[0]
+        return out
+    """, "expected the budgets 1e12 and 1e13 only"),
+    "12_envelope_lucky_seed": ("isoflop", "envelope_minima", """
+        best = {}  # the lowest run per size: a lucky seed wins
+        for r in runs.values():
+            if r["unique_chars"] is None:
+                key = (r["budget"], r["non_embedding_params"])
+                best[key] = min(best.get(key, math.inf), r["val_nats_per_char"])
+        profiles = {}
+        for (C, n), loss in sorted(best.items()):
+            profiles.setdefault(C, []).append((n, loss))
+        out = {}
+        for C, prof in profiles.items():
+            if len(prof) >= 3:
+                got = vertex_interval([n for n, _ in prof], [v for _, v in prof], 0.0, 0.0)
+                if got:
+                    out[C] = got[0]
+        return out
+    """, "a rate's seeds averaged"),
+    "12_envelope_keeps_data_runs": ("isoflop", "envelope_minima", """
+        seeds = {}
+        for r in runs.values():  # the data-constrained runs too
+            key = (r["budget"], r["non_embedding_params"], r["lr"])
+            seeds.setdefault(key, []).append(r["val_nats_per_char"])
+        best = {}
+        for (C, n, _), losses in seeds.items():
+            best[C, n] = min(best.get((C, n), math.inf), sum(losses) / len(losses))
+        profiles = {}
+        for (C, n), loss in sorted(best.items()):
+            profiles.setdefault(C, []).append((n, loss))
+        out = {}
+        for C, prof in profiles.items():
+            if len(prof) >= 3:
+                got = vertex_interval([n for n, _ in prof], [v for _, v in prof], 0.0, 0.0)
+                if got:
+                    out[C] = got[0]
+        return out
+    """, "keep runs on all the text"),
+    "12_envelope_windowed": ("isoflop", "envelope_minima", """
+        best = {}
+        for r in runs.values():
+            if r["unique_chars"] is None:
+                key = (r["budget"], r["non_embedding_params"])
+                best[key] = min(best.get(key, math.inf), r["val_nats_per_char"])
+        profiles = {}
+        for (C, n), loss in sorted(best.items()):
+            profiles.setdefault(C, []).append((n, loss))
+        out = {}
+        for C, prof in profiles.items():
+            if len(prof) >= 3:
+                i = min(range(len(prof)), key=lambda j: prof[j][1])
+                near = prof[max(0, i - 2):i + 3]  # the chapter's window, not every size
+                if len(near) >= 3:
+                    got = vertex_interval([n for n, _ in near], [v for _, v in near], 0.0, 0.0)
+                    if got:
+                        out[C] = got[0]
+        return out
+    """, "one parabola through every size"),
+    "12_envelope_assumes_a_minimum": ("isoflop", "envelope_minima", """
+        best = {}
+        for r in runs.values():
+            if r["unique_chars"] is None:
+                key = (r["budget"], r["non_embedding_params"])
+                best[key] = min(best.get(key, math.inf), r["val_nats_per_char"])
+        profiles = {}
+        for (C, n), loss in sorted(best.items()):
+            profiles.setdefault(C, []).append((n, loss))
+        return {C: vertex_interval([n for n, _ in prof], [v for _, v in prof], 0.0, 0.0)[0]
+                for C, prof in profiles.items() if len(prof) >= 3}
+    """, "IndexError"),
+    "12_isoflop_calls_package": ("isoflop", "vertex_interval", """
+        from lmcourse.scaling_laws import isoflop_minimum
+
+        n = isoflop_minimum(N, L)
+        return n, n, n
+    """, "must not call lmcourse.scaling_laws.isoflop_minimum"),
+    "12_approach1_nearest_evaluation": ("approach1", "approach1", """
+        curves = []
+        for r in runs.values():
+            if r["unique_chars"] is not None or r["lr"] != lr:
+                continue
+            n = r["non_embedding_params"]
+            h = r["history"]
+            curves.append((n, [(math.log(6 * n * d), v) for d, v in zip(h["tokens"], h["val_loss"]) if d > 0]))
+        out = {}
+        for C in budgets:
+            x, best = math.log(C), None
+            for n, points in curves:
+                if points[0][0] <= x <= points[-1][0]:
+                    y = min(points, key=lambda p: abs(p[0] - x))[1]  # the nearest evaluation
+                    if best is None or y < best[1]:
+                        best = (float(n), float(y))
+            if best is not None:
+                out[C] = best
+        return out
+    """, "read the curve between its two evaluations"),
+    "12_approach1_every_rate": ("approach1", "approach1", """
+        curves = []
+        for r in runs.values():  # every learning rate
+            if r["unique_chars"] is not None:
+                continue
+            n = r["non_embedding_params"]
+            h = r["history"]
+            curves.append((n, [(math.log(6 * n * d), v) for d, v in zip(h["tokens"], h["val_loss"]) if d > 0]))
+        out = {}
+        for C in budgets:
+            x, best = math.log(C), None
+            for n, points in curves:
+                for (x0, y0), (x1, y1) in zip(points, points[1:]):
+                    if x0 <= x <= x1:
+                        y = y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+                        if best is None or y < best[1]:
+                            best = (float(n), float(y))
+                        break
+            if best is not None:
+                out[C] = best
+        return out
+    """, "only runs on the whole text at the given rate"),
+    "12_approach1_extrapolates": ("approach1", "approach1", """
+        curves = []
+        for r in runs.values():
+            if r["unique_chars"] is not None or r["lr"] != lr:
+                continue
+            n = r["non_embedding_params"]
+            h = r["history"]
+            curves.append((n, [(math.log(6 * n * d), v) for d, v in zip(h["tokens"], h["val_loss"]) if d > 0]))
+        out = {}
+        for C in budgets:
+            x, best = math.log(C), None
+            for n, points in curves:  # past a curve's ends: its nearest end
+                if x <= points[0][0]:
+                    y = points[0][1]
+                elif x >= points[-1][0]:
+                    y = points[-1][1]
+                else:
+                    j = next(j for j in range(1, len(points)) if points[j][0] >= x)
+                    (x0, y0), (x1, y1) = points[j - 1], points[j]
+                    y = y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+                if best is None or y < best[1]:
+                    best = (float(n), float(y))
+            out[C] = best
+        return out
+    """, "leave out a budget no curve reaches"),
+    "12_approach1_finished_runs": ("approach1", "approach1", """
+        # approach 2's view: the best finished run whose compute is at most C
+        out = {}
+        for C in budgets:
+            best = None
+            for r in runs.values():
+                if r["unique_chars"] is not None or r["lr"] != lr:
+                    continue
+                n, h = r["non_embedding_params"], r["history"]
+                if 6 * n * h["tokens"][-1] <= C and (best is None or h["val_loss"][-1] < best[1]):
+                    best = (float(n), float(h["val_loss"][-1]))
+            if best is not None:
+                out[C] = best
+        return out
+    """, "leave out a budget no curve reaches"),
+    "12_t_critical_normal": ("repeats", "t_critical", """
+        lo, hi = 0.0, 64.0  # the normal distribution's quantile, not Student's t
+        for _ in range(100):
+            mid = (lo + hi) / 2
+            if 0.5 * math.erfc(mid / math.sqrt(2)) > alpha:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+    """, "one-sided: P(T > t) = alpha"),
+    "12_t_critical_two_sided": ("repeats", "t_critical", """
+        c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+
+        def density(t):
+            return c * (1 + t * t / df) ** (-(df + 1) / 2)
+
+        def both_tails(t, steps=4000):  # P(|T| > t): a two-sided value
+            h = t / steps
+            s = density(0) + density(t) + sum((4 if k % 2 else 2) * density(k * h) for k in range(1, steps))
+            return 1 - 2 * s * h / 3
+
+        lo, hi = 0.0, 1.0
+        while both_tails(hi) > alpha:
+            lo, hi = hi, 2 * hi
+        for _ in range(60):
+            mid = (lo + hi) / 2
+            if both_tails(mid) > alpha:
+                lo = mid
+            else:
+                hi = mid
+        return (lo + hi) / 2
+    """, "one-sided: P(T > t) = alpha"),
+    "12_repeats_two_se": ("repeats", "measured_from", """
+        def mean_var(v):
+            m = sum(v) / len(v)
+            return m, sum((x - m) ** 2 for x in v) / (len(v) - 1)
+
+        m1, v1 = mean_var(groups[1])
+        found = 0
+        for e in sorted((e for e in groups if e > 1), reverse=True):
+            m, v = mean_var(groups[e])
+            if (m - m1) / math.sqrt(v / len(groups[e]) + v1 / len(groups[1])) <= 2.0:  # the normal rule
+                break
+            found = e
+        return found
+    """, "Welch's df, Student's t, not 2 s.e."),
+    "12_repeats_pooled_df": ("repeats", "measured_from", """
+        def mean_var(v):
+            m = sum(v) / len(v)
+            return m, sum((x - m) ** 2 for x in v) / (len(v) - 1)
+
+        m1, v1 = mean_var(groups[1])
+        found = 0
+        for e in sorted((e for e in groups if e > 1), reverse=True):
+            m, v = mean_var(groups[e])
+            t = (m - m1) / math.sqrt(v / len(groups[e]) + v1 / len(groups[1]))
+            if t <= t_critical(len(groups[e]) + len(groups[1]) - 2, alpha):  # not Welch's df
+                break
+            found = e
+        return found
+    """, "Welch's df, Student's t, not 2 s.e."),
+    "12_repeats_two_sided": ("repeats", "measured_from", """
+        def mean_var(v):
+            m = sum(v) / len(v)
+            return m, sum((x - m) ** 2 for x in v) / (len(v) - 1)
+
+        m1, v1 = mean_var(groups[1])
+        n1 = len(groups[1])
+        found = 0
+        for e in sorted((e for e in groups if e > 1), reverse=True):
+            m, v = mean_var(groups[e])
+            a, b = v / len(groups[e]), v1 / n1
+            df = (a + b) ** 2 / (a**2 / (len(groups[e]) - 1) + b**2 / (n1 - 1))
+            if abs(m - m1) / math.sqrt(a + b) <= t_critical(df, alpha / 2):  # two-sided
+                break
+            found = e
+        return found
+    """, "whether the loss rose"),
+    "12_repeats_population_variance": ("repeats", "measured_from", """
+        def mean_var(v):
+            m = sum(v) / len(v)
+            return m, sum((x - m) ** 2 for x in v) / len(v)  # n, not n - 1
+
+        m1, v1 = mean_var(groups[1])
+        n1 = len(groups[1])
+        found = 0
+        for e in sorted((e for e in groups if e > 1), reverse=True):
+            m, v = mean_var(groups[e])
+            a, b = v / len(groups[e]), v1 / n1
+            df = (a + b) ** 2 / (a**2 / (len(groups[e]) - 1) + b**2 / (n1 - 1))
+            if (m - m1) / math.sqrt(a + b) <= t_critical(df, alpha):
+                break
+            found = e
+        return found
+    """, "Welch's df, Student's t, not 2 s.e."),
+    "12_repeats_first_crossing": ("repeats", "measured_from", """
+        def mean_var(v):
+            m = sum(v) / len(v)
+            return m, sum((x - m) ** 2 for x in v) / (len(v) - 1)
+
+        m1, v1 = mean_var(groups[1])
+        n1 = len(groups[1])
+        for e in sorted(e for e in groups if e > 1):  # the first crossing, not a lasting one
+            m, v = mean_var(groups[e])
+            a, b = v / len(groups[e]), v1 / n1
+            df = (a + b) ** 2 / (a**2 / (len(groups[e]) - 1) + b**2 / (n1 - 1))
+            if (m - m1) / math.sqrt(a + b) > t_critical(df, alpha):
+                return e
+        return 0
+    """, "and every larger one"),
+}
+
+
+def fixture_notebook(name: str):
+    _, function, body, _ = WRONG_ANSWERS[name]
+    return with_wrong_answer(nbformat.read(SOLUTION, as_version=4), function, body)
+
+
+def write_fixtures() -> None:
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    for name in WRONG_ANSWERS:
+        nbformat.write(fixture_notebook(name), FIXTURES / f"{name}.ipynb")
+
+
+def test_fixtures_are_the_solutions_with_one_wrong_answer():
+    for name, (task, function, _, _) in WRONG_ANSWERS.items():
+        path = FIXTURES / f"{name}.ipynb"
+        assert path.exists(), f"{path} is missing: run python tests/test_exercises_12.py"
+        assert path.read_text() == nbformat.writes(fixture_notebook(name)) + "\n", (
+            f"{path} is out of date with {SOLUTION.name}: run python tests/test_exercises_12.py"
+        )
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if f"def {function}(" in c.source)
+        info = cell.metadata["lmcourse"]
+        assert (info["role"], info["task"]) == ("solution", task), f"{name}: {function}() is not in task {task}"
+
+
+def test_every_task_has_a_wrong_answer_and_every_forbid_a_calls_package_fixture():
+    solution = nbformat.read(SOLUTION, as_version=4)
+    infos = [c.metadata["lmcourse"] for c in solution.cells if "lmcourse" in c.metadata]
+    tasks = {i["task"] for i in infos if i["role"] == "check"}
+    forbidding = {i["task"] for i in infos if i["role"] == "solution" and i.get("forbid")}
+    wrong = {task for name, (task, *_) in WRONG_ANSWERS.items() if not name.endswith("_calls_package")}
+    calls = {task for name, (task, *_) in WRONG_ANSWERS.items() if name.endswith("_calls_package")}
+    assert tasks <= wrong, f"no wrong-answer fixture for {sorted(tasks - wrong)}"
+    assert forbidding <= calls, f"no *_calls_package fixture for {sorted(forbidding - calls)}"
+
+
+def test_every_solution_has_an_allow_list_and_reads_clean_under_it():
+    """The allow lists (top-level modules an answer may import) that the reading grader applies:
+    the solutions keep to them, and the library shortcuts the review found (numpy's polyfit,
+    scipy's curve_fit) are refused."""
+    from lmcourse.course.exercises import cell_info
+    from lmcourse.course.reading import Rules, read_cell
+
+    solution = nbformat.read(SOLUTION, as_version=4)
+    cells = [c for c in solution.cells if cell_info(c).get("role") == "solution"]
+    assert cells
+    for cell in cells:
+        info = cell_info(cell)
+        rules = Rules(allowed=frozenset(info["allow"]), forbid=tuple(info.get("forbid", ())))
+        assert set(info["allow"]) <= {"torch", "math"}, info
+        assert read_cell(cell.source, rules) == [], info["task"]
+        for shortcut in ("import numpy as np", "from scipy.optimize import curve_fit"):
+            assert read_cell(shortcut, rules), (info["task"], shortcut)
+
+
+@pytest.mark.slow
+@group("12")
+def test_solution_scores_full_marks():
+    rows = grades_of(SOLUTION)
+    assert set(rows) == {"floor", "capped", "isoflop", "repeats", "approach1"}
+    assert sum(r.max_points for r in rows.values()) == 19
+    assert all(r.points == r.max_points and r.status == "passed" for r in rows.values()), rows
+
+
+@pytest.mark.slow
+@group("12")
+@pytest.mark.parametrize("name", sorted(WRONG_ANSWERS))
+def test_wrong_answer_costs_its_task_points_and_no_others(name):
+    task, _, _, message = WRONG_ANSWERS[name]
+    rows = grades_of(FIXTURES / f"{name}.ipynb")
+    assert set(rows) == set(grades_of(SOLUTION))
+    wrong = rows[task]
+    if name.endswith("_calls_package"):  # refused by reading before it runs, or recorded as it runs
+        assert wrong.points == 0 and any(m in wrong.message for m in (
+            f"task {task} must not call ", "which this task forbids", "which this task does not allow",
+            "not run: ")), wrong
+    else:
+        assert wrong.points < wrong.max_points and message in wrong.message, wrong
+    assert wrong.status in ("failed", "error"), wrong
+    others = {t: r for t, r in rows.items() if t != task}
+    assert all(r.points == r.max_points for r in others.values()), others
+
+
+if __name__ == "__main__":
+    write_fixtures()
+    print(f"wrote {len(WRONG_ANSWERS)} fixtures to {FIXTURES}")
