@@ -123,6 +123,49 @@ def leave_one_out_log_likelihood(count_of_counts: torch.Tensor, discount: float)
     return float(nr[1] * math.log(discount) + rest)
 
 
+def good_turing_counts(count_of_counts: torch.Tensor) -> torch.Tensor:
+    """Good-Turing adjusted counts ``r* = (r + 1) n_{r+1} / n_r`` for r = 1 .. len - 2 (Good, 1953).
+
+    ``count_of_counts[r] = n_r`` (entry 0 unused). Estimated from one sample: how
+    often a gram seen ``r`` times will be seen in a new sample of the same size.
+    Entry ``r - 1`` of the result is ``r*``; ``nan`` where ``n_r = 0``. Modified
+    Kneser-Ney's discount is ``D_r = r - Y r*`` with ``Y = n1 / (n1 + 2 n2)``.
+
+    >>> good_turing_counts(torch.tensor([0.0, 8.0, 2.0, 1.0])).tolist()
+    [0.5, 1.5]
+    """
+    nr = torch.as_tensor(count_of_counts, dtype=torch.float64)
+    if nr.dim() != 1 or len(nr) < 3 or (nr < 0).any():
+        raise ValueError("count_of_counts must be a 1-D tensor n_r >= 0 for r = 0, 1, 2, ... (length >= 3)")
+    r = torch.arange(1, len(nr) - 1, dtype=torch.float64)
+    n_r = nr[1:-1]
+    return torch.where(n_r > 0, (r + 1) * nr[2:] / n_r.clamp(min=1), torch.full_like(r, math.nan))
+
+
+def held_out_counts(tokens_a, tokens_b, order: int, vocab_size: int, max_count: int = 5) -> torch.Tensor:
+    """For r = 1 .. ``max_count``: the mean count, in ``tokens_b``, of the ``order``-grams seen r times in ``tokens_a``.
+
+    Church and Gale's (1991) held-out estimate of what a count of r is worth on new
+    text (make the two samples the same length). Good-Turing (:func:`good_turing_counts`)
+    estimates the same thing from one sample.
+
+    >>> # a's bigrams 01, 11, 10 are seen once each; b holds them 2, 0 and 1 times
+    >>> held_out_counts([0, 1, 1, 0], [0, 1, 0, 1], order=2, vocab_size=2, max_count=1).tolist()
+    [1.0]
+    """
+    if not isinstance(order, int) or order < 1 or not isinstance(max_count, int) or max_count < 1:
+        raise ValueError(f"order and max_count must be integers >= 1, got {order!r}, {max_count!r}")
+    a = NGramLM(order, "mle", vocab_size=vocab_size).fit(tokens_a)._raw[-1]  # (codes, counts) in a
+    b = NGramLM(order, "mle", vocab_size=vocab_size).fit(tokens_b)._raw[-1]
+    in_b = _lookup(b[0], b[1], a[0])  # (G_a,) count in b of every gram of a
+    out = torch.full((max_count,), math.nan, dtype=torch.float64)
+    for r in range(1, max_count + 1):
+        sel = a[1] == r
+        if sel.any():
+            out[r - 1] = in_b[sel].mean()
+    return out
+
+
 def zipf_fit(counts: torch.Tensor, min_rank: int = 1, max_rank: int | None = None) -> tuple[float, float]:
     """Least-squares line through ``ln frequency`` against ``ln rank``: ``(slope, intercept)``.
 
