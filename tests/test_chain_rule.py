@@ -117,7 +117,8 @@ def test_bigram_counts_against_a_counter():
     assert all(int(counts[a, b]) == ref[a, b] for a in range(5) for b in range(5))
     # add-k is the counts plus k, row-normalised
     k = 0.3
-    assert torch.allclose(bigram_probs(ids, 5, k=k), (counts.double() + k) / (counts.double() + k).sum(1, keepdim=True), atol=1e-15)
+    smoothed = counts.double() + k
+    assert torch.allclose(bigram_probs(ids, 5, k=k), smoothed / smoothed.sum(1, keepdim=True), atol=1e-15)
 
 
 def test_counting_maximises_the_likelihood():
