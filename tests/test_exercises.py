@@ -734,15 +734,29 @@ _wrong("10_pll_all_masked_at_once", "pll", "pseudo_log_likelihood", """
 
 # chapter 1
 _wrong("01_char_tokenizer_order_of_appearance", "char_tokenizer", "__init__", """
-    self.itos = list(dict.fromkeys(text))  # first appearance, not sorted
-    self.stoi = {ch: i for i, ch in enumerate(self.itos)}
+    self.specials = list(dict.fromkeys(special_tokens))
+    self.itos = self.specials + list(dict.fromkeys(text))  # not sorted
+    self.stoi = {s: i for i, s in enumerate(self.itos)}
 """, "ids should follow sorted order")
+_wrong("01_char_tokenizer_specials_last", "char_tokenizer", "__init__", """
+    self.specials = list(dict.fromkeys(special_tokens))
+    self.itos = sorted(set(text)) + self.specials  # specials after
+    self.stoi = {s: i for i, s in enumerate(self.itos)}
+""", "special tokens take the first ids")
+_wrong("01_char_tokenizer_longest_special", "char_tokenizer", "__init__", """
+    # the longest special token first: not the order given
+    self.specials = sorted(dict.fromkeys(special_tokens), key=len,
+                           reverse=True)
+    self.itos = list(dict.fromkeys(special_tokens)) + sorted(set(text))
+    self.stoi = {s: i for i, s in enumerate(self.itos)}
+""", "the first listed wins")
 _wrong("01_char_tokenizer_calls_package", "char_tokenizer", "__init__", """
     from lmcourse.tokenization import CharTokenizer
 
-    ref = CharTokenizer(text)
+    ref = CharTokenizer(text, special_tokens=special_tokens)
+    self.specials = list(ref.special_tokens)
     self.itos = [ref.decode([i]) for i in range(ref.vocab_size)]
-    self.stoi = {ch: i for i, ch in enumerate(self.itos)}
+    self.stoi = {s: i for i, s in enumerate(self.itos)}
 """, "must not call")
 _wrong("01_sequence_log_prob_product", "sequence_log_prob", "text_log_prob", """
     longest = max(map(len, token_probs))

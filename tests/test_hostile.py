@@ -199,7 +199,8 @@ DELEGATIONS = {
         "                                                    None, 1, -1).item())")),
     "subclass_of_the_package_tokenizer": ("01", "char_tokenizer", (
         "from lmcourse.tokenization import CharTokenizer\n\n\nclass MyCharTokenizer(CharTokenizer):\n"
-        "    def __init__(self, text):\n        super().__init__(text)")),
+        "    def __init__(self, text, special_tokens=()):\n"
+        "        super().__init__(text, special_tokens=special_tokens)")),
     "private_gru_kernel": ("03", "gru", (
         "def my_gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):\n"
         "    return torch._VF.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)")),
