@@ -749,7 +749,7 @@ _wrong("01_char_tokenizer_longest_special", "char_tokenizer", "__init__", """
                            reverse=True)
     self.itos = list(dict.fromkeys(special_tokens)) + sorted(set(text))
     self.stoi = {s: i for i, s in enumerate(self.itos)}
-""", "the first listed wins")
+""", "the first listed")
 _wrong("01_char_tokenizer_calls_package", "char_tokenizer", "__init__", """
     from lmcourse.tokenization import CharTokenizer
 
