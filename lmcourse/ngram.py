@@ -14,6 +14,9 @@ probability from counts. With ``h`` the context and ``c(.)`` a training count:
   counts* ``N1+(. h' w)``: in how many distinct contexts ``h' w`` appeared.
 * ``"modified_kneser_ney"``: the same with three discounts ``D1, D2, D3+`` for
   counts 1, 2 and 3 or more (Chen & Goodman's modified Kneser-Ney).
+* ``"absolute_discounting"``: interpolated absolute discounting (Ney, Essen &
+  Kneser, 1994): Kneser-Ney's recursion with the raw counts at every order instead
+  of continuation counts; the ablation that isolates what continuation counts add.
 
 Every smoothed distribution sums to 1 over the vocabulary for every context. An
 unseen context falls through to the next lower order.
@@ -37,7 +40,8 @@ import torch
 from . import metrics
 from .data import check_ids
 
-SMOOTHINGS = ("mle", "add_k", "interpolated", "kneser_ney", "modified_kneser_ney")
+SMOOTHINGS = ("mle", "add_k", "interpolated", "kneser_ney", "modified_kneser_ney", "absolute_discounting")
+DISCOUNTED = ("kneser_ney", "modified_kneser_ney", "absolute_discounting")
 
 
 @dataclass
@@ -191,8 +195,8 @@ def zipf_fit(counts: torch.Tensor, min_rank: int = 1, max_rank: int | None = Non
 
 def _check_discounts(discounts, n: int, smoothing: str) -> list[tuple[float, float, float]]:
     """``discounts`` as n triples ``(D1, D2, D3+)``, each checked: ``0 < D_r <= r``."""
-    if smoothing not in ("kneser_ney", "modified_kneser_ney"):
-        raise ValueError(f"discounts are for Kneser-Ney smoothing only, not {smoothing!r}")
+    if smoothing not in DISCOUNTED:
+        raise ValueError(f"discounts are for Kneser-Ney smoothing only (and absolute discounting), not {smoothing!r}")
     if isinstance(discounts, (str, bytes)) or not hasattr(discounts, "__len__") or len(discounts) != n:
         raise ValueError(f"discounts must hold one entry per order 1..{n}, got {discounts!r}")
     out = []
@@ -305,11 +309,11 @@ class NGramLM:
 
     def _build(self) -> None:
         """Turn the shared counts into the per-order tables this smoothing needs."""
-        V, kn = self.vocab_size, self.smoothing in ("kneser_ney", "modified_kneser_ney")
+        V, kn = self.vocab_size, self.smoothing in DISCOUNTED
         self._orders = []
         for m in range(1, self.n + 1):
             keys, counts = self._raw[m - 1]
-            if kn and m < self.n:  # continuation count N1+(. g): distinct left extensions of g
+            if kn and m < self.n and self.smoothing != "absolute_discounting":  # continuation count N1+(. g): distinct left extensions of g
                 if m not in self._cont:
                     self._cont[m] = _count(self._raw[m][0] % V**m)
                 keys, counts = self._cont[m]
@@ -330,7 +334,7 @@ class NGramLM:
 
     @property
     def discounts(self) -> list[tuple[float, float, float]]:
-        """Kneser-Ney discounts (D1, D2, D3+) of each order 1..n (zeros for other smoothings)."""
+        """Discounts (D1, D2, D3+) of each order 1..n (zeros for smoothings that do not discount)."""
         return [o.discounts for o in self._orders]
 
     def count_of_counts(self, order: int) -> torch.Tensor:

@@ -236,6 +236,46 @@ def test_fixed_discounts_match_the_reference_recursion(modified):
     assert again.token_log_probs(val).tolist() == est.token_log_probs(val).tolist()
 
 
+def _absolute_discounting_reference(train, n, V, d, ctx, w):
+    """Interpolated absolute discounting from dictionaries, float64, raw counts at every order."""
+    counts = [Counter(tuple(train[i : i + m]) for i in range(len(train) - m + 1)) for m in range(1, n + 1)]
+    p = 1.0 / V
+    for m in range(1, n + 1):
+        h = tuple(ctx[len(ctx) - (m - 1) :]) if m > 1 else ()
+        if m > 1 and len(ctx) < m - 1:
+            break
+        follow = {g[-1]: c for g, c in counts[m - 1].items() if g[:-1] == h}
+        total = sum(follow.values())
+        if total == 0:  # unseen context: keep the lower order
+            continue
+        c = follow.get(w, 0)
+        p = (max(c - d[m - 1], 0.0) + d[m - 1] * len(follow) * p) / total
+    return p
+
+
+def test_absolute_discounting_against_a_dictionary_reference():
+    """Raw counts at every order (no continuation counts), one discount per order."""
+    train, V, d = corpus(1500, seed=4).tolist(), 6, [0.4, 0.7, 0.55]
+    lm = NGramLM(3, "absolute_discounting", vocab_size=V, discounts=d).fit(train)
+    for ctx in ([], [2], [0, 1], [5, 5], [3, 0]):
+        dist = lm.distribution(ctx)
+        assert math.isclose(float(dist.sum()), 1.0, rel_tol=1e-12)
+        for w in range(V):
+            ref = _absolute_discounting_reference(train, 3, V, d, ctx, w)
+            assert math.isclose(float(dist[w]), ref, rel_tol=1e-10), (ctx, w)
+    # it differs from Kneser-Ney with the same discounts only below the top order
+    kn = NGramLM(3, "kneser_ney", vocab_size=V, discounts=d).fit(train)
+    assert not torch.allclose(kn.distribution([0, 1]), lm.distribution([0, 1]))
+    top = NGramLM(1, "absolute_discounting", vocab_size=V, discounts=[0.4]).fit(train)
+    assert torch.allclose(top.distribution([]), NGramLM(1, "kneser_ney", vocab_size=V, discounts=[0.4])
+                          .fit(train).distribution([]), rtol=0, atol=1e-15)
+    # estimated discounts come from the raw counts: D = n1 / (n1 + 2 n2) of each order
+    est = NGramLM(3, "absolute_discounting", vocab_size=V).fit(train)
+    for m in (2, 3):
+        n_r = Counter(Counter(tuple(train[i : i + m]) for i in range(len(train) - m + 1)).values())
+        assert math.isclose(est.discounts[m - 1][0], n_r[1] / (n_r[1] + 2 * n_r[2]), rel_tol=1e-12)
+
+
 def test_fixed_discounts_are_checked():
     with pytest.raises(ValueError, match="Kneser-Ney smoothing only"):
         NGramLM(2, "add_k", discounts=[0.5, 0.5])
