@@ -313,7 +313,8 @@ class NGramLM:
         self._orders = []
         for m in range(1, self.n + 1):
             keys, counts = self._raw[m - 1]
-            if kn and m < self.n and self.smoothing != "absolute_discounting":  # continuation count N1+(. g): distinct left extensions of g
+            # continuation count N1+(. g): distinct left extensions of g (Kneser-Ney only)
+            if kn and m < self.n and self.smoothing != "absolute_discounting":
                 if m not in self._cont:
                     self._cont[m] = _count(self._raw[m][0] % V**m)
                 keys, counts = self._cont[m]

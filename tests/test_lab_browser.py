@@ -193,7 +193,7 @@ def run(page, index: int) -> None:
     target = cell(page, index)
     prompt = target.locator(".jp-InputArea-prompt")
     before = prompt.inner_text().strip()
-    for attempt in range(3):
+    for _attempt in range(3):
         target.locator(".cm-content").click()
         page.keyboard.press("Control+Enter")
         queued_by = time.monotonic() + 20
