@@ -53,23 +53,60 @@ def unigram_probs(ids, vocab_size: int, k: float = 0.0) -> torch.Tensor:
     return counts / counts.sum()
 
 
+def bigram_counts(ids, vocab_size: int) -> torch.Tensor:
+    """``(V, V)`` int64 table ``C[prev, next]``: how often ``next`` followed ``prev`` in ``ids``.
+
+    >>> bigram_counts([0, 1, 0, 1], vocab_size=2).tolist()
+    [[0, 2], [1, 0]]
+    """
+    t = _checked(ids, vocab_size)
+    pair = t[:-1] * vocab_size + t[1:]  # one integer per (prev, next) pair
+    return torch.bincount(pair, minlength=vocab_size * vocab_size).view(vocab_size, vocab_size)
+
+
 def bigram_probs(ids, vocab_size: int, k: float = 1.0) -> torch.Tensor:
     """``(V, V)`` table ``P[prev, next]`` counted on ``ids``, add-``k`` smoothed.
 
     Each row is a distribution over the next token: ``(count(prev, next) + k) /
-    (count(prev) + k V)``. With ``k = 0`` a row never seen has no distribution, so
-    ``k > 0`` is required.
+    (count(prev) + k V)``. With ``k = 0`` (maximum likelihood) a row never seen has
+    no distribution, so ``k > 0`` is required (divide :func:`bigram_counts` by its
+    row sums for the maximum-likelihood table).
 
     >>> bigram_probs([0, 1, 0, 1], vocab_size=2, k=1.0).tolist()
     [[0.25, 0.75], [0.6666666666666666, 0.3333333333333333]]
     """
     if k <= 0:
         raise ValueError(f"k must be > 0 so that every row is a distribution, got {k}")
-    t = _checked(ids, vocab_size)
-    pair = t[:-1] * vocab_size + t[1:]  # one integer per (prev, next) pair
-    counts = torch.bincount(pair, minlength=vocab_size * vocab_size).view(vocab_size, vocab_size)
-    counts = counts.double() + k
+    counts = bigram_counts(ids, vocab_size).double() + k
     return counts / counts.sum(dim=1, keepdim=True)
+
+
+def sample(probs: torch.Tensor, first: int, length: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Generate ``length`` tokens after the token ``first`` by drawing each from the model.
+
+    ``probs`` is a ``(V,)`` table (every draw the same distribution) or a ``(V, V)``
+    bigram table (each draw from the row of the token before it): the chain rule run
+    forwards. Returns the drawn tokens, shape ``(length,)``.
+
+    >>> sample(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), first=0, length=4).tolist()
+    [1, 0, 1, 0]
+    """
+    if not isinstance(probs, torch.Tensor) or probs.dim() not in (1, 2):
+        raise ValueError("probs must be a (V,) or (V, V) tensor of probabilities")
+    V = probs.shape[-1]
+    if probs.dim() == 2 and probs.shape[0] != V:
+        raise ValueError(f"probs must be (V,) or (V, V), got {tuple(probs.shape)}")
+    if not isinstance(first, int) or not 0 <= first < V:
+        raise ValueError(f"first must be a token id in 0 .. {V - 1}, got {first!r}")
+    if not isinstance(length, int) or length < 0:
+        raise ValueError(f"length must be an integer >= 0, got {length!r}")
+    if probs.dim() == 1:  # no context: all draws at once
+        return torch.multinomial(probs.double(), length, replacement=True, generator=generator)
+    out, prev = torch.empty(length, dtype=torch.long), first
+    for t in range(length):
+        prev = int(torch.multinomial(probs[prev].double(), 1, generator=generator))
+        out[t] = prev
+    return out
 
 
 def token_log_probs(ids, probs: torch.Tensor) -> torch.Tensor:

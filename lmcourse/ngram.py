@@ -14,6 +14,9 @@ probability from counts. With ``h`` the context and ``c(.)`` a training count:
   counts* ``N1+(. h' w)``: in how many distinct contexts ``h' w`` appeared.
 * ``"modified_kneser_ney"``: the same with three discounts ``D1, D2, D3+`` for
   counts 1, 2 and 3 or more (Chen & Goodman's modified Kneser-Ney).
+* ``"absolute_discounting"``: interpolated absolute discounting (Ney, Essen &
+  Kneser, 1994): Kneser-Ney's recursion with the raw counts at every order instead
+  of continuation counts; the ablation that isolates what continuation counts add.
 
 Every smoothed distribution sums to 1 over the vocabulary for every context. An
 unseen context falls through to the next lower order.
@@ -37,7 +40,8 @@ import torch
 from . import metrics
 from .data import check_ids
 
-SMOOTHINGS = ("mle", "add_k", "interpolated", "kneser_ney", "modified_kneser_ney")
+SMOOTHINGS = ("mle", "add_k", "interpolated", "kneser_ney", "modified_kneser_ney", "absolute_discounting")
+DISCOUNTED = ("kneser_ney", "modified_kneser_ney", "absolute_discounting")
 
 
 @dataclass
@@ -123,6 +127,49 @@ def leave_one_out_log_likelihood(count_of_counts: torch.Tensor, discount: float)
     return float(nr[1] * math.log(discount) + rest)
 
 
+def good_turing_counts(count_of_counts: torch.Tensor) -> torch.Tensor:
+    """Good-Turing adjusted counts ``r* = (r + 1) n_{r+1} / n_r`` for r = 1 .. len - 2 (Good, 1953).
+
+    ``count_of_counts[r] = n_r`` (entry 0 unused). Estimated from one sample: how
+    often a gram seen ``r`` times will be seen in a new sample of the same size.
+    Entry ``r - 1`` of the result is ``r*``; ``nan`` where ``n_r = 0``. Modified
+    Kneser-Ney's discount is ``D_r = r - Y r*`` with ``Y = n1 / (n1 + 2 n2)``.
+
+    >>> good_turing_counts(torch.tensor([0.0, 8.0, 2.0, 1.0])).tolist()
+    [0.5, 1.5]
+    """
+    nr = torch.as_tensor(count_of_counts, dtype=torch.float64)
+    if nr.dim() != 1 or len(nr) < 3 or (nr < 0).any():
+        raise ValueError("count_of_counts must be a 1-D tensor n_r >= 0 for r = 0, 1, 2, ... (length >= 3)")
+    r = torch.arange(1, len(nr) - 1, dtype=torch.float64)
+    n_r = nr[1:-1]
+    return torch.where(n_r > 0, (r + 1) * nr[2:] / n_r.clamp(min=1), torch.full_like(r, math.nan))
+
+
+def held_out_counts(tokens_a, tokens_b, order: int, vocab_size: int, max_count: int = 5) -> torch.Tensor:
+    """For r = 1 .. ``max_count``: the mean count, in ``tokens_b``, of the ``order``-grams seen r times in ``tokens_a``.
+
+    Church and Gale's (1991) held-out estimate of what a count of r is worth on new
+    text (make the two samples the same length). Good-Turing (:func:`good_turing_counts`)
+    estimates the same thing from one sample.
+
+    >>> # a's bigrams 01, 11, 10 are seen once each; b holds them 2, 0 and 1 times
+    >>> held_out_counts([0, 1, 1, 0], [0, 1, 0, 1], order=2, vocab_size=2, max_count=1).tolist()
+    [1.0]
+    """
+    if not isinstance(order, int) or order < 1 or not isinstance(max_count, int) or max_count < 1:
+        raise ValueError(f"order and max_count must be integers >= 1, got {order!r}, {max_count!r}")
+    a = NGramLM(order, "mle", vocab_size=vocab_size).fit(tokens_a)._raw[-1]  # (codes, counts) in a
+    b = NGramLM(order, "mle", vocab_size=vocab_size).fit(tokens_b)._raw[-1]
+    in_b = _lookup(b[0], b[1], a[0])  # (G_a,) count in b of every gram of a
+    out = torch.full((max_count,), math.nan, dtype=torch.float64)
+    for r in range(1, max_count + 1):
+        sel = a[1] == r
+        if sel.any():
+            out[r - 1] = in_b[sel].mean()
+    return out
+
+
 def zipf_fit(counts: torch.Tensor, min_rank: int = 1, max_rank: int | None = None) -> tuple[float, float]:
     """Least-squares line through ``ln frequency`` against ``ln rank``: ``(slope, intercept)``.
 
@@ -148,8 +195,8 @@ def zipf_fit(counts: torch.Tensor, min_rank: int = 1, max_rank: int | None = Non
 
 def _check_discounts(discounts, n: int, smoothing: str) -> list[tuple[float, float, float]]:
     """``discounts`` as n triples ``(D1, D2, D3+)``, each checked: ``0 < D_r <= r``."""
-    if smoothing not in ("kneser_ney", "modified_kneser_ney"):
-        raise ValueError(f"discounts are for Kneser-Ney smoothing only, not {smoothing!r}")
+    if smoothing not in DISCOUNTED:
+        raise ValueError(f"discounts are for Kneser-Ney smoothing only (and absolute discounting), not {smoothing!r}")
     if isinstance(discounts, (str, bytes)) or not hasattr(discounts, "__len__") or len(discounts) != n:
         raise ValueError(f"discounts must hold one entry per order 1..{n}, got {discounts!r}")
     out = []
@@ -262,11 +309,12 @@ class NGramLM:
 
     def _build(self) -> None:
         """Turn the shared counts into the per-order tables this smoothing needs."""
-        V, kn = self.vocab_size, self.smoothing in ("kneser_ney", "modified_kneser_ney")
+        V, kn = self.vocab_size, self.smoothing in DISCOUNTED
         self._orders = []
         for m in range(1, self.n + 1):
             keys, counts = self._raw[m - 1]
-            if kn and m < self.n:  # continuation count N1+(. g): distinct left extensions of g
+            # continuation count N1+(. g): distinct left extensions of g (Kneser-Ney only)
+            if kn and m < self.n and self.smoothing != "absolute_discounting":
                 if m not in self._cont:
                     self._cont[m] = _count(self._raw[m][0] % V**m)
                 keys, counts = self._cont[m]
@@ -287,7 +335,7 @@ class NGramLM:
 
     @property
     def discounts(self) -> list[tuple[float, float, float]]:
-        """Kneser-Ney discounts (D1, D2, D3+) of each order 1..n (zeros for other smoothings)."""
+        """Discounts (D1, D2, D3+) of each order 1..n (zeros for smoothings that do not discount)."""
         return [o.discounts for o in self._orders]
 
     def count_of_counts(self, order: int) -> torch.Tensor:

@@ -3,18 +3,22 @@ entropy / cross-entropy / KL, against brute-force enumeration and torch's own fu
 
 import itertools
 import math
+from collections import Counter
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lmcourse.chain_rule import (
+    bigram_counts,
     bigram_probs,
     cross_entropy,
     entropy,
     kl_divergence,
     length_distribution,
+    sample,
     sequence_log_prob,
+    unigram_probs,
 )
 
 
@@ -102,3 +106,60 @@ def test_distribution_checks():
         entropy(torch.tensor([1.5, -0.5]))
     with pytest.raises(TypeError, match="p must be a torch.Tensor"):
         entropy([0.5, 0.5])
+
+
+def test_bigram_counts_against_a_counter():
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 5, (500,), generator=g)
+    ref = Counter(zip(ids[:-1].tolist(), ids[1:].tolist(), strict=True))
+    counts = bigram_counts(ids, 5)
+    assert counts.shape == (5, 5) and int(counts.sum()) == 499
+    assert all(int(counts[a, b]) == ref[a, b] for a in range(5) for b in range(5))
+    # add-k is the counts plus k, row-normalised
+    k = 0.3
+    smoothed = counts.double() + k
+    assert torch.allclose(bigram_probs(ids, 5, k=k), smoothed / smoothed.sum(1, keepdim=True), atol=1e-15)
+
+
+def test_counting_maximises_the_likelihood():
+    """c(ab) / c(a) beats every other table on the text it counted (random perturbations on the simplex)."""
+    g = torch.Generator().manual_seed(4)
+    ids = torch.randint(0, 4, (300,), generator=g)
+    counts = bigram_counts(ids, 4).double()
+    ml = counts / counts.sum(1, keepdim=True)
+
+    def loglik(P):
+        return float(torch.special.xlogy(counts, P).sum())
+
+    best = loglik(ml)
+    for _ in range(200):
+        other = torch.distributions.Dirichlet(torch.ones(4, 4, dtype=torch.float64)).sample()
+        mix = 0.9 * ml + 0.1 * other
+        assert loglik(mix) < best
+
+
+def test_sample_draws_from_the_model():
+    P = tiny_bigram(V=3, seed=2)
+    g = torch.Generator().manual_seed(0)
+    drawn = sample(P, 0, 30_000, generator=g)
+    assert drawn.shape == (30_000,) and drawn.dtype == torch.long
+    freq = bigram_counts(torch.cat([torch.tensor([0]), drawn]), 3).double()
+    freq = freq / freq.sum(1, keepdim=True)
+    assert (freq - P).abs().max() < 0.02
+    U = unigram_probs([0, 0, 1, 2], 3)
+    drawn = sample(U, 1, 40_000, generator=torch.Generator().manual_seed(1))
+    assert (torch.bincount(drawn, minlength=3).double() / 40_000 - U).abs().max() < 0.01
+    # the same generator seed gives the same text
+    a = sample(P, 0, 50, generator=torch.Generator().manual_seed(5))
+    b = sample(P, 0, 50, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and len(sample(P, 0, 0)) == 0
+
+
+@pytest.mark.parametrize("args", [
+    (torch.ones(2, 3) / 3, 0, 5),  # not square
+    (torch.ones(3) / 3, 3, 5),  # first out of range
+    (torch.ones(3) / 3, 0, -1),  # negative length
+])
+def test_sample_rejects_bad_input(args):
+    with pytest.raises(ValueError):
+        sample(*args)

@@ -72,7 +72,7 @@ def test_check_passes_the_solutions_and_prints_no_hidden_test():
     assert set(statuses(result.stdout).values()) == {"passed"}
     assert "10 / 10 points" in result.stdout
     secret = hidden_lines(path)
-    assert any("manual_seed(1)" in line for line in secret)  # the hidden tests are there...
+    assert any("manual_seed(2)" in line for line in secret)  # the hidden tests are there...
     output = result.stdout + result.stderr
     # ...and none is printed (lines of a few characters, like a closing ")", are too
     # common to say anything)

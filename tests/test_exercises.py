@@ -122,12 +122,22 @@ def _wrong(name: str, task: str, function: str, body: str, message: str) -> None
 # --- the table, chapter by chapter -------------------------------------------
 
 # chapter 2
-_wrong("02_add_k_missing_kV", "add_k", "add_k", """
-    if k <= 0:
-        raise ValueError(f"k must be > 0, got {k}")
+_wrong("02_witten_bell_share_of_events", "witten_bell", "witten_bell", """
     counts = counts.double()
-    return (counts + k) / (counts.sum(dim=1, keepdim=True) + k)
-""", "(c(a b) + k) / (c(a) + k V)")
+    c_a = counts.sum(dim=1, keepdim=True)
+    new = (counts > 0).sum(dim=1, keepdim=True).double()
+    low = new / c_a.clamp(min=1)  # first times as a share of c(a) alone
+    mixed = (1 - low) * counts / c_a.clamp(min=1) + low * p_low.double()
+    return torch.where(c_a > 0, mixed, p_low.double().expand_as(counts))
+""", "differs from Witten-Bell")
+_wrong("02_witten_bell_unseen_context_uniform", "witten_bell", "witten_bell", """
+    counts = counts.double()
+    Vn = counts.shape[0]
+    c_a = counts.sum(dim=1, keepdim=True)
+    new = (counts > 0).sum(dim=1, keepdim=True).double()
+    mixed = (counts + new * p_low.double()) / (c_a + new).clamp(min=1)
+    return torch.where(c_a > 0, mixed, torch.full_like(counts, 1 / Vn))
+""", "a context never seen: its row is p_low")
 _wrong("02_continuation_occurrences", "kneser_ney", "continuation_probs", """
     counts = counts.double()
     return counts.sum(dim=0) / counts.sum()  # frequencies, not contexts
@@ -734,29 +744,75 @@ _wrong("10_pll_all_masked_at_once", "pll", "pseudo_log_likelihood", """
 
 # chapter 1
 _wrong("01_char_tokenizer_order_of_appearance", "char_tokenizer", "__init__", """
-    self.itos = list(dict.fromkeys(text))  # first appearance, not sorted
-    self.stoi = {ch: i for i, ch in enumerate(self.itos)}
+    self.specials = list(dict.fromkeys(special_tokens))
+    self.itos = self.specials + list(dict.fromkeys(text))  # not sorted
+    self.stoi = {s: i for i, s in enumerate(self.itos)}
 """, "ids should follow sorted order")
+_wrong("01_char_tokenizer_specials_last", "char_tokenizer", "__init__", """
+    self.specials = list(dict.fromkeys(special_tokens))
+    self.itos = sorted(set(text)) + self.specials  # specials after
+    self.stoi = {s: i for i, s in enumerate(self.itos)}
+""", "special tokens take the first ids")
+_wrong("01_char_tokenizer_longest_special", "char_tokenizer", "__init__", """
+    # the longest special token first: not the order given
+    self.specials = sorted(dict.fromkeys(special_tokens), key=len,
+                           reverse=True)
+    self.itos = list(dict.fromkeys(special_tokens)) + sorted(set(text))
+    self.stoi = {s: i for i, s in enumerate(self.itos)}
+""", "the first listed")
 _wrong("01_char_tokenizer_calls_package", "char_tokenizer", "__init__", """
     from lmcourse.tokenization import CharTokenizer
 
-    ref = CharTokenizer(text)
+    ref = CharTokenizer(text, special_tokens=special_tokens)
+    self.specials = list(ref.special_tokens)
     self.itos = [ref.decode([i]) for i in range(ref.vocab_size)]
-    self.stoi = {ch: i for i, ch in enumerate(self.itos)}
+    self.stoi = {s: i for i, s in enumerate(self.itos)}
 """, "must not call")
-_wrong("01_sequence_log_prob_product", "sequence_log_prob", "sequence_log_prob", """
-    picked = next_token_probs.gather(1, targets[:, None]).squeeze(1)
-    return math.log(float(picked.prod()))  # underflows for long sequences
-""", "")
+_wrong("01_sequence_log_prob_product", "sequence_log_prob", "text_log_prob", """
+    longest = max(map(len, token_probs))
+    total = [1.0] + [0.0] * len(text)  # probabilities: underflow on long texts
+    for i in range(1, len(text) + 1):
+        for k in range(1, min(longest, i) + 1):
+            if text[i - k:i] in token_probs:
+                total[i] += total[i - k] * token_probs[text[i - k:i]]
+    return math.log(total[-1]) if total[-1] > 0 else -math.inf
+""", "must not underflow")
+_wrong("01_sequence_log_prob_best_spelling", "sequence_log_prob", "text_log_prob", """
+    longest = max(map(len, token_probs))
+    lp = {s: math.log(p) for s, p in token_probs.items() if p > 0}
+    best = [0.0] + [-math.inf] * len(text)
+    for i in range(1, len(text) + 1):
+        for k in range(1, min(longest, i) + 1):
+            if text[i - k:i] in lp:  # the likeliest spelling only
+                best[i] = max(best[i], best[i - k] + lp[text[i - k:i]])
+    return best[-1]
+""", "ln(0.35)")
 _wrong("01_perplexity_log_of_softmax", "perplexity", "perplexity_from_logits", """
+    T = targets.shape[1]
+    real = torch.arange(T)[None, :] < lengths[:, None]
     log_probs = torch.softmax(logits, dim=-1).log()
-    picked = log_probs.gather(-1, targets[..., None]).squeeze(-1)
+    picked = log_probs[real].gather(-1, targets[real][:, None]).squeeze(-1)
     return math.exp(-picked.mean().item())
 """, "take log_softmax, not the log of the softmax")
+_wrong("01_perplexity_mean_of_rows", "perplexity", "perplexity_from_logits", """
+    nlls = []
+    for b in range(len(lengths)):
+        n = int(lengths[b])
+        if n:  # each row's mean NLL, then the mean over rows
+            lp = torch.log_softmax(logits[b, :n], dim=-1)
+            nlls.append(-lp.gather(-1, targets[b, :n, None]).mean().item())
+    return math.exp(sum(nlls) / len(nlls))
+""", "every row together")
+_wrong("01_perplexity_counts_padding", "perplexity", "perplexity_from_logits", """
+    log_probs = torch.log_softmax(logits, dim=-1)
+    picked = log_probs.gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
+    return math.exp(-picked.mean().item())
+""", "skip the padding")
 _wrong("01_perplexity_calls_package", "perplexity", "perplexity_from_logits", """
     V = logits.shape[-1]
     return math.exp(F.cross_entropy(logits.reshape(-1, V),
-                                    targets.reshape(-1)).item())
+                                    targets.reshape(-1),
+                                    ignore_index=-1).item())
 """, "must not call")
 _WP_HEAD = """
     words = {tuple(w): c for w, c in word_counts.items()}

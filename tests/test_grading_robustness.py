@@ -93,5 +93,5 @@ def test_feedback_never_quotes_hidden_checks(batch):
     text = next((out / "feedback").glob("*grading_fixtures_hardcoded_visible.ipynb.md")).read_text()
     assert "failed a hidden one" in text and "0 / 10 points" in text
     hidden_sources = (SOLUTIONS_DIR / "01_chain_rule.ipynb").read_text()
-    assert "manual_seed(1)" in hidden_sources  # a line of a hidden test...
+    assert "manual_seed(2)" in hidden_sources  # a line of a hidden test...
     assert not any("manual_seed" in f.read_text() for f in files)  # ...quoted in no feedback

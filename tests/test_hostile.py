@@ -182,14 +182,25 @@ DUMMY = {
 # keep their points. name: (chapter, task, the answer's cell)
 DELEGATIONS = {
     "distribution_log_prob": ("01", "sequence_log_prob", (
-        "def sequence_log_prob(next_token_probs, targets):\n"
-        "    return float(torch.distributions.Categorical(probs=next_token_probs).log_prob(targets).sum())")),
+        "def text_log_prob(text, token_probs):\n    toks = sorted(token_probs)\n"
+        "    probs = torch.tensor([token_probs[t] for t in toks], dtype=torch.float64)\n"
+        "    dist = torch.distributions.Categorical(probs=probs)\n"
+        "    lp = {t: float(dist.log_prob(torch.tensor(i))) for i, t in enumerate(toks)}\n"
+        "    best = [0.0] + [-math.inf] * len(text)\n"
+        "    for i in range(1, len(text) + 1):\n"
+        "        terms = [best[i - len(t)] + lp[t] for t in toks if len(t) <= i and text[i - len(t):i] == t]\n"
+        "        terms = [x for x in terms if x > -math.inf]\n"
+        "        if terms:\n            m = max(terms)\n"
+        "            best[i] = m + math.log(sum(math.exp(x - m) for x in terms))\n"
+        "    return best[-1]")),
     "private_alias_of_cross_entropy": ("01", "perplexity", (
-        "def perplexity_from_logits(logits, targets):\n    V = logits.shape[-1]\n"
-        "    return math.exp(torch._C._nn.cross_entropy_loss(logits.reshape(-1, V), targets.reshape(-1)).item())")),
+        "def perplexity_from_logits(logits, targets, lengths):\n    V = logits.shape[-1]\n"
+        "    return math.exp(torch._C._nn.cross_entropy_loss(logits.reshape(-1, V), targets.reshape(-1),\n"
+        "                                                    None, 1, -1).item())")),
     "subclass_of_the_package_tokenizer": ("01", "char_tokenizer", (
         "from lmcourse.tokenization import CharTokenizer\n\n\nclass MyCharTokenizer(CharTokenizer):\n"
-        "    def __init__(self, text):\n        super().__init__(text)")),
+        "    def __init__(self, text, special_tokens=()):\n"
+        "        super().__init__(text, special_tokens=special_tokens)")),
     "private_gru_kernel": ("03", "gru", (
         "def my_gru_cell(x, h, w_ih, w_hh, b_ih, b_hh):\n"
         "    return torch._VF.gru_cell(x, h, w_ih, w_hh, b_ih, b_hh)")),

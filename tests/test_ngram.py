@@ -11,7 +11,15 @@ import torch.nn.functional as F
 from lmcourse.bench import available
 from lmcourse.bench import run as run_bench
 from lmcourse.bench.ngram import ReferenceKneserNey
-from lmcourse.ngram import SMOOTHINGS, NGramLM, _discounts, leave_one_out_log_likelihood, zipf_fit
+from lmcourse.ngram import (
+    SMOOTHINGS,
+    NGramLM,
+    _discounts,
+    good_turing_counts,
+    held_out_counts,
+    leave_one_out_log_likelihood,
+    zipf_fit,
+)
 
 SMOOTHED = [s for s in SMOOTHINGS if s != "mle"]
 
@@ -228,6 +236,46 @@ def test_fixed_discounts_match_the_reference_recursion(modified):
     assert again.token_log_probs(val).tolist() == est.token_log_probs(val).tolist()
 
 
+def _absolute_discounting_reference(train, n, V, d, ctx, w):
+    """Interpolated absolute discounting from dictionaries, float64, raw counts at every order."""
+    counts = [Counter(tuple(train[i : i + m]) for i in range(len(train) - m + 1)) for m in range(1, n + 1)]
+    p = 1.0 / V
+    for m in range(1, n + 1):
+        h = tuple(ctx[len(ctx) - (m - 1) :]) if m > 1 else ()
+        if m > 1 and len(ctx) < m - 1:
+            break
+        follow = {g[-1]: c for g, c in counts[m - 1].items() if g[:-1] == h}
+        total = sum(follow.values())
+        if total == 0:  # unseen context: keep the lower order
+            continue
+        c = follow.get(w, 0)
+        p = (max(c - d[m - 1], 0.0) + d[m - 1] * len(follow) * p) / total
+    return p
+
+
+def test_absolute_discounting_against_a_dictionary_reference():
+    """Raw counts at every order (no continuation counts), one discount per order."""
+    train, V, d = corpus(1500, seed=4).tolist(), 6, [0.4, 0.7, 0.55]
+    lm = NGramLM(3, "absolute_discounting", vocab_size=V, discounts=d).fit(train)
+    for ctx in ([], [2], [0, 1], [5, 5], [3, 0]):
+        dist = lm.distribution(ctx)
+        assert math.isclose(float(dist.sum()), 1.0, rel_tol=1e-12)
+        for w in range(V):
+            ref = _absolute_discounting_reference(train, 3, V, d, ctx, w)
+            assert math.isclose(float(dist[w]), ref, rel_tol=1e-10), (ctx, w)
+    # it differs from Kneser-Ney with the same discounts only below the top order
+    kn = NGramLM(3, "kneser_ney", vocab_size=V, discounts=d).fit(train)
+    assert not torch.allclose(kn.distribution([0, 1]), lm.distribution([0, 1]))
+    top = NGramLM(1, "absolute_discounting", vocab_size=V, discounts=[0.4]).fit(train)
+    assert torch.allclose(top.distribution([]), NGramLM(1, "kneser_ney", vocab_size=V, discounts=[0.4])
+                          .fit(train).distribution([]), rtol=0, atol=1e-15)
+    # estimated discounts come from the raw counts: D = n1 / (n1 + 2 n2) of each order
+    est = NGramLM(3, "absolute_discounting", vocab_size=V).fit(train)
+    for m in (2, 3):
+        n_r = Counter(Counter(tuple(train[i : i + m]) for i in range(len(train) - m + 1)).values())
+        assert math.isclose(est.discounts[m - 1][0], n_r[1] / (n_r[1] + 2 * n_r[2]), rel_tol=1e-12)
+
+
 def test_fixed_discounts_are_checked():
     with pytest.raises(ValueError, match="Kneser-Ney smoothing only"):
         NGramLM(2, "add_k", discounts=[0.5, 0.5])
@@ -312,3 +360,90 @@ def test_stored_ngrams_and_count_of_counts_against_sets():
     assert lm.stored_numbers == 2 * sum(lm.stored_ngrams) + 3 * contexts
     with pytest.raises(ValueError, match="order must be between 1 and n = 4"):
         lm.count_of_counts(5)
+
+
+def test_good_turing_counts_by_hand():
+    nr = torch.tensor([0.0, 10.0, 4.0, 0.0, 2.0])  # n1 = 10, n2 = 4, n3 = 0, n4 = 2
+    got = good_turing_counts(nr)
+    assert got[0] == 2 * 4 / 10 and got[1] == 0.0  # r* = (r + 1) n_{r+1} / n_r
+    assert math.isnan(got[2])  # n3 = 0: no estimate
+    with pytest.raises(ValueError):
+        good_turing_counts(torch.tensor([0.0, 1.0]))
+
+
+def test_held_out_counts_against_a_counter():
+    a, b = corpus(3000, seed=1), corpus(3000, seed=2)
+    for order in (1, 2, 3):
+        ca = Counter(tuple(a[i : i + order].tolist()) for i in range(len(a) - order + 1))
+        cb = Counter(tuple(b[i : i + order].tolist()) for i in range(len(b) - order + 1))
+        got = held_out_counts(a, b, order, 6, max_count=4)
+        for r in range(1, 5):
+            grams = [g for g, c in ca.items() if c == r]
+            if grams:
+                assert math.isclose(float(got[r - 1]), sum(cb[g] for g in grams) / len(grams), rel_tol=1e-12)
+            else:
+                assert math.isnan(float(got[r - 1]))
+
+
+def test_modified_discounts_are_good_turing_counts():
+    """D_r = r - Y r*, with r* Good-Turing's adjusted count and Y = n1 / (n1 + 2 n2)."""
+    lm = NGramLM(3, "modified_kneser_ney").fit(corpus(20_000, vocab=8, seed=4))
+    nr = lm.count_of_counts(3)
+    y = float(nr[1] / (nr[1] + 2 * nr[2]))
+    gt = good_turing_counts(nr[:5])
+    assert all(n > 0 for n in nr[1:5])
+    for r in (1, 2, 3):
+        assert math.isclose(lm.discounts[2][r - 1], r - y * float(gt[r - 1]), rel_tol=1e-12)
+
+
+def _nltk_model(cls, tokens, n, **kwargs):
+    """An nltk.lm model fitted on every 1..n-gram of ``tokens`` (ids as strings, no padding)."""
+    from nltk.util import everygrams
+
+    words = [str(t) for t in tokens.tolist()]
+    model = cls(order=n, **kwargs) if cls.__name__ != "Lidstone" else cls(kwargs["gamma"], order=n)
+    model.fit([list(everygrams(words, max_len=n))], vocabulary_text=words)
+    return model
+
+
+def test_against_nltk():
+    """An independent implementation (nltk.lm): maximum likelihood, add-k and interpolated Kneser-Ney.
+
+    nltk's Kneser-Ney uses one discount for every order and stops at the undiscounted
+    continuation unigram, where lmcourse interpolates the unigram order with 1/V; a
+    (near-)zero discount at order 1 makes the two the same model. The text starts with
+    a token that never recurs, so that no n-gram queried occurs only at the start
+    (where nltk's raw context counts and the continuation counts differ).
+    """
+    pytest.importorskip("nltk.lm")
+    from nltk.lm import MLE, KneserNeyInterpolated, Lidstone
+
+    text = torch.cat([torch.tensor([6]), corpus(3000, vocab=6, seed=3)])
+    n, V = 3, 7
+    contexts = sorted({tuple(text[i : i + n - 1].tolist()) for i in range(1, len(text) - n + 1)})
+    checks = [
+        (NGramLM(n, "mle", vocab_size=V).fit(text), _nltk_model(MLE, text, n)),
+        (NGramLM(n, "add_k", k=0.3, vocab_size=V + 1).fit(text), _nltk_model(Lidstone, text, n, gamma=0.3)),
+    ]
+    d = 0.6
+    checks.append((
+        NGramLM(n, "kneser_ney", vocab_size=V, discounts=[1e-12] + [d] * (n - 1)).fit(text),
+        _nltk_model(KneserNeyInterpolated, text, n, discount=d),
+    ))
+    for ours, theirs in checks:
+        assert len(theirs.vocab) == V + 1  # nltk adds <UNK>
+        compared = 0
+        for ctx in contexts:
+            dist = ours.distribution(list(ctx))
+            for w in range(6):
+                ref = theirs.unmasked_score(str(w), tuple(str(c) for c in ctx))
+                assert math.isclose(float(dist[w]), ref, rel_tol=1e-9, abs_tol=1e-12), (type(theirs).__name__, ctx, w)
+                compared += 1
+        assert compared >= 100
+    # and a whole held-out text, token by token, for Kneser-Ney
+    ours, theirs = checks[-1]
+    held = corpus(400, vocab=6, seed=9)
+    lp = ours.token_log_probs(held)
+    for i in range(n - 1, len(held)):
+        ctx = tuple(str(t) for t in held[i - n + 1 : i].tolist())
+        assert math.isclose(float(lp[i - 1]), math.log(theirs.unmasked_score(str(int(held[i])), ctx)), rel_tol=1e-9)
