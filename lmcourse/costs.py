@@ -85,12 +85,18 @@ def layer_cost(kind: str, T: int, d: int) -> LayerCost:
     * ``"rnn"``: ``h_t = tanh(W x_t + U h_{t-1})``: two ``d x d`` products per step,
       ``2 T d^2``; T steps in a row; position 0 reaches T-1 through T-1 steps;
     * ``"lstm"``: four gates, each with two ``d x d`` products: ``8 T d^2``;
-    * ``"attention"``: ``Q K^T`` and ``weights V`` over all pairs, ``2 T^2 d``
-      (the projections, ``4 T d^2``, are left out as in the paper's table); one
-      step; every position reads every other directly, path length 1.
+    * ``"attention"``: the four ``d x d`` projections (queries, keys, values,
+      output), ``4 T d^2``, plus ``Q K^T`` and ``weights V`` over all pairs,
+      ``2 T^2 d``; one step; every position reads every other directly, path
+      length 1.
+
+    Both sides count their projections, so the LSTM's ``8 T d^2`` (input and
+    hidden products) meets attention's ``4 T d^2 + 2 T^2 d`` at ``T = 2d``.
+    (Vaswani et al.'s table gives only the orders, ``O(T d^2)`` against
+    ``O(T^2 d)``, and leaves the projections out.)
 
     >>> layer_cost("attention", T=4, d=8)
-    LayerCost(multiply_adds=256, sequential_steps=1, max_path_length=1)
+    LayerCost(multiply_adds=1280, sequential_steps=1, max_path_length=1)
     """
     if T < 1 or d < 1:
         raise ValueError(f"T and d must be >= 1, got T={T}, d={d}")
@@ -99,7 +105,7 @@ def layer_cost(kind: str, T: int, d: int) -> LayerCost:
     if kind == "lstm":
         return LayerCost(8 * T * d * d, T, max(T - 1, 1))
     if kind == "attention":
-        return LayerCost(2 * T * T * d, 1, 1)
+        return LayerCost(4 * T * d * d + 2 * T * T * d, 1, 1)
     raise ValueError(f"kind must be 'rnn', 'lstm' or 'attention', got {kind!r}")
 
 

@@ -300,6 +300,43 @@ def stream_nll(model: LSTMLM, ids, batch_size: int = 32, bptt: int = 256, warmup
     return out
 
 
+def window_nll(model: LSTMLM, ids, targets, context: int, batch_size: int = 512) -> torch.Tensor:
+    """The NLL (nats) of ``ids[t]`` for each ``t`` in ``targets``, reading only the ``context`` tokens before it.
+
+    Each target gets its own cold (all-zero) state and reads ``ids[t - context : t]``,
+    so the model can use at most ``context`` tokens of the past: the same
+    restriction an n-gram of order ``context + 1`` works under. With ``context``
+    equal to ``t`` the window starts at the stream's first token, which
+    :func:`stream_nll` also reads from a cold state (tested equal). A model trained
+    on a stream with its state carried rarely starts cold, so short windows also
+    measure the cost of an unusual start, not only of the missing context.
+
+    >>> model = LSTMLM(LSTMConfig(vocab_size=5, embed_dim=4, hidden_size=4, num_layers=1))
+    >>> window_nll(model, torch.arange(5).repeat(4), torch.tensor([6, 19]), context=6).shape
+    torch.Size([2])
+    """
+    ids = torch.as_tensor(ids, dtype=torch.long).flatten()
+    targets = torch.as_tensor(targets, dtype=torch.long).flatten()
+    check_ids(ids, model.config.vocab_size)
+    if context < 1:
+        raise ValueError(f"context must be >= 1, got {context}")
+    if len(targets) and (targets.min() < context or targets.max() >= len(ids)):
+        raise ValueError(
+            f"every target t needs {context} tokens before it and t < len(ids) = {len(ids)}; "
+            f"targets run from {targets.min().item()} to {targets.max().item()}"
+        )
+    device = model.head.weight.device
+    offsets = torch.arange(-context, 0)  # (context,)
+    out = []
+    with eval_mode(model), torch.no_grad():
+        for chunk in targets.split(batch_size):
+            x = ids[chunk[:, None] + offsets]  # (b, context)
+            logits, _ = model(x.to(device))  # (b, context, V)
+            logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (b, V)
+            out.append(-logp.gather(-1, ids[chunk, None].to(device))[:, 0].cpu())
+    return torch.cat(out) if out else torch.empty(0)
+
+
 def state_gradient_norms(model: LSTMLM, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``||d loss_t / d h_{t-k}||`` for k = 0 .. T-1, per row: a ``(B, T)`` tensor, column k for distance k.
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from lmcourse.attention import causal_mask, scaled_dot_product_attention
+from lmcourse.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
 from lmcourse.costs import graph_depth, layer_cost, peak_memory, tiled_attention
 from lmcourse.lstm import ScratchLSTM
 
@@ -49,13 +49,17 @@ def test_layer_cost_formulas():
     assert layer_cost("rnn", 10, 4).multiply_adds == 2 * 10 * 16
     assert layer_cost("lstm", 10, 4).multiply_adds == 8 * 10 * 16
     a = layer_cost("attention", 10, 4)
-    assert (a.multiply_adds, a.sequential_steps, a.max_path_length) == (2 * 100 * 4, 1, 1)
+    assert (a.multiply_adds, a.sequential_steps, a.max_path_length) == (4 * 10 * 16 + 2 * 100 * 4, 1, 1)
     r = layer_cost("lstm", 10, 4)
     assert (r.sequential_steps, r.max_path_length) == (10, 9)
-    # the explicit attention's matrix products do exactly this many multiply-adds (a FLOP counter agrees)
-    q = k = v = torch.randn(1, 16, 8)
+    # the projections and the explicit attention's matrix products do exactly this many
+    # multiply-adds (a FLOP counter agrees)
+    layer = MultiHeadAttention(d_model=8, n_heads=1)
+    x = torch.randn(1, 16, 8)
     with FlopCounterMode(display=False) as counter:
-        scaled_dot_product_attention(q, k, v)
+        q, k, v = layer.qkv(x).split(8, dim=-1)
+        out, _ = scaled_dot_product_attention(q, k, v)
+        layer.proj(out)
     assert counter.get_total_flops() == 2 * layer_cost("attention", 16, 8).multiply_adds  # 1 MAC = 2 FLOPs
     with pytest.raises(ValueError, match="kind must be"):
         layer_cost("conv", 4, 4)

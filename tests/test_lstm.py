@@ -309,3 +309,29 @@ def test_state_gradient_norms_bad_input():
         state_gradient_norms(model, torch.zeros(1, 4, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="out of range"):
         state_gradient_norms(model, torch.full((1, 4), 7), torch.zeros(1, 4, dtype=torch.long))
+
+
+def test_window_nll_reads_only_its_window():
+    from lmcourse.lstm import window_nll
+
+    torch.manual_seed(0)
+    model = LSTMLM(LSTMConfig(vocab_size=7, embed_dim=5, hidden_size=6, num_layers=2))
+    ids = torch.randint(0, 7, (60,), generator=torch.Generator().manual_seed(1))
+    # a window that reaches the stream's first token: the same cold start stream_nll makes
+    full = stream_nll(model, ids, batch_size=1, bptt=16)
+    targets = torch.tensor([5, 17, 40])
+    assert torch.allclose(window_nll(model, ids, targets, context=5)[:1], full[4:5], atol=1e-6)
+    # changing a token outside the window changes nothing; inside it, the loss moves
+    short = window_nll(model, ids, targets, context=4)
+    outside, inside = ids.clone(), ids.clone()
+    outside[targets[1] - 5] = (ids[targets[1] - 5] + 1) % 7
+    inside[targets[1] - 1] = (ids[targets[1] - 1] + 1) % 7
+    assert torch.equal(window_nll(model, outside, targets, context=4), short)
+    assert window_nll(model, inside, targets, context=4)[1] != short[1]
+    # against a hand-run forward from zeros
+    with torch.no_grad():
+        logits, _ = model.eval()(ids[None, 36:40])
+    want = -torch.log_softmax(logits[0, -1], -1)[ids[40]]
+    assert torch.allclose(short[2], want, atol=1e-6)
+    with pytest.raises(ValueError, match="needs 4 tokens before it"):
+        window_nll(model, ids, torch.tensor([2]), context=4)
