@@ -269,25 +269,45 @@ _wrong("03_bptt_calls_package", "bptt_by_hand", "state_grads", """
     hs[-1].sum().backward()
     return torch.stack([h.grad for h in hs])
 """, "must not call")
-_wrong("03_params_lstm_gates", "params", "gru_lm_params", """
-    embedding = V * E
-    layers = sum(4 * H * ((E if layer == 0 else H) + H) + 2 * 4 * H
-                 for layer in range(L))
-    head = V if tied else H * V + V
-    return embedding + layers + head
-""", "count the embedding")
-_wrong("03_params_tied_drops_bias", "params", "gru_lm_params", """
-    embedding = V * E
-    layers = sum(3 * H * ((E if layer == 0 else H) + H) + 2 * 3 * H
-                 for layer in range(L))
-    head = 0 if tied else H * V + V
-    return embedding + layers + head
-""", "tied=True")
-_wrong("03_params_calls_package", "params", "gru_lm_params", """
-    rnn = nn.GRU(E, H, num_layers=L)
-    parts = [nn.Embedding(V, E), rnn, nn.Linear(H, V)]
-    total = sum(p.numel() for m in parts for p in m.parameters())
-    return total - (H * V if tied else 0)
+_wrong("03_context_reads_target", "context", "last_k_nll", """
+    if int(targets.min()) < k:
+        raise ValueError(f"every target needs {k} tokens before it")
+    windows = torch.stack([ids[t - k + 1:t + 1] for t in targets.tolist()])
+    with torch.no_grad():
+        logits, _ = model(windows)
+    logp = torch.log_softmax(logits[:, -1].double(), dim=-1)
+    return -logp.gather(1, ids[targets][:, None])[:, 0]
+""", "not the target itself")
+_wrong("03_context_one_sided", "context", "effective_context", """
+    with torch.no_grad():
+        logits, _ = model(ids[None, :-1])
+    logp = torch.log_softmax(logits[0].double(), dim=-1)
+    full = -logp[targets - 1].gather(1, ids[targets][:, None])[:, 0]
+    for k in sorted(ks):
+        if last_k_nll(model, ids, targets, k).mean() - full.mean() <= tol:
+            return k
+    return None
+""", "above or below it")
+_wrong("03_context_largest_k_as_reference", "context", "effective_context", """
+    best = last_k_nll(model, ids, targets, max(ks)).mean()
+    for k in sorted(ks):
+        if abs(last_k_nll(model, ids, targets, k).mean() - best) <= tol:
+            return k
+    return None
+""", "not with the largest k")
+_wrong("03_context_first_in_list", "context", "effective_context", """
+    with torch.no_grad():
+        logits, _ = model(ids[None, :-1])
+    logp = torch.log_softmax(logits[0].double(), dim=-1)
+    full = -logp[targets - 1].gather(1, ids[targets][:, None])[:, 0]
+    for k in ks:
+        if abs(last_k_nll(model, ids, targets, k).mean() - full.mean()) <= tol:
+            return k
+    return None
+""", "the smallest k in ks")
+_wrong("03_context_calls_package", "context", "last_k_nll", """
+    from lmcourse.lstm import window_nll
+    return window_nll(model, ids, targets, k).double()
 """, "must not call")
 
 # chapter 4
