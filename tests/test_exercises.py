@@ -385,6 +385,51 @@ _wrong("04_leak_last_position_only", "leak", "first_leak", """
     return int(moved.nonzero()[0]) if moved.any() else None
 """, "change every later position")
 
+_wrong("04_online_full_matrix", "online", "online_attention", """
+    T = q.shape[-2]
+    s = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    s = s.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), -math.inf)
+    return torch.softmax(s, dim=-1) @ v
+""", "read the keys a block at")
+_wrong("04_online_no_rescale", "online", "online_attention", """
+    B, H, T, d = q.shape
+    top = torch.full((B, H, T, 1), -math.inf, dtype=q.dtype)
+    total = torch.zeros(B, H, T, 1, dtype=q.dtype)
+    out = torch.zeros_like(q)
+    rows = torch.arange(T)[:, None]
+    for start in range(0, T, block):
+        kb = k[..., start:start + block, :]
+        vb = v[..., start:start + block, :]
+        scores = q @ kb.transpose(-2, -1) / math.sqrt(d)
+        cols = torch.arange(start, start + kb.shape[-2])[None, :]
+        scores = scores.masked_fill(cols > rows, -math.inf)
+        new_top = torch.maximum(top, scores.amax(dim=-1, keepdim=True))
+        p = torch.exp(scores - new_top)
+        total = total * torch.exp(top - new_top) + p.sum(dim=-1, keepdim=True)
+        out = out + p @ vb  # the old outputs are not rescaled
+        top = new_top
+    return out / total
+""", "rescaled when a larger score arrives")
+_wrong("04_online_no_running_max", "online", "online_attention", """
+    B, H, T, d = q.shape
+    total = torch.zeros(B, H, T, 1, dtype=q.dtype)
+    out = torch.zeros_like(q)
+    rows = torch.arange(T)[:, None]
+    for start in range(0, T, block):
+        kb = k[..., start:start + block, :]
+        vb = v[..., start:start + block, :]
+        scores = q @ kb.transpose(-2, -1) / math.sqrt(d)
+        cols = torch.arange(start, start + kb.shape[-2])[None, :]
+        p = torch.exp(scores).masked_fill(cols > rows, 0.0)
+        total = total + p.sum(dim=-1, keepdim=True)
+        out = out + p @ vb
+    return out / total
+""", "overflows or drifts")
+_wrong("04_online_calls_package", "online", "online_attention", """
+    from lmcourse.costs import tiled_attention
+    return tiled_attention(q, k, v, block=block)
+""", "must not call")
+
 # chapter 5
 _ROPE_HALF = """
     T, Dh = x.shape[-2], x.shape[-1]

@@ -19,10 +19,12 @@ what happened. What the report must say is in the hidden checks.
 from __future__ import annotations
 
 import io
+import math
 
 import torch
 import torch.nn.functional as F
 
+from lmcourse.costs import peak_memory
 from lmcourse.data import random_windows
 
 _REMOTE = None  # the checks' process sets this: (fn, args, kwargs) -> the value, run in the learner's process
@@ -84,6 +86,16 @@ def without_building_modules(fn, calls):
         return [fn(*args) for args in calls]
     finally:
         torch.nn.Module.__init__ = init
+
+
+# chapter 4: attention that must not hold a T x T matrix
+def largest_new_tensor(fn, *args):
+    """``(fn(*args), the most entries of any tensor fn created, its peak bytes)``, without gradients."""
+    out = []
+    with torch.no_grad():
+        report = peak_memory(lambda: out.append(fn(*args)))
+    largest = max((math.prod(shape) for _, shape, _ in report.allocations), default=0)
+    return out[0], largest, report.peak_bytes
 
 
 # chapter 7: gradient accumulation, an exact resume
