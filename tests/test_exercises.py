@@ -242,32 +242,72 @@ _wrong("03_tbptt_no_clip", "tbptt", "tbptt_step", """
     optimizer.step()
 """, "clip=0.05: losses")
 _wrong("03_bptt_no_tanh_derivative", "bptt_by_hand", "state_grads", """
-    g = torch.ones_like(h0)
+    h = h0
+    for x in xs:
+        h = torch.tanh(x @ w_ih.T + h @ w_hh.T)
+    g = h.clone()
     grads = [g]
     for _ in range(len(xs)):
         g = g @ w_hh
         grads.append(g)
     return torch.stack(grads[::-1])
-""", "the tanh derivative at h_t")
+""", "the derivative of tanh")
 _wrong("03_bptt_transposed", "bptt_by_hand", "state_grads", """
     hs = [h0]
     for x in xs:
         hs.append(torch.tanh(x @ w_ih.T + hs[-1] @ w_hh.T))
-    g = torch.ones_like(h0)
+    g = hs[-1].clone()
     grads = [g]
     for t in range(len(xs), 0, -1):
         g = (g * (1 - hs[t] ** 2)) @ w_hh.T
         grads.append(g)
     return torch.stack(grads[::-1])
-""", "not its transpose")
+""", "on which side W_hh multiplies")
+_wrong("03_bptt_sum_loss", "bptt_by_hand", "state_grads", """
+    hs = [h0]
+    for x in xs:
+        hs.append(torch.tanh(x @ w_ih.T + hs[-1] @ w_hh.T))
+    g = torch.ones_like(h0)  # the gradient of sum(h_T), not of |h_T|^2 / 2
+    grads = [g]
+    for t in range(len(xs), 0, -1):
+        g = (g * (1 - hs[t] ** 2)) @ w_hh
+        grads.append(g)
+    return torch.stack(grads[::-1])
+""", "the last row is dL/dh_T")
 _wrong("03_bptt_calls_package", "bptt_by_hand", "state_grads", """
     hs = [h0.clone().requires_grad_(True)]
     for x in xs:
         hs.append(torch.tanh(x @ w_ih.T + hs[-1] @ w_hh.T))
     for h in hs:
         h.retain_grad()
-    hs[-1].sum().backward()
+    (0.5 * (hs[-1] ** 2).sum()).backward()
     return torch.stack([h.grad for h in hs])
+""", "must not call")
+_wrong("03_bptt_forward_ad_calls_package", "bptt_by_hand", "state_grads", """
+    import torch.autograd.forward_ad as fwAD
+    H = h0.shape[0]
+    rows = []
+    for t in range(len(xs) + 1):
+        grad = torch.zeros(H, dtype=h0.dtype)
+        for i in range(H):
+            with fwAD.dual_level():
+                h = h0
+                if t == 0:
+                    h = fwAD.make_dual(h0, torch.eye(H, dtype=h0.dtype)[i])
+                for s, x in enumerate(xs, start=1):
+                    h = torch.tanh(x @ w_ih.T + h @ w_hh.T)
+                    if s == t:
+                        h = fwAD.make_dual(fwAD.unpack_dual(h).primal,
+                                           torch.eye(H, dtype=h0.dtype)[i])
+                loss = 0.5 * (h ** 2).sum()
+                grad[i] = fwAD.unpack_dual(loss).tangent
+        rows.append(grad)
+    return torch.stack(rows)
+""", "must not call")
+_wrong("03_gru_torch_gru_calls_package", "gru", "my_gru_cell", """
+    out, _ = torch.gru(x[None], h[None], [w_ih, w_hh, b_ih, b_hh], True, 1,
+                       0.0, False, False, False)
+    return out[0]
 """, "must not call")
 _wrong("03_context_reads_target", "context", "last_k_nll", """
     if int(targets.min()) < k:
