@@ -685,6 +685,38 @@ _wrong("09_gumbel_calls_package", "gumbel", "gumbel_sample", """
     probs = torch.softmax(logits / temperature, dim=-1)
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 """, "must not call")
+_wrong("09_gumbel_inverse_cdf", "gumbel", "gumbel_sample", """
+    # inverse CDF: one uniform per row against the cumulative sum (no Gumbel)
+    p = torch.softmax(logits / temperature, dim=-1)
+    u = torch.rand(p.shape[:-1] + (1,), generator=gen)
+    idx = torch.searchsorted(p.cumsum(-1), u).squeeze(-1)
+    return idx.clamp(max=p.shape[-1] - 1)
+""", "raising token 2's logit")
+_TYPICAL_SCORE = """
+    logp = torch.log_softmax(logits, dim=-1)
+    p = logp.exp()
+    entropy = -(p * logp).nan_to_num(nan=0.0).sum(-1, keepdim=True)
+    score = (-logp - entropy).abs()
+"""  # what the typical wrong answers share
+_wrong("09_typical_crossing_token_dropped", "typical", "typical_filter", _TYPICAL_SCORE + """
+    order = score.argsort(dim=-1, stable=True)
+    cum = p.gather(-1, order).cumsum(dim=-1)
+    last = (cum < mass).sum(-1, keepdim=True).clamp(min=1) - 1  # one too few
+    cutoff = score.gather(-1, order).gather(-1, last)
+    return logits.masked_fill(score > cutoff, NEG_INF)
+""", "crosses mass is kept")
+_wrong("09_typical_most_likely_first", "typical", "typical_filter", _TYPICAL_SCORE + """
+    order = (-p).argsort(dim=-1, stable=True)  # by probability: top-p
+    cum = p.gather(-1, order).cumsum(dim=-1)
+    last = (cum < mass).sum(-1, keepdim=True).clamp(max=logits.shape[-1] - 1)
+    cutoff = p.gather(-1, order).gather(-1, last)
+    return logits.masked_fill(p < cutoff, NEG_INF)
+""", "is the most typical")
+_wrong("09_typical_calls_package", "typical", "typical_filter", """
+    from transformers.generation.logits_process import TypicalLogitsWarper
+
+    return TypicalLogitsWarper(mass=mass)(None, logits.clone())
+""", "must not call")
 
 # chapter 10
 _WWM_TAIL = """
