@@ -773,6 +773,39 @@ _wrong("10_pll_all_masked_at_once", "pll", "pseudo_log_likelihood", """
     logp = torch.log_softmax(model(hidden).float()[0], dim=-1)
     return float(logp[torch.arange(T), ids].sum())
 """, "")
+_wrong("10_pair_counts_independent", "pair_counts", "count_fill_pair", """
+    train = [int(t) for t in train_ids]
+    ids = [int(t) for t in ids]
+    left, right = ids[pos - w:pos], ids[pos + 2:pos + 2 + w]
+    first, second = {}, {}  # each blank counted on its own
+    for j in range(w, len(train) - w - 1):
+        if train[j - w:j] == left and train[j + 2:j + 2 + w] == right:
+            first[train[j]] = first.get(train[j], 0) + 1
+            second[train[j + 1]] = second.get(train[j + 1], 0) + 1
+    if not first:
+        return None
+    return (min(first, key=lambda t: (-first[t], t)),
+            min(second, key=lambda t: (-second[t], t)))
+""", "Counted one blank at a time")
+_wrong("10_pair_counts_right_context_off_by_one", "pair_counts", "count_fill_pair", """
+    train = [int(t) for t in train_ids]
+    ids = [int(t) for t in ids]
+    left, right = ids[pos - w:pos], ids[pos + 1:pos + 1 + w]  # one too early
+    counts = {}
+    for j in range(w, len(train) - w - 1):
+        if train[j - w:j] == left and train[j + 2:j + 2 + w] == right:
+            pair = (train[j], train[j + 1])
+            counts[pair] = counts.get(pair, 0) + 1
+    if not counts:
+        return None
+    return min(counts, key=lambda pair: (-counts[pair], pair))
+""", "expected the pair (a, b)")
+_wrong("10_pair_counts_calls_package", "pair_counts", "count_fill_pair", """
+    from lmcourse.mlm import count_fill_in
+
+    guess = count_fill_in(train_ids, ids, [pos, pos + 1], widths=(w,))
+    return (int(guess[0]), int(guess[1]))
+""", "must not call")
 
 # chapter 1
 _wrong("01_char_tokenizer_order_of_appearance", "char_tokenizer", "__init__", """
