@@ -9,7 +9,12 @@ pretraining buys:
   using linear classifier probes"): the encoder is frozen and only a linear
   classifier is trained on its features; it measures what the features already hold;
 * **from scratch**: the same architecture, randomly initialised, trained on the
-  labelled data only; it measures what the labels alone can teach.
+  labelled data only; it measures what the labels alone can teach, if it trains.
+
+A baseline with no network at all frames both: :func:`char_ngram_features` counts
+the character n-grams of each line (a bag of n-grams, rows scaled to unit length)
+and :func:`fit_logistic_regression` fits a linear classifier on them, the classic
+text classifier before pretraining.
 
 :class:`EncoderClassifier` mean-pools the encoder's last hidden states (after its
 final norm) over the positions and applies a linear head::
@@ -27,7 +32,7 @@ from it: it must tell verse from prose by the words and their rhythm.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -221,3 +226,57 @@ def classifier_accuracy(model: EncoderClassifier, ids: torch.Tensor, labels: tor
         pred = torch.cat([model(ids[i:i + batch_size].to(device)).argmax(-1).cpu()
                           for i in range(0, len(ids), batch_size)])
     return (pred == labels.cpu()).float().mean().item()
+
+
+def char_ngram_features(texts: Sequence[str], n_max: int,
+                        vocabulary: dict[str, int] | None = None) -> tuple[torch.Tensor, dict[str, int]]:
+    """Bag of character 1- to ``n_max``-grams of each text: ``(N, F)`` counts, each row scaled to unit length.
+
+    The vocabulary (n-gram -> column) is built from ``texts`` in order of first
+    appearance unless given; n-grams outside it are dropped (fit the vocabulary on
+    the training texts, then reuse it for held-out ones). Returns ``(X, vocabulary)``.
+
+    >>> X, vocab = char_ngram_features(["abab"], n_max=2)
+    >>> vocab, (X[0] / X[0].max()).tolist(), round(X[0].norm().item(), 6)
+    ({'a': 0, 'b': 1, 'ab': 2, 'ba': 3}, [1.0, 1.0, 1.0, 0.5], 1.0)
+    """
+    if isinstance(n_max, bool) or not isinstance(n_max, int) or n_max < 1:
+        raise ValueError(f"n_max must be an int >= 1, got {n_max!r}")
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise ValueError("texts must be a sequence of strings")
+    grams = [[t[i:i + n] for n in range(1, n_max + 1) for i in range(len(t) - n + 1)] for t in texts]
+    if vocabulary is None:
+        vocabulary = {}
+        for row in grams:
+            for q in row:
+                vocabulary.setdefault(q, len(vocabulary))
+    X = torch.zeros(len(texts), len(vocabulary))
+    for r, row in enumerate(grams):
+        cols = torch.tensor([vocabulary[q] for q in row if q in vocabulary], dtype=torch.long)
+        X[r].index_add_(0, cols, torch.ones(len(cols)))
+    return X / X.norm(dim=1, keepdim=True).clamp(min=1e-12), vocabulary
+
+
+def fit_logistic_regression(features: torch.Tensor, labels: torch.Tensor, *, l2: float, steps: int = 300,
+                            lr: float = 0.05) -> nn.Linear:
+    """Multinomial logistic regression by full-batch Adam: minimise ``CE(X W^T + b, y) + l2 ||W||^2``.
+
+    The objective is convex, so any optimiser run long enough lands at the same
+    minimum (the tests compare with L-BFGS). Returns the fitted ``nn.Linear``
+    ``(F -> K)``; ``K`` is ``labels.max() + 1``.
+    """
+    if not isinstance(features, torch.Tensor) or features.ndim != 2 or not features.is_floating_point():
+        raise ValueError("features must be a (N, F) floating-point tensor")
+    _check(torch.zeros(len(features), 1, dtype=torch.long), labels)
+    if l2 < 0 or steps < 1 or lr <= 0:
+        raise ValueError(f"need l2 >= 0, steps >= 1 and lr > 0, got {l2}, {steps}, {lr}")
+    head = nn.Linear(features.shape[1], int(labels.max()) + 1)
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+    opt = torch.optim.Adam(head.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = F.cross_entropy(head(features), labels) + l2 * head.weight.pow(2).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return head.requires_grad_(False)

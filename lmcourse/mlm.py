@@ -9,8 +9,9 @@ predicts the originals from everything that is left, on both sides::
 
 :func:`mask_tokens` draws M (each non-special position with probability 0.15)
 and corrupts it the BERT way: 80 percent of the chosen positions become
-``[MASK]``, 10 percent a random token, 10 percent stay as they are, so the model
-cannot learn that only ``[MASK]`` positions need a prediction. The labels hold
+``[MASK]``, 10 percent a random token, 10 percent stay as they are (BERT's
+answer to ``[MASK]`` never appearing in fine-tuning; its own ablation found the mix
+matters little). The labels hold
 the original id at chosen positions and ``-100`` elsewhere, the ``ignore_index``
 of ``F.cross_entropy`` (and Hugging Face's convention), so :func:`mlm_loss` is
 one call.
@@ -34,7 +35,7 @@ shipped encoder uses RoPE (Su et al., 2021), whose scores depend on the signed o
 :func:`evaluate_mlm` scores held-out text, its headline the accuracy on positions
 shown as ``[MASK]``; :func:`blank_log_probs` scores single blanks with a causal model
 (left context) or the encoder (both sides, or left only): CLM against MLM on the same
-blanks.
+blanks; :func:`count_fill_in` is the counting baseline for the same blanks.
 """
 
 from __future__ import annotations
@@ -258,6 +259,60 @@ def blank_log_probs(model: GPT, ids, positions, *, mask_token_id: int | None = N
             logps.append(at.log_softmax(-1)[rows, ids[positions[i:i + batch_size]]])
             preds.append(at.argmax(-1))
     return torch.cat(logps), torch.cat(preds)
+
+
+def count_fill_in(train_ids, ids, positions, widths: Sequence[int] = (4, 3, 2, 1)) -> torch.Tensor:
+    """A counting baseline for single blanks: the token seen most often between the same neighbours.
+
+    For the blank at each of ``positions`` of ``ids``, take its ``w`` tokens on the
+    left and ``w`` on the right and predict the token that ``train_ids`` holds most
+    often between that same pair of contexts (ties: the smaller id), for the largest
+    ``w`` in ``widths`` whose context occurs in ``train_ids``; a blank too near an
+    end of ``ids`` for a width, or whose contexts never occur, backs off to the next
+    width, and after the last one to the most common token of ``train_ids``. No
+    model, no training: the both-sides analogue of an n-gram. Returns ``(N,)`` ids.
+
+    >>> train = torch.tensor([1, 2, 3, 1, 2, 3, 1, 4, 3])
+    >>> count_fill_in(train, torch.tensor([1, 0, 3, 0]), [1, 3], widths=(1,))
+    tensor([2, 1])
+    """
+    train, ids = as_tensor(train_ids), as_tensor(ids)
+    positions = torch.as_tensor(positions, dtype=torch.long)
+    if positions.ndim != 1 or positions.numel() == 0 or positions.min() < 0 or positions.max() >= len(ids):
+        raise ValueError(f"positions must be a non-empty 1-D sequence of indices into ids (0..{len(ids) - 1})")
+    if not widths or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+        raise ValueError(f"widths must be ints >= 1, got {widths!r}")
+    V = int(max(train.max(), ids.max())) + 1
+    pred = torch.full_like(positions, -1)
+    for w in sorted(set(widths), reverse=True):
+        if V ** (2 * w + 1) >= 2**62:
+            raise ValueError(f"width {w} with {V} token ids does not fit a 64-bit context key")
+        todo = (pred < 0) & (positions >= w) & (positions + w < len(ids))
+        if not todo.any() or len(train) < 2 * w + 1:
+            continue
+        offsets = [o for o in range(-w, w + 1) if o != 0]  # the 2w neighbours
+        N = len(train) - 2 * w  # centres w .. len - w - 1
+        key = torch.zeros(N, dtype=torch.long)  # (N,) the 2w neighbours as one base-V number
+        for o in offsets:
+            key = key * V + train[w + o:w + o + N]
+        q = torch.zeros(int(todo.sum()), dtype=torch.long)  # the blanks' keys, built the same way
+        for o in offsets:
+            q = q * V + ids[positions[todo] + o]
+        hit = torch.isin(key, q)
+        pair, count = torch.unique(key[hit] * V + train[w:w + N][hit], return_counts=True)  # sorted by (key, token)
+        if len(pair) == 0:
+            continue
+        # best token per key: most counts first, the smaller token among ties (stable sorts keep that order)
+        order = torch.sort(-count, stable=True).indices
+        order = order[torch.sort(pair[order] // V, stable=True).indices]
+        keys, first = torch.unique_consecutive(pair[order] // V, return_counts=True)
+        best = pair[order][torch.cumsum(first, 0) - first] % V  # (K,) one token per key
+        at = torch.searchsorted(keys, q).clamp(max=len(keys) - 1)
+        found = keys[at] == q
+        rows = todo.nonzero().squeeze(1)
+        pred[rows[found]] = best[at[found]]
+    pred[pred < 0] = torch.bincount(train).argmax()
+    return pred
 
 
 def mask_tokenizer():

@@ -790,6 +790,38 @@ _wrong("09_gumbel_calls_package", "gumbel", "gumbel_sample", """
     probs = torch.softmax(logits / temperature, dim=-1)
     return torch.multinomial(probs, 1, generator=gen).squeeze(-1)
 """, "must not call")
+_wrong("09_gumbel_inverse_cdf", "gumbel", "gumbel_sample", """
+    # inverse CDF: one uniform per row against the cumulative sum (no Gumbel)
+    p = torch.softmax(logits / temperature, dim=-1)
+    u = torch.rand(p.shape[:-1] + (1,), generator=gen)
+    idx = torch.searchsorted(p.cumsum(-1), u).squeeze(-1)
+    return idx.clamp(max=p.shape[-1] - 1)
+""", "raising token 2's logit")
+_TYPICAL_SCORE = """
+    logp = torch.log_softmax(logits, dim=-1)
+    p = logp.exp()
+    entropy = -(p * logp).nan_to_num(nan=0.0).sum(-1, keepdim=True)
+    score = (-logp - entropy).abs()
+"""  # what the typical wrong answers share
+_wrong("09_typical_crossing_token_dropped", "typical", "typical_filter", _TYPICAL_SCORE + """
+    order = score.argsort(dim=-1, stable=True)
+    cum = p.gather(-1, order).cumsum(dim=-1)
+    last = (cum < mass).sum(-1, keepdim=True).clamp(min=1) - 1  # one too few
+    cutoff = score.gather(-1, order).gather(-1, last)
+    return logits.masked_fill(score > cutoff, NEG_INF)
+""", "crosses mass is kept")
+_wrong("09_typical_most_likely_first", "typical", "typical_filter", _TYPICAL_SCORE + """
+    order = (-p).argsort(dim=-1, stable=True)  # by probability: top-p
+    cum = p.gather(-1, order).cumsum(dim=-1)
+    last = (cum < mass).sum(-1, keepdim=True).clamp(max=logits.shape[-1] - 1)
+    cutoff = p.gather(-1, order).gather(-1, last)
+    return logits.masked_fill(p < cutoff, NEG_INF)
+""", "is the most typical")
+_wrong("09_typical_calls_package", "typical", "typical_filter", """
+    from transformers.generation.logits_process import TypicalLogitsWarper
+
+    return TypicalLogitsWarper(mass=mass)(None, logits.clone())
+""", "must not call")
 
 # chapter 10
 _WWM_TAIL = """
@@ -846,6 +878,39 @@ _wrong("10_pll_all_masked_at_once", "pll", "pseudo_log_likelihood", """
     logp = torch.log_softmax(model(hidden).float()[0], dim=-1)
     return float(logp[torch.arange(T), ids].sum())
 """, "")
+_wrong("10_pair_counts_independent", "pair_counts", "count_fill_pair", """
+    train = [int(t) for t in train_ids]
+    ids = [int(t) for t in ids]
+    left, right = ids[pos - w:pos], ids[pos + 2:pos + 2 + w]
+    first, second = {}, {}  # each blank counted on its own
+    for j in range(w, len(train) - w - 1):
+        if train[j - w:j] == left and train[j + 2:j + 2 + w] == right:
+            first[train[j]] = first.get(train[j], 0) + 1
+            second[train[j + 1]] = second.get(train[j + 1], 0) + 1
+    if not first:
+        return None
+    return (min(first, key=lambda t: (-first[t], t)),
+            min(second, key=lambda t: (-second[t], t)))
+""", "Counted one blank at a time")
+_wrong("10_pair_counts_right_context_off_by_one", "pair_counts", "count_fill_pair", """
+    train = [int(t) for t in train_ids]
+    ids = [int(t) for t in ids]
+    left, right = ids[pos - w:pos], ids[pos + 1:pos + 1 + w]  # one too early
+    counts = {}
+    for j in range(w, len(train) - w - 1):
+        if train[j - w:j] == left and train[j + 2:j + 2 + w] == right:
+            pair = (train[j], train[j + 1])
+            counts[pair] = counts.get(pair, 0) + 1
+    if not counts:
+        return None
+    return min(counts, key=lambda pair: (-counts[pair], pair))
+""", "expected the pair (a, b)")
+_wrong("10_pair_counts_calls_package", "pair_counts", "count_fill_pair", """
+    from lmcourse.mlm import count_fill_in
+
+    guess = count_fill_in(train_ids, ids, [pos, pos + 1], widths=(w,))
+    return (int(guess[0]), int(guess[1]))
+""", "must not call")
 
 # chapter 1
 _wrong("01_char_tokenizer_order_of_appearance", "char_tokenizer", "__init__", """

@@ -1,7 +1,10 @@
 """Tests of lmcourse.finetune: the verse/prose labels, the classifier head, probe and fine-tuning."""
 
+from collections import Counter
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lmcourse.data import load_play, load_shakespeare
@@ -9,8 +12,10 @@ from lmcourse.finetune import (
     LABELS,
     EncoderClassifier,
     balanced_indices,
+    char_ngram_features,
     classifier_accuracy,
     encoder_features,
+    fit_logistic_regression,
     speech_label,
     train_classifier,
     verse_prose_lines,
@@ -134,3 +139,53 @@ def test_fine_tuning_learns_and_the_probe_leaves_the_encoder_alone():
     train_classifier(ft, ids, labels, steps=100, lr=3e-3, batch_size=32)
     assert any(not torch.equal(before[k], v) for k, v in ft.encoder.state_dict().items())
     assert classifier_accuracy(ft, ids, labels) > 0.95 and probe > 0.6
+
+
+def test_char_ngram_features_count_like_a_counter():
+    texts = ["to be or", "not to be", "zz"]
+    X, vocab = char_ngram_features(texts, n_max=3)
+    for r, t in enumerate(texts):
+        counts = Counter(t[i:i + n] for n in (1, 2, 3) for i in range(len(t) - n + 1))
+        row = torch.zeros(len(vocab))
+        for q, c in counts.items():
+            row[vocab[q]] = c
+        assert torch.allclose(X[r], row / row.norm())
+    # held-out texts reuse the vocabulary; unseen n-grams are dropped
+    Y, same = char_ngram_features(["be?"], n_max=3, vocabulary=vocab)
+    assert same is vocab and Y.shape == (1, len(vocab))
+    assert torch.allclose(Y[0, [vocab["b"], vocab["e"], vocab["be"]]], torch.full((3,), 3 ** -0.5))
+    with pytest.raises(ValueError, match="n_max"):
+        char_ngram_features(texts, n_max=0)
+    with pytest.raises(ValueError, match="strings"):
+        char_ngram_features("abc", n_max=1)
+
+
+def test_logistic_regression_reaches_the_lbfgs_minimum():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 6, generator=g, dtype=torch.float64).float()
+    y = (X[:, 0] + 0.5 * torch.randn(200, generator=g) > 0).long() + (X[:, 1] > 1).long()  # 3 classes
+    l2 = 1e-2
+    head = fit_logistic_regression(X, y, l2=l2, steps=1500, lr=0.05)
+
+    # the independent reference: the same convex objective in float64, minimised by L-BFGS
+    W = torch.zeros(3, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([W, b], max_iter=500, tolerance_grad=1e-12, tolerance_change=1e-14,
+                            line_search_fn="strong_wolfe")
+
+    def objective():
+        opt.zero_grad()
+        loss = F.cross_entropy(X.double() @ W.T + b, y) + l2 * W.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(objective)
+    assert torch.allclose(head.weight.double(), W.detach(), atol=2e-3)
+    # the bias is unpenalised and softmax ignores a common shift: compare it centred
+    centred = head.bias.double() - head.bias.double().mean()
+    assert torch.allclose(centred, b.detach() - b.detach().mean(), atol=2e-3)
+    assert not head.weight.requires_grad
+    with pytest.raises(ValueError, match="features"):
+        fit_logistic_regression(X.long(), y, l2=l2)
+    with pytest.raises(ValueError, match="l2"):
+        fit_logistic_regression(X, y, l2=-1.0)

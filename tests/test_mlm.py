@@ -2,6 +2,7 @@
 
 import json
 import math
+from collections import Counter
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +15,7 @@ from lmcourse.mlm import (
     IGNORE_INDEX,
     MASK_TOKEN,
     blank_log_probs,
+    count_fill_in,
     evaluate_mlm,
     fill_mask,
     mask_tokenizer,
@@ -346,3 +348,46 @@ def test_blank_log_probs_sees_what_it_should():
         blank_log_probs(gpt, ids, torch.tensor([5]))  # fewer than T tokens before it
     with pytest.raises(ValueError, match="side"):
         blank_log_probs(enc, ids, p, mask_token_id=0, side="right")
+
+
+def _count_fill_in_reference(train, ids, positions, widths):
+    """Counter over every position of train, in plain Python: the independent reference."""
+    train, ids = train.tolist(), ids.tolist()
+    fallback = Counter(train).most_common()
+    fallback = min(t for t, c in fallback if c == fallback[0][1])
+    out = []
+    for p in positions.tolist():
+        guess = fallback
+        for w in sorted(widths, reverse=True):
+            if p < w or p + w >= len(ids):
+                continue
+            ctx = (tuple(ids[p - w:p]), tuple(ids[p + 1:p + 1 + w]))
+            c = Counter(train[j] for j in range(w, len(train) - w)
+                        if (tuple(train[j - w:j]), tuple(train[j + 1:j + 1 + w])) == ctx)
+            if c:
+                top = max(c.values())
+                guess = min(t for t, n in c.items() if n == top)
+                break
+        out.append(guess)
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("widths", [(1,), (2, 1), (3, 2, 1)])
+def test_count_fill_in_matches_a_counter_reference(widths):
+    g = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 4, (3000,), generator=g)  # a small alphabet: contexts recur, ties happen
+    ids = torch.randint(0, 5, (300,), generator=g)  # id 4 never occurs in train: unseen contexts back off
+    positions = torch.arange(300)
+    got = count_fill_in(train, ids, positions, widths)
+    assert torch.equal(got, _count_fill_in_reference(train, ids, positions, widths))
+
+
+def test_count_fill_in_reads_both_sides_and_rejects_bad_input():
+    train = torch.tensor([5, 1, 6, 5, 2, 7] * 20)  # 5 _ 6 is always 1, 5 _ 7 always 2
+    ids = torch.tensor([5, 0, 6, 5, 0, 7])
+    assert count_fill_in(train, ids, [1, 4], widths=(1,)).tolist() == [1, 2]
+    for bad in ([], [6], [-1]):
+        with pytest.raises(ValueError, match="positions"):
+            count_fill_in(train, ids, bad)
+    with pytest.raises(ValueError, match="widths"):
+        count_fill_in(train, ids, [1], widths=(0,))
