@@ -207,6 +207,11 @@ class MultiHeadAttention(nn.Module):
     ``h // (n_heads / n_kv_heads)``; the K and V projections and a key/value cache
     shrink by ``n_heads / n_kv_heads``.
 
+    ``uniform=True`` zeroes every query, so every score is 0 and each position
+    averages the values of all the positions it may see with equal weights: the
+    "bag of words" baseline of attention (the weights no longer depend on the
+    content; a ``bias`` still adds to the zero scores).
+
     >>> attn = MultiHeadAttention(d_model=8, n_heads=2)
     >>> y, w = attn(torch.zeros(1, 5, 8), need_weights=True)
     >>> y.shape, w.shape
@@ -214,14 +219,15 @@ class MultiHeadAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, causal: bool = True, dropout: float = 0.0, bias: bool = True,
-                 qk_norm: bool = False, n_kv_heads: int | None = None, attn_dropout: float | None = None) -> None:
+                 qk_norm: bool = False, n_kv_heads: int | None = None, attn_dropout: float | None = None,
+                 uniform: bool = False) -> None:
         super().__init__()
         _check_heads(d_model, n_heads)
         n_kv_heads = n_heads if n_kv_heads is None else n_kv_heads
         if not isinstance(n_kv_heads, int) or n_kv_heads < 1 or n_heads % n_kv_heads:
             raise ValueError(f"n_kv_heads must be a positive divisor of n_heads ({n_heads}), got {n_kv_heads!r}")
         # self.dropout: on the attention weights (attn_dropout, default dropout); resid_dropout: on the output
-        self.d_model, self.n_heads, self.causal = d_model, n_heads, causal
+        self.d_model, self.n_heads, self.causal, self.uniform = d_model, n_heads, causal, uniform
         self.dropout = dropout if attn_dropout is None else attn_dropout
         self.n_kv_heads = n_kv_heads
         self.d_kv = n_kv_heads * (d_model // n_heads)  # width of all key (or value) heads together
@@ -249,6 +255,8 @@ class MultiHeadAttention(nn.Module):
         H, G = self.n_heads, self.n_kv_heads  # G = H, or fewer key/value heads (GQA)
         heads = rearrange(self.qkv(x), "b t (n d) -> b n t d", n=H + 2 * G)  # (B, H + 2G, T, Dh)
         q, k, v = heads.split([H, G, G], dim=1)  # (B, H, T, Dh), (B, G, T, Dh), (B, G, T, Dh)
+        if self.uniform:  # every score 0: equal weights on every visible position
+            q = torch.zeros_like(q)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)  # before RoPE
         if rotary is not None:

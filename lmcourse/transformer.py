@@ -43,6 +43,7 @@ POSITIONAL = ("learned", "sinusoidal", "rope", "alibi", "none")
 NORMS = ("layer", "rms")
 MLPS = ("gelu", "swiglu", "relu2")
 NORM_POSITIONS = ("pre", "post")
+MIXERS = ("attention", "mean", "none")
 INIT_STD = 0.02  # GPT-2's initial standard deviation of every weight
 
 
@@ -66,6 +67,9 @@ class GPTConfig:
     causal: bool = True  # False: every position sees every other (the encoder of chapter 10)
     n_kv_heads: int | None = None  # key/value heads: None = n_heads; fewer = grouped-query (chapter 8)
     norm_position: str = "pre"  # "pre": x + f(norm(x)) (GPT-2) | "post": norm(x + f(x)) (Vaswani et al. 2017)
+    # how positions exchange information (chapter 4): "attention" | "mean" (equal weights on every visible
+    # position: a bag of words) | "none" (no exchange: each position sees only its own token and position)
+    mixer: str = "attention"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "d_model", "n_layers", "n_heads"):
@@ -86,6 +90,8 @@ class GPTConfig:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.mlp not in MLPS:
             raise ValueError(f"mlp must be one of {MLPS}, got {self.mlp!r}")
+        if self.mixer not in MIXERS:
+            raise ValueError(f"mixer must be one of {MIXERS}, got {self.mixer!r}")
         if self.norm_position not in NORM_POSITIONS:
             raise ValueError(f"norm_position must be one of {NORM_POSITIONS}, got {self.norm_position!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -162,10 +168,10 @@ class Block(nn.Module):
     def __init__(self, config: GPTConfig, causal: bool = True) -> None:
         super().__init__()
         self.ln1 = make_norm(config)
-        self.attn = MultiHeadAttention(config.d_model, config.n_heads, causal=causal,
-                                       dropout=config.dropout, attn_dropout=config.attention_dropout,
-                                       bias=config.bias,
-                                       qk_norm=config.qk_norm, n_kv_heads=config.kv_heads)
+        self.attn = None if config.mixer == "none" else MultiHeadAttention(
+            config.d_model, config.n_heads, causal=causal, dropout=config.dropout,
+            attn_dropout=config.attention_dropout, bias=config.bias, qk_norm=config.qk_norm,
+            n_kv_heads=config.kv_heads, uniform=config.mixer == "mean")
         self.ln2 = make_norm(config)
         self.mlp = MLP(config)
         self.post_norm = config.norm_position == "post"
@@ -173,6 +179,11 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, *, bias: torch.Tensor | None = None, rotary: RotaryEmbedding | None = None,
                 offset: int = 0, need_weights: bool = False,
                 cache: KVStore | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if self.attn is None:  # mixer "none": no position reads another
+            if need_weights or cache is not None:
+                raise ValueError('a model with mixer="none" has no attention weights and no key/value cache')
+            x = self.ln1(x) if self.post_norm else x
+            return (self.ln2(x + self.mlp(x)) if self.post_norm else x + self.mlp(self.ln2(x))), None
         if self.post_norm:  # x = norm(x + Attn(x)); x = norm(x + MLP(x))
             a = self.attn(x, bias=bias, rotary=rotary, offset=offset, need_weights=need_weights, cache=cache)
             a, w = a if need_weights else (a, None)

@@ -223,3 +223,31 @@ def test_attn_dropout_zero_keeps_attention_whole_but_drops_the_residual_branches
     assert all(block.attn.resid_dropout.p == 0.3 for block in model.blocks)
     with pytest.raises(ValueError, match="attn_dropout"):
         GPTConfig(**SMALL, attn_dropout=1.0)
+
+
+def test_mixers_mean_and_none():
+    """mixer="mean": each position averages the values of its past with equal weights; "none": no exchange."""
+    from lmcourse.attention import MultiHeadAttention
+
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(d_model=8, n_heads=2, uniform=True).double().eval()
+    x = torch.randn(2, 6, 8, dtype=torch.float64)
+    v = x @ attn.qkv.weight[16:].T + attn.qkv.bias[16:]  # (B, T, D): the values
+    running_mean = v.cumsum(1) / torch.arange(1, 7, dtype=torch.float64)[:, None]
+    assert torch.allclose(attn(x), attn.proj(running_mean), atol=1e-12)
+    _, w = attn(x, need_weights=True)
+    assert torch.allclose(w[0, 0, 3, :4], torch.full((4,), 0.25, dtype=torch.float64))
+
+    cfg = GPTConfig(vocab_size=11, context_length=8, d_model=16, n_layers=2, n_heads=2, mixer="none")
+    model = GPT(cfg).eval()
+    ids = torch.randint(0, 11, (1, 8))
+    changed = ids.clone()
+    changed[0, 2] = (ids[0, 2] + 1) % 11
+    # with no mixing, position t's logits depend on token t alone: earlier changes do not reach later positions
+    a, b = model(ids), model(changed)  # (1, T, V)
+    assert torch.allclose(a[0, 3:], b[0, 3:]) and not torch.allclose(a[0, 2], b[0, 2])
+    assert sum(p.numel() for p in model.parameters()) < sum(
+        p.numel() for p in GPT(GPTConfig(vocab_size=11, context_length=8, d_model=16, n_layers=2,
+                                         n_heads=2)).parameters())
+    with pytest.raises(ValueError, match="mixer must be one of"):
+        GPTConfig(mixer="conv")

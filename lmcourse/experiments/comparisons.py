@@ -3,6 +3,7 @@
     python -m lmcourse experiments tying      # chapter 6: tied vs untied, at equal steps and equal size
     python -m lmcourse experiments norms      # chapter 6: pre-norm vs post-norm, with and without warmup
     python -m lmcourse experiments training   # chapter 7: a learning-rate sweep, no warmup, no clipping
+    python -m lmcourse experiments attention  # chapter 4: no mixing, a bag of words, one head, four heads
 
 An experiment is a list of :class:`Arm` s: one model config and one training
 config each, every arm a small change to the same baseline. Every arm is trained
@@ -69,7 +70,7 @@ def _at_lr(config: TrainConfig, lr: float, **changes) -> TrainConfig:
 
 
 def arms(name: str) -> list[Arm]:
-    """The arms of experiment ``name`` (``"tying"``, ``"norms"`` or ``"training"``), baseline first.
+    """The arms of experiment ``name`` (``"tying"``, ``"norms"``, ``"training"`` or ``"attention"``), baseline first.
 
     >>> [arm.name for arm in arms("tying")]
     ['tied, D=64', 'untied, D=64', 'tied, D=88 (as many parameters as untied)']
@@ -97,10 +98,16 @@ def arms(name: str) -> list[Arm]:
             Arm("lr 1e-02, no warmup, no clipping", CHAR_MODEL,
                 _at_lr(CHAR_TRAIN, 1e-2, warmup_steps=0, grad_clip=0.0)),
         ]
-    raise ValueError(f"no experiment {name!r}; the experiments are: tying, norms, training")
+    if name == "attention":  # chapter 4: what attention buys, at equal width, depth and training
+        long = replace(CHAR_TRAIN, steps=2000, eval_every=2000)
+        return [Arm("no mixing (each position alone)", replace(CHAR_MODEL, mixer="none"), long),
+                Arm("equal weights on the past (bag of words)", replace(CHAR_MODEL, mixer="mean"), long),
+                Arm("attention, 1 head of 64", replace(CHAR_MODEL, n_heads=1), long),
+                Arm("attention, 4 heads of 16", CHAR_MODEL, long)]
+    raise ValueError(f"no experiment {name!r}; the experiments are: {', '.join(EXPERIMENTS)}")
 
 
-EXPERIMENTS = ("tying", "norms", "training")
+EXPERIMENTS = ("tying", "norms", "training", "attention")
 
 
 @dataclass(frozen=True)
