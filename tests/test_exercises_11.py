@@ -24,6 +24,54 @@ FIXTURES = Path(__file__).parent / "grading_fixtures" / "wrong_answers"
 # fixture name: (task, function whose solution region is replaced, wrong body,
 # a fragment of the message of the check that must catch it)
 WRONG_ANSWERS = {
+    "11_heads_no_repeats": ("heads", "head_kinds", """
+        x = torch.randint(0, vocab, (4, 120), generator=generator)  # no copy
+        maps = attention_maps(x)
+        t = torch.arange(60, 120)
+        kinds = {}
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                wh = maps[layer][:, head]
+                prev = wh[:, t, t - 1].mean().item()
+                after = wh[:, t, t - 59].mean().item()
+                kinds[layer, head] = ("induction" if after > 0.5 else
+                                      "previous" if prev > 0.5 else "other")
+        return kinds
+    """, "the probe needs a copy of every token earlier"),
+    "11_heads_same_token_not_after": ("heads", "head_kinds", """
+        half = min(vocab, 60)
+        rows = [torch.randperm(vocab, generator=generator)[:half]
+                for _ in range(4)]
+        x = torch.stack([torch.cat([r, r]) for r in rows])
+        maps = attention_maps(x)
+        q = torch.arange(half, 2 * half)
+        kinds = {}
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                wh = maps[layer][:, head]
+                prev = wh[:, q, q - 1].mean().item()
+                same = wh[:, q, q - half].mean().item()  # the earlier A itself
+                kinds[layer, head] = ("induction" if same > 0.5 else
+                                      "previous" if prev > 0.5 else "other")
+        return kinds
+    """, "looks just after the previous occurrence"),
+    "11_heads_calls_package": ("heads", "head_kinds", """
+        from lmcourse.copying import repeated_random
+        half = min(vocab, 60)
+        x = torch.stack([repeated_random(list(range(vocab)), half, generator)
+                         for _ in range(4)])
+        maps = attention_maps(x)
+        q = torch.arange(half, 2 * half)
+        kinds = {}
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                wh = maps[layer][:, head]
+                prev = wh[:, q, q - 1].mean().item()
+                after = wh[:, q, q - half + 1].mean().item()
+                kinds[layer, head] = ("induction" if after > 0.5 else
+                                      "previous" if prev > 0.5 else "other")
+        return kinds
+    """, "which this task does not allow"),
     "11_rms_norm_mean_subtracted": ("rms_norm", "rms_norm", """
         centred = x - x.mean(dim=-1, keepdim=True)  # LayerNorm's centring
         var = centred.pow(2).mean(dim=-1, keepdim=True)
@@ -177,8 +225,8 @@ def test_fixtures_are_the_solutions_with_one_wrong_answer():
 @group("11")
 def test_solution_scores_full_marks():
     rows = grades_of(SOLUTION)
-    assert set(rows) == {"rms_norm", "swiglu", "muon", "copying", "cache"}
-    assert sum(r.max_points for r in rows.values()) == 18
+    assert set(rows) == {"rms_norm", "swiglu", "muon", "copying", "cache", "heads"}
+    assert sum(r.max_points for r in rows.values()) == 22
     assert all(r.points == r.max_points and r.status == "passed" for r in rows.values()), rows
 
 
