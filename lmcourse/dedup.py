@@ -122,10 +122,8 @@ def duplicated_window_mask(text: str, width: int = 50, reference: str | None = N
     else:
         hit = np.isin(h, window_hashes(reference, width))
     # a window starting at i covers characters i .. i + width - 1: spread each hit over its span
-    cover = np.zeros(len(text) + 1, dtype=np.int64)
     starts = np.flatnonzero(hit)
-    np.add.at(cover, starts, 1)
-    np.add.at(cover, starts + width, -1)
+    cover = np.bincount(starts, minlength=len(text) + 1) - np.bincount(starts + width, minlength=len(text) + 1)
     return np.cumsum(cover[:-1]) > 0
 
 

@@ -56,7 +56,7 @@ from ..transformer import GPT, GPTConfig
 
 MODEL = GPTConfig(vocab_size=75, context_length=64, d_model=64, n_layers=2, n_heads=2, dropout=0.0,
                   tie_weights=True, positional="learned", bias=True)  # 109k parameters
-TRAIN = TrainConfig(steps=5000, batch_size=32, context_length=64, lr=3e-3, min_lr=3e-4, warmup_steps=100,
+TRAIN = TrainConfig(steps=3000, batch_size=32, context_length=64, lr=3e-3, min_lr=3e-4, warmup_steps=100,
                     weight_decay=0.1, grad_clip=1.0, eval_every=1000, eval_batches=4)
 SEEDS = (0, 1, 2)
 REPEATS = (0, 1, 4, 16, 64)  # copies of each canary in the training text (0: the control)
