@@ -18,7 +18,8 @@ canaries too). After training, each random canary's exposure is estimated from
 greedy extraction (the secret, or a natural line's last characters after its first
 :data:`NATURAL_PROMPT`).
 
-**Data quality.** The same model and steps on the raw training plays, on the plays with
+**Data quality.** The same model and steps (:data:`QUALITY_TRAIN`: a third of the canary
+runs' steps) on the raw training plays, on the plays with
 repeated speeches dropped, and on the plays with speeches of fewer than
 :data:`MIN_WORDS` words dropped (a heuristic quality filter), 3 seeds each, scored on the
 same clean validation text (:data:`EVAL_CHARS` characters of the validation plays).
@@ -66,7 +67,9 @@ SAMPLES = 4096  # random secrets scored under each canary's prefix
 NATURAL_PROMPT = 15  # characters of a natural line given after its speaker's heading
 MIN_WORDS = 4  # the quality filter drops speeches of fewer words
 EVAL_CHARS = 100_000
-EXTRACT = {"prefixes": 500, "prompt": 100, "suffix": 50}  # the shipped model's extraction test
+EXTRACT = {"prefixes": 200, "prompt": 100, "suffix": 50}  # the shipped model's extraction test
+# the quality runs are shorter (the one core this was run on was shared): a third of the canary runs' steps
+QUALITY_TRAIN = replace(TRAIN, steps=1000, eval_every=250)
 OUT = CHECKPOINT_DIR / "data.json"
 
 
@@ -161,7 +164,7 @@ def train_run(run: Run, val_ids: torch.Tensor) -> dict:
     tok = shakespeare_char_tokenizer()
     torch.manual_seed(run.seed)
     model = GPT(MODEL)
-    cfg = replace(TRAIN, seed=run.seed)
+    cfg = replace(TRAIN if run.kind == "canaries" else QUALITY_TRAIN, seed=run.seed)
     start = time.perf_counter()
     history = train(model, as_tensor(tok.encode(text)), val_ids, cfg, device="cpu")
     seconds = time.perf_counter() - start
