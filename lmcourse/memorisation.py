@@ -194,3 +194,18 @@ def extractable(model: nn.Module, ids: torch.Tensor, starts: Sequence[int], prom
         t = torch.stack([ids[s + prompt:s + prompt + suffix] for s in chunk])  # (B, suffix)
         hits.append(greedy_matches(model, p, t))
     return torch.cat(hits)
+
+
+def greedy_match_length(model: nn.Module, ids: torch.Tensor, starts: Sequence[int], prompt: int,
+                        suffix: int) -> torch.Tensor:
+    """How many of the ``suffix`` tokens after each prompt greedy decoding gets right before its first miss.
+
+    A graded version of :func:`extractable` (which asks for all ``suffix``): ``(len(starts),)`` longs.
+    """
+    ids = torch.as_tensor(ids, dtype=torch.long)
+    if any(s < 0 or s + prompt + suffix > len(ids) for s in starts):
+        raise ValueError(f"every start needs prompt + suffix = {prompt + suffix} tokens after it")
+    p = torch.stack([ids[s:s + prompt] for s in starts])  # (B, prompt)
+    t = torch.stack([ids[s + prompt:s + prompt + suffix] for s in starts])  # (B, suffix)
+    right = (greedy_continue(model, p, suffix) == t).long()  # (B, suffix)
+    return right.cumprod(dim=1).sum(dim=1)

@@ -13,6 +13,7 @@ from lmcourse.memorisation import (
     exposure_sampled,
     extractable,
     greedy_continue,
+    greedy_match_length,
     greedy_matches,
     insert_blocks,
     random_secret,
@@ -98,3 +99,14 @@ def test_insert_blocks_inserts_whole_speeches():
     assert len(random_secret(9, g)) == 9 and random_secret(9, g).isdigit()
     with pytest.raises(ValueError):
         random_secret(0, g)
+
+
+def test_greedy_match_length_counts_up_to_the_first_miss(model):
+    g = torch.Generator().manual_seed(2)
+    prompts = torch.randint(6, (3, 4), generator=g)
+    out = greedy_continue(model, prompts, 6)
+    stream = torch.cat([prompts[0], out[0]])
+    assert greedy_match_length(model, stream, [0], prompt=4, suffix=6).tolist() == [6]
+    broken = stream.clone()
+    broken[4 + 2] = (broken[4 + 2] + 1) % 6  # the third continuation token is wrong
+    assert greedy_match_length(model, broken, [0], prompt=4, suffix=6).tolist() == [2]
