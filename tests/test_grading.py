@@ -200,7 +200,7 @@ def fixture_task(path: Path) -> str:
 
 def _graded_elsewhere() -> set[str]:
     names: set[str] = set()
-    for module in ("test_exercises", "test_exercises_11", "test_exercises_12"):
+    for module in ("test_exercises", "test_exercises_11", "test_exercises_12", "test_exercises_13"):
         try:
             names |= set(__import__(module).WRONG_ANSWERS)
         except (ImportError, AttributeError):
