@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name: (module whose main(argv) runs 
                     "train chapters 6 and 7's stored comparisons (tying, norms, training)"),
     "scaling": ("lmcourse.experiments.scaling",
                 "train chapter 12's sweep (sizes x compute budgets; data-constrained runs) run by run"),
+    "adaptation": ("lmcourse.experiments.adaptation",
+                   "train chapter 14's adaptation runs (continued pretraining, SFT, DPO; --part) run by run"),
     "export": ("lmcourse.hf_export", "write a shipped GPT as a Hugging Face GPT-2 folder (transformers loads it)"),
     "check": ("lmcourse.course.check", "run an exercise notebook and its visible checks: your self-check"),
     "grade": ("lmcourse.course.grade", "grade submitted exercise notebooks into a CSV (instructors)"),
