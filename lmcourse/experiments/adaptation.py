@@ -127,9 +127,9 @@ def train_cpt(run: Run) -> dict:
 # Supervised fine-tuning on instructions
 
 SFT_METHODS = ("sft", "nomask", "lora")  # every weight; every weight with the loss on every token; LoRA
-SFT = TrainConfig(steps=150, batch_size=16, context_length=128, lr=3e-4, min_lr=3e-5, warmup_steps=10,
+SFT = TrainConfig(steps=150, batch_size=16, context_length=128, lr=1e-3, min_lr=1e-4, warmup_steps=10,
                   eval_every=50, eval_batches=6, weight_decay=0.0, objective="sft")
-SFT_LR = {"sft": 3e-4, "nomask": 3e-4, "lora": 2e-3}
+SFT_LR = {"sft": 1e-3, "nomask": 1e-3, "lora": 3e-3}
 SFT_TRAIN = 3000  # training instructions per task (form: half verse, half prose)
 SFT_EVAL = 300  # held-out instructions per task (validation plays), scored for exact match
 
