@@ -158,8 +158,8 @@ def encode(prefix: str, response: str, tok, mask_prompt: bool = True) -> tuple[l
 def natural_prefix(example: Example) -> str | None:
     """The question asked in the plays' own format (no template), for a base model; None for ``form``.
 
-    >>> natural_prefix(Example("speaker", "A:\nHail\nB:\nWhat", "A"))
-    'A:\nHail\n\nB:\nWhat\n\n'
+    >>> natural_prefix(Example("speaker", "A:\\nHail\\nB:\\nWhat", "A"))
+    'A:\\nHail\\n\\nB:\\nWhat\\n\\n'
     >>> natural_prefix(Example("lastword", "Or I my", "life"))
     'Or I my '
     """
