@@ -19,7 +19,8 @@ instruction set of :mod:`lmcourse.instructions` (3,000 examples per task from th
 training plays) with the loss on the response only (``sft``), on every token
 (``nomask``), and with LoRA (``lora``); each is scored by exact match on 300
 held-out instructions per task (validation plays). ``sft-base-s0`` scores the
-untrained model (zero-shot, one-shot, in the plays' own format) and the simple rules.
+untrained model (zero-shot, one-shot, in the plays' own format) and the simple rules;
+``sft-long-s0`` is one seed of masked SFT run four times as long.
 
 **dpo** (Rafailov et al. 2023): pairs from ``gpt_char``'s own samples (four next
 lines for each of 400 verse prompts of the training plays; a ten-syllable line
@@ -93,7 +94,7 @@ def replay_mix(new_ids: torch.Tensor, old_ids: torch.Tensor, share: float) -> to
 
 def prepare(model: torch.nn.Module, method: str) -> int:
     """Set up ``model`` for ``method`` (which parameters train); returns the count that train."""
-    if method in ("full", "replay", "sft", "nomask"):
+    if method in ("full", "replay", "sft", "nomask", "long"):
         return freeze(model, trainable=("",))
     if method == "lora":
         add_lora(model, rank=LORA_RANK, alpha=LORA_ALPHA)
@@ -129,13 +130,17 @@ def train_cpt(run: Run) -> dict:
 SFT_METHODS = ("sft", "nomask", "lora")  # every weight; every weight with the loss on every token; LoRA
 SFT = TrainConfig(steps=150, batch_size=16, context_length=128, lr=1e-3, min_lr=1e-4, warmup_steps=10,
                   eval_every=50, eval_batches=6, weight_decay=0.0, objective="sft")
-SFT_LR = {"sft": 1e-3, "nomask": 1e-3, "lora": 3e-3}
+SFT_LR = {"sft": 1e-3, "nomask": 1e-3, "lora": 3e-3, "long": 1e-3}
 SFT_TRAIN = 3000  # training instructions per task (form: half verse, half prose)
 SFT_EVAL = 300  # held-out instructions per task (validation plays), scored for exact match
 
 
+SFT_LONG_STEPS = 600  # "long": one seed of masked SFT four times as long (a probe, not a comparison)
+
+
 def sft_runs() -> list[Run]:
-    return [Run("sft", "base", 0)] + [Run("sft", m, s) for s in SEEDS for m in SFT_METHODS]
+    return ([Run("sft", "base", 0)] + [Run("sft", m, s) for s in SEEDS for m in SFT_METHODS]
+            + [Run("sft", "long", 0)])
 
 
 def score_sft_base(run: Run) -> dict:
@@ -168,7 +173,8 @@ def train_sft(run: Run) -> dict:
     model = load_pretrained("gpt_char")
     n_train = prepare(model, run.method)
     lr = SFT_LR[run.method]
-    cfg = TrainConfig(**{**SFT.__dict__, "lr": lr, "min_lr": lr / 10, "seed": run.seed})
+    steps = SFT_LONG_STEPS if run.method == "long" else SFT.steps
+    cfg = TrainConfig(**{**SFT.__dict__, "lr": lr, "min_lr": lr / 10, "seed": run.seed, "steps": steps})
     t0 = time.perf_counter()
     hist = train(model, data, val_data, cfg, extra_val={"plays": plays_val})
     seconds = round(time.perf_counter() - t0, 1)
