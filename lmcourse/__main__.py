@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {  # name: (module whose main(argv) runs 
                 "train chapter 12's sweep (sizes x compute budgets; data-constrained runs) run by run"),
     "data": ("lmcourse.experiments.data",
              "train chapter 13's canary and data-quality runs (3 seeds); gpt_char's extraction test"),
+    "adaptation": ("lmcourse.experiments.adaptation",
+                   "train chapter 14's adaptation runs (continued pretraining, SFT, DPO; --part) run by run"),
     "export": ("lmcourse.hf_export", "write a shipped GPT as a Hugging Face GPT-2 folder (transformers loads it)"),
     "check": ("lmcourse.course.check", "run an exercise notebook and its visible checks: your self-check"),
     "grade": ("lmcourse.course.grade", "grade submitted exercise notebooks into a CSV (instructors)"),

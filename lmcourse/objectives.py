@@ -6,7 +6,11 @@ The engine of :mod:`lmcourse.train` is the same for every model of the course;
 * ``"clm"``, :class:`NextToken`: next-token prediction on random windows (the GPT);
 * ``"tbptt"``, :class:`Stream`: next-token prediction on a contiguous stream with the
   recurrent state carried across batches and detached (the LSTM of chapter 3);
-* ``"mlm"``, :class:`Masked`: BERT's loss on masked positions (chapter 10).
+* ``"mlm"``, :class:`Masked`: BERT's loss on masked positions (chapter 10);
+* ``"sft"``, :class:`Examples`: next-token loss on fixed, padded examples, only where the
+  target is not ``IGNORE_INDEX`` (the response of an instruction, chapter 14);
+* ``"dpo"``, :class:`Preference`: the DPO loss on (chosen, rejected) pairs against a
+  frozen reference model (Rafailov et al. 2023, chapter 14).
 
 An objective draws the *global* batch from the engine's seeded generator
 (:meth:`NextToken.sample`), computes the loss of one micro-batch
@@ -28,6 +32,7 @@ from .device import rank_and_world
 from .lstm import detach_state
 from .metrics import mean_nll
 from .mlm import IGNORE_INDEX, mask_tokens, mlm_loss
+from .preference import dpo_loss, sequence_logprob
 
 
 class BatchSpec(Protocol):
@@ -38,6 +43,7 @@ class BatchSpec(Protocol):
     grad_accum: int  # micro-batches per update
     mask_token_id: int  # "mlm": the id of [MASK]
     mlm_probability: float  # "mlm": share of positions chosen
+    dpo_beta: float  # "dpo": strength of the pull toward the reference model
 
 
 def logits_of(out) -> torch.Tensor:
@@ -155,4 +161,84 @@ class Masked(NextToken):
         return mlm_loss(logits_of(net(x)).float(), y)
 
 
-OBJECTIVES = {"clm": NextToken, "tbptt": Stream, "mlm": Masked}
+class Examples(NextToken):
+    """``"sft"``: fixed examples ``(N, 2, T)``, inputs and targets; no loss where the target is ``IGNORE_INDEX``.
+
+    :func:`lmcourse.instructions.encode_examples` builds them: the targets of the
+    prompt and of the padding are ``IGNORE_INDEX``, so the loss is the mean NLL of the
+    response tokens alone (each micro-batch's own mean). Each step draws
+    ``batch_size`` examples with replacement.
+    """
+
+    rows = 2  # inputs, targets
+
+    def __init__(self, config: BatchSpec, train_ids: torch.Tensor, vocab_size: int) -> None:
+        super().__init__(config, train_ids, vocab_size)
+        check_examples(train_ids, self.rows)
+
+    def _draw(self, data: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        check_examples(data, self.rows)
+        idx = torch.randint(0, len(data), (self.c.batch_size,), generator=generator)
+        return data[idx, 0::2], data[idx, 1::2]  # (B, rows/2, T) each
+
+    def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self._draw(self.ids, generator)
+        return x[:, 0], y[:, 0]  # (B, T)
+
+    def eval_batch(self, ids: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self._draw(ids, generator)
+        return x[:, 0], y[:, 0]
+
+    def eval_loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = logits_of(net(x)).float()  # (B, T, V)
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=IGNORE_INDEX)
+
+
+class Preference(Examples):
+    """``"dpo"``: pairs ``(N, 4, T)``: chosen inputs, chosen targets, rejected inputs, rejected targets.
+
+    The targets are ``IGNORE_INDEX`` off the response, so :func:`lmcourse.preference.sequence_logprob`
+    sums the log-probabilities of the response alone. The loss is
+    :func:`lmcourse.preference.dpo_loss` against ``reference``, a frozen copy of
+    the model before preference tuning (its log-probabilities computed on the fly,
+    without gradients).
+    """
+
+    rows = 4
+
+    def __init__(self, config: BatchSpec, train_ids: torch.Tensor, vocab_size: int,
+                 reference: nn.Module | None = None) -> None:
+        super().__init__(config, train_ids, vocab_size)
+        if reference is None:
+            raise ValueError('objective "dpo" needs a reference model: train(..., reference=frozen_copy)')
+        self.reference = reference.eval()
+        for p in reference.parameters():
+            p.requires_grad_(False)
+
+    def sample(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._draw(self.ids, generator)  # (B, 2, T) each: [chosen, rejected]
+
+    def eval_batch(self, ids: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._draw(ids, generator)
+
+    def eval_loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        x2, y2 = x.flatten(0, 1), y.flatten(0, 1)  # (2B, T): chosen and rejected interleaved
+        policy = sequence_logprob(logits_of(net(x2)).float(), y2).view(B, 2)
+        self.reference.to(x.device)
+        with torch.no_grad():
+            ref = sequence_logprob(logits_of(self.reference(x2)).float(), y2).view(B, 2)
+        return dpo_loss(policy[:, 0], policy[:, 1], ref[:, 0], ref[:, 1], beta=self.c.dpo_beta)
+
+
+def check_examples(data: torch.Tensor, rows: int) -> None:
+    """Raise a ``ValueError`` unless ``data`` is an integer tensor ``(N, rows, T)``."""
+    if not isinstance(data, torch.Tensor) or data.dim() != 3 or data.shape[1] != rows or len(data) == 0:
+        shape = tuple(data.shape) if isinstance(data, torch.Tensor) else type(data).__name__
+        raise ValueError(f"expected examples of shape (N, {rows}, T) with N >= 1, got {shape}")
+    if data.dtype != torch.long:
+        raise ValueError(f"examples must be torch.long ids, got {data.dtype}")
+
+
+OBJECTIVES = {"clm": NextToken, "tbptt": Stream, "mlm": Masked, "sft": Examples, "dpo": Preference}
+EXAMPLE_OBJECTIVES = ("sft", "dpo")  # their data are (N, rows, T) examples, not one token stream

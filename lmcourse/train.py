@@ -12,7 +12,15 @@ how a batch is drawn and what the loss is:
   ``batch_size`` rows, the recurrent state carried from batch to batch and
   detached (truncated backpropagation through time, chapter 3);
 * ``"mlm"``: BERT's masked-token loss on freshly masked random windows
-  (:func:`lmcourse.mlm.mask_tokens`, chapter 10).
+  (:func:`lmcourse.mlm.mask_tokens`, chapter 10);
+* ``"sft"`` and ``"dpo"``: fixed examples ``(N, rows, T)`` instead of a token stream:
+  the loss on an instruction's response alone, and the DPO loss on preference pairs
+  against a ``reference`` model (chapter 14).
+
+Adapting a pretrained model is training it with some parameters frozen
+(``requires_grad=False``: the optimizer takes only the others, :mod:`lmcourse.lora`);
+``extra_val`` records the next-token loss on other texts at every evaluation (how much
+of the old domain a run forgets).
 
 Each step draws one *global* batch from a seeded CPU generator, so the same seed
 gives the same batches on every device, with any number of processes and any
@@ -54,7 +62,7 @@ from torch import nn
 from .data import as_tensor, random_windows
 from .device import eval_mode, rank_and_world
 from .metrics import bits_per_char, mean_nll, perplexity
-from .objectives import OBJECTIVES, NextToken, Stream, logits_of
+from .objectives import EXAMPLE_OBJECTIVES, OBJECTIVES, NextToken, Stream, check_examples, logits_of
 from .optim import MuonAdamW, muon_groups
 from .shipped import atomic_save, model_config
 
@@ -83,6 +91,7 @@ class TrainConfig:
     objective: str = "clm"  # "clm" | "tbptt" (recurrent models; context_length = bptt) | "mlm"
     mlm_probability: float = 0.15  # "mlm": share of positions chosen for prediction
     mask_token_id: int = 0  # "mlm": the id of [MASK]
+    dpo_beta: float = 0.1  # "dpo": beta, the strength of the pull toward the reference model
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "context_length", "eval_every", "eval_batches", "grad_accum"):
@@ -96,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}, got {self.objective!r}")
         if self.optimizer not in ("adamw", "muon"):
             raise ValueError(f"optimizer must be 'adamw' or 'muon', got {self.optimizer!r}")
+        if self.dpo_beta <= 0:
+            raise ValueError(f"dpo_beta must be > 0, got {self.dpo_beta}")
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of grad_accum ({self.grad_accum})")
 
@@ -108,6 +119,7 @@ class History:
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)  # learning rate of the last step before it
+    extra: dict[str, list[float]] = field(default_factory=dict)  # next-token loss on train(extra_val=...) texts
 
     @property
     def val_perplexity(self) -> list[float]:
@@ -337,7 +349,7 @@ class Trainer:
     """
 
     def __init__(self, model: nn.Module, train_ids: torch.Tensor, config: TrainConfig,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None, reference: nn.Module | None = None) -> None:
         c = self.config = config
         self.rank, self.world = rank_and_world()
         if c.batch_size % (c.grad_accum * self.world):
@@ -346,11 +358,15 @@ class Trainer:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.model = model.to(self.device)
         vocab = model.config.vocab_size
-        self.objective = OBJECTIVES[c.objective](c, as_tensor(train_ids), vocab)
+        if reference is not None and c.objective != "dpo":
+            raise ValueError(f'a reference model is for objective "dpo", not {c.objective!r}')
+        train_ids = as_data(train_ids, c.objective)
+        extra = {"reference": reference} if c.objective == "dpo" else {}
+        self.objective = OBJECTIVES[c.objective](c, train_ids, vocab, **extra)
         # evaluation never touches the stream's position or carried state: a recurrent
         # model is scored on random windows from a fresh state
         stateful = isinstance(self.objective, Stream)
-        self.probe = NextToken(c, as_tensor(train_ids), vocab) if stateful else self.objective
+        self.probe = NextToken(c, train_ids, vocab) if stateful else self.objective
         torch.manual_seed(c.seed)
         self.batch_gen = torch.Generator().manual_seed(c.seed)
         self.optimizer = make_optimizer(model, c)
@@ -429,6 +445,15 @@ def save_checkpoint(path: str | Path, trainer: Trainer, step: int, history: Hist
     atomic_save(trainer.state_dict(step, history), path)
 
 
+def as_data(ids, objective: str) -> torch.Tensor:
+    """Training data as the objective reads it: a 1-D token stream, or examples ``(N, rows, T)``."""
+    if objective in EXAMPLE_OBJECTIVES:
+        data = torch.as_tensor(ids, dtype=torch.long)
+        check_examples(data, OBJECTIVES[objective].rows)
+        return data
+    return as_tensor(ids)
+
+
 def _split_data(train_ids, val_ids, config):
     if config is None and isinstance(val_ids, TrainConfig):  # train(model, (train_ids, val_ids), config)
         config, val_ids = val_ids, None
@@ -440,13 +465,14 @@ def _split_data(train_ids, val_ids, config):
         train_ids, val_ids = train_ids
     if config is None:
         raise TypeError("train() needs a TrainConfig")
-    return as_tensor(train_ids), as_tensor(val_ids), config
+    return as_data(train_ids, config.objective), as_data(val_ids, config.objective), config
 
 
 def train(model: nn.Module, train_ids, val_ids=None, config: TrainConfig | None = None,
           device: torch.device | str | None = None, log_every: int = 0, *,
           checkpoint: str | Path | None = None, checkpoint_every: int = 0, resume: bool = False,
-          stop_at: int | None = None, log=None) -> History:
+          stop_at: int | None = None, log=None, extra_val: dict | None = None,
+          reference: nn.Module | None = None) -> History:
     """Train ``model`` in place for ``config.steps`` updates; returns the evaluation history.
 
     ``config.objective`` says what the model must do (see the module docstring):
@@ -461,14 +487,23 @@ def train(model: nn.Module, train_ids, val_ids=None, config: TrainConfig | None 
     ``resume=True`` and that file present, training continues from it.
     ``stop_at``: stop (and save) after that many steps, as if interrupted.
     ``log``: called with a line of text after every evaluation (on rank 0).
+    ``extra_val``: ``{name: token ids}``; every evaluation also records the mean
+    next-token loss on fixed random windows of each (``history.extra[name]``),
+    whatever the objective: the old domain during continued pretraining or SFT.
+    ``reference``: the frozen reference model of objective ``"dpo"``.
 
     Under ``torchrun`` (``torch.distributed`` initialised) the model is wrapped in
     DistributedDataParallel; each process trains on its own shard of every global
     batch and only rank 0 writes the checkpoint and prints.
     """
     train_ids, val_ids, c = _split_data(train_ids, val_ids, config)
-    t = Trainer(model, train_ids, c, device)
+    t = Trainer(model, train_ids, c, device, reference=reference)
     eval_sets = {"train": t.eval_batches(train_ids, c.seed + 1), "val": t.eval_batches(val_ids, c.seed + 2)}
+    lm = NextToken(c, train_ids, model.config.vocab_size)
+    extra_sets = {}
+    for k, (name, ids) in enumerate((extra_val or {}).items()):
+        g = torch.Generator().manual_seed(c.seed + 3 + k)
+        extra_sets[name] = [lm.eval_batch(as_tensor(ids), g) for _ in range(c.eval_batches)]
     history = History()
     start = 0
     if resume and checkpoint is not None and Path(checkpoint).is_file():
@@ -479,6 +514,10 @@ def train(model: nn.Module, train_ids, val_ids=None, config: TrainConfig | None 
         history.train_loss.append(t.mean_loss(eval_sets["train"]))
         history.val_loss.append(t.mean_loss(eval_sets["val"]))
         history.lr.append(lr_at(max(step - 1, 0), c))
+        for name, batches in extra_sets.items():
+            with eval_mode(t.model), torch.no_grad(), _autocast(t.device, c.mixed_precision):
+                losses = [lm.eval_loss(t.model, x.to(t.device), y.to(t.device)).item() for x, y in batches]
+            history.extra.setdefault(name, []).append(sum(losses) / len(losses))
         if log is not None and t.rank == 0:
             log(f"step {step:>6}  train {history.train_loss[-1]:.4f}  val {history.val_loss[-1]:.4f} nats/token")
 

@@ -211,3 +211,50 @@ def test_bench_train_reports_both_steps(capsys):
     assert course > 0 and ref > 0
     assert speedup == pytest.approx(course / ref, abs=0.006)
     assert mfu == pytest.approx(100 * 6 * params * course / (float(peak.group(1)) * 1e9), rel=0.01, abs=0.06)
+
+
+# ----------------------------------------------------------------------------------
+# Adaptation (chapter 14): frozen parameters, extra validation texts, the "sft" objective
+
+
+def test_extra_val_records_the_next_token_loss_of_other_texts():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, context_length=8, d_model=16, n_layers=1, n_heads=2))
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randint(0, 11, (500,), generator=g), torch.randint(0, 5, (500,), generator=g)
+    cfg = TrainConfig(steps=4, batch_size=4, context_length=8, warmup_steps=1, eval_every=2, eval_batches=2)
+    hist = train(model, a, a, cfg, extra_val={"other": b})
+    assert len(hist.extra["other"]) == len(hist.steps) == 3
+
+
+def test_frozen_parameters_do_not_move():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, context_length=8, d_model=16, n_layers=1, n_heads=2))
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("tok_emb"))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    data = torch.randint(0, 11, (300,), generator=torch.Generator().manual_seed(1))
+    train(model, data, data, TrainConfig(steps=3, batch_size=4, context_length=8, warmup_steps=1, eval_every=3,
+                                         eval_batches=1, lr=1e-2))
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved == {"tok_emb.weight"}
+
+
+def test_sft_objective_is_the_mean_nll_of_unmasked_targets():
+    from lmcourse.objectives import Examples
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=11, context_length=8, d_model=16, n_layers=1, n_heads=2))
+    g = torch.Generator().manual_seed(2)
+    data = torch.randint(0, 11, (6, 2, 8), generator=g)
+    data[:, 1, :3] = -100
+    cfg = TrainConfig(steps=2, batch_size=3, context_length=8, warmup_steps=0, objective="sft")
+    obj = Examples(cfg, data, 11)
+    x, y = obj.sample(torch.Generator().manual_seed(0))
+    logp = torch.log_softmax(model(x).double(), -1).gather(-1, y.clamp(min=0)[..., None])[..., 0]
+    expected = -(logp * (y != -100)).sum() / (y != -100).sum()
+    torch.testing.assert_close(obj.loss(model, x, y).double(), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(N, 2, T\)"):
+        train(model, torch.zeros(5, dtype=torch.long), torch.zeros(5, dtype=torch.long), cfg)
+    with pytest.raises(ValueError, match="reference model is for"):
+        train(model, data, data, cfg, reference=model)
