@@ -5,9 +5,9 @@ string with a random secret, ``prefix + s`` with ``s`` drawn uniformly from a sp
 (here ``length`` digits: ``|R| = 10^length``), some number of times. After training, score
 the canary's log-perplexity ``-log2 P(s | prefix)`` and that of other candidates ``r`` from
 ``R``. The canary's *rank* is its position when all of ``R`` is sorted by log-perplexity
-(rank 1: the model prefers it to every other secret), and
+(rank 1: the model prefers it to every other secret), and its *exposure* is::
 
-    exposure = log2 |R| - log2 rank,
+    exposure = log2 |R| - log2 rank
 
 from 0 (the canary is no likelier than a typical candidate) to ``log2 |R|`` (it is the
 model's first choice). Where ``R`` is too large to score, the rank is estimated from a

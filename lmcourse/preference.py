@@ -2,11 +2,11 @@
 
 Given a prompt ``x`` and two responses, the *chosen* ``y_w`` and the *rejected*
 ``y_l``, Direct Preference Optimization trains the policy ``pi`` against a frozen
-reference ``pi_ref`` (the model before tuning) with
+reference ``pi_ref`` (the model before tuning) with the loss::
 
     L = -log sigmoid(beta * [(log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x))])
 
-the loss of a Bradley-Terry preference model whose reward is the scaled log-ratio
+which is the loss of a Bradley-Terry preference model whose reward is the scaled log-ratio
 ``beta * log(pi / pi_ref)``. It is the closed-form answer to RLHF's problem
 (maximise a reward minus ``beta`` times the KL divergence to the reference; Christiano
 et al. 2017, Ouyang et al. 2022) without a reward model or sampling during training.
