@@ -503,6 +503,139 @@ WRONG_ANSWERS = {
                 return e
         return 0
     """, "and every larger one"),
+    "12_bracket_fixed_sweep": ("bracket", "bracket_lr", """
+        # a fixed sweep, four factors either side of lr0
+        tried = {}
+        for k in range(-4, 5):
+            lr = lr0 * factor**k
+            tried[lr] = loss_at(lr)
+        finite = {lr: v for lr, v in tried.items() if math.isfinite(v)}
+        return min(finite, key=finite.get), tried
+    """, "stop as soon as the best is bracketed"),
+    "12_bracket_stops_at_first_rise": ("bracket", "bracket_lr", """
+        # up from lr0 while the loss falls; the first rise ends the search
+        tried = {lr0: loss_at(lr0)}
+        best = lr0
+        for k in range(1, max_evals):
+            lr = lr0 * factor**k
+            tried[lr] = loss_at(lr)
+            if not tried[lr] < tried[best]:
+                return best, tried
+            best = lr
+        raise RuntimeError("the loss still falls towards higher rates")
+    """, "needs a tried neighbour on each side"),
+    "12_bracket_nan_as_number": ("bracket", "bracket_lr", """
+        def rate(k):
+            return lr0 * factor**k
+
+        tried = {rate(0): loss_at(rate(0)), rate(1): loss_at(rate(1))}
+        step, best = (1, 1) if tried[rate(1)] <= tried[rate(0)] else (-1, 0)
+        while len(tried) < max_evals:
+            lr = rate(best + step)
+            tried[lr] = loss_at(lr)
+            if tried[lr] > tried[rate(best)]:  # nan > x is False: nan looks better
+                return rate(best), tried
+            best += step
+        edge = "higher" if step > 0 else "lower"
+        raise RuntimeError(f"the loss still falls towards {edge} rates")
+    """, "a diverged run is worse than any finite one"),
+    "12_bracket_reruns_lr0": ("bracket", "bracket_lr", """
+        tried = {}
+
+        def run(k):
+            tried[lr0 * factor**k] = loss_at(lr0 * factor**k)
+            return tried[lr0 * factor**k]
+
+        def walk(step):  # from lr0 while the loss falls
+            k, best = 0, run(0)  # on the way down, lr0 is run again
+            while len(tried) < max_evals:
+                loss = run(k + step)
+                if not loss < best:
+                    return k
+                k, best = k + step, loss
+            edge = "higher" if step > 0 else "lower"
+            raise RuntimeError(f"the loss still falls towards {edge} rates")
+
+        k = walk(1)
+        if k == 0:  # nothing better above lr0: down instead
+            k = walk(-1)
+        return lr0 * factor**k, tried
+    """, "was run twice"),
+    "12_bracket_drifting_floats": ("bracket", "bracket_lr", """
+        tried = {lr0: loss_at(lr0)}
+
+        def rank(lr):
+            loss = tried[lr]
+            return (loss if math.isfinite(loss) else math.inf, lr)
+
+        while True:
+            best = min(tried, key=rank)
+            # the best's neighbours from its own float: 0.1 * 3 / 3 != 0.1
+            missing = [lr for lr in (best * factor, best / factor) if lr not in tried]
+            if not missing:
+                return best, tried
+            if len(tried) == max_evals:
+                edge = "higher" if best == max(tried) else "lower"
+                raise RuntimeError(f"the loss still falls towards {edge} rates")
+            tried[missing[0]] = loss_at(missing[0])
+    """, "was run twice"),
+    "12_status_mixes_seeds": ("bracket", "bracket_status", """
+        rates = {}
+        for r in runs.values():  # every seed: a lucky one wins
+            if r["budget"] == budget and r["unique_chars"] is None:
+                tried = rates.setdefault(r["non_embedding_params"], {})
+                tried[r["lr"]] = min(tried.get(r["lr"], math.inf), r["val_nats_per_char"])
+        out = {}
+        for n, tried in sorted(rates.items()):
+            best = min(tried, key=lambda lr, t=tried: (t[lr] if math.isfinite(t[lr]) else math.inf, lr))
+            status = ("one rate" if len(tried) == 1 else "raise" if best == max(tried)
+                      else "lower" if best == min(tried) else "bracketed")
+            out[n] = (best, status)
+        return out
+    """, "seed 0 only"),
+    "12_status_keeps_data_runs": ("bracket", "bracket_status", """
+        rates = {}
+        for r in runs.values():  # the data-constrained runs too
+            if r["budget"] == budget and r["seed"] == 0:
+                rates.setdefault(r["non_embedding_params"], {})[r["lr"]] = r["val_nats_per_char"]
+        out = {}
+        for n, tried in sorted(rates.items()):
+            best = min(tried, key=lambda lr, t=tried: (t[lr] if math.isfinite(t[lr]) else math.inf, lr))
+            status = ("one rate" if len(tried) == 1 else "raise" if best == max(tried)
+                      else "lower" if best == min(tried) else "bracketed")
+            out[n] = (best, status)
+        return out
+    """, "runs on the whole text only"),
+    "12_status_edge_bracketed": ("bracket", "bracket_status", """
+        rates = {}
+        for r in runs.values():
+            if r["budget"] == budget and r["unique_chars"] is None and r["seed"] == 0:
+                rates.setdefault(r["non_embedding_params"], {})[r["lr"]] = r["val_nats_per_char"]
+        out = {}
+        for n, tried in sorted(rates.items()):
+            best = min(tried, key=lambda lr, t=tried: (t[lr] if math.isfinite(t[lr]) else math.inf, lr))
+            if len(tried) == 1:
+                status = "one rate"
+            elif len(tried) >= 3:  # three rates tried: called bracketed
+                status = "bracketed"
+            else:
+                status = "raise" if best == max(tried) else "lower"
+            out[n] = (best, status)
+        return out
+    """, "is not bracketed"),
+    "12_status_nan_as_number": ("bracket", "bracket_status", """
+        rates = {}
+        for r in runs.values():
+            if r["budget"] == budget and r["unique_chars"] is None and r["seed"] == 0:
+                rates.setdefault(r["non_embedding_params"], {})[r["lr"]] = r["val_nats_per_char"]
+        out = {}
+        for n, tried in sorted(rates.items()):
+            best = min(tried, key=tried.get)  # a nan met first is never beaten
+            status = ("one rate" if len(tried) == 1 else "raise" if best == max(tried)
+                      else "lower" if best == min(tried) else "bracketed")
+            out[n] = (best, status)
+        return out
+    """, "a diverged run is worse than any finite one"),
 }
 
 
@@ -564,8 +697,8 @@ def test_every_solution_has_an_allow_list_and_reads_clean_under_it():
 @group("12")
 def test_solution_scores_full_marks():
     rows = grades_of(SOLUTION)
-    assert set(rows) == {"floor", "capped", "isoflop", "repeats", "approach1"}
-    assert sum(r.max_points for r in rows.values()) == 19
+    assert set(rows) == {"floor", "capped", "isoflop", "repeats", "approach1", "bracket"}
+    assert sum(r.max_points for r in rows.values()) == 25
     assert all(r.points == r.max_points and r.status == "passed" for r in rows.values()), rows
 
 
