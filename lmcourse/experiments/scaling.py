@@ -34,14 +34,15 @@ trained on the first ``D / epochs`` characters of the training plays repeated
 times the grid's largest budget, which no fit sees; chapter 12 predicts its loss
 from the grid's law (and the shipped ``gpt_char``'s, ten times further out).
 
-**Learning rate.** Every run of the grid uses the same peak learning rate (2.5e-3, the
-shipped recipe's), whatever its size. ``--lr`` trains runs at another peak (decaying to a
-tenth of it, as the default does), stored under names ending in ``-lr<peak>``, so a profile
-can be checked for a size-dependent optimum (Kaplan et al. 2020 tuned their learning rate
-by size).
+**Learning rate.** A grid command trains its runs at one peak learning rate, 2.5e-3 (the
+shipped recipe's) unless ``--lr`` names another (decaying to a tenth of it, as the default
+does; stored under names ending in ``-lr<peak>``). The sweep trains each profile at several
+rates, doubling them until each size's best rate has a worse one on each side, and the
+chapter's tuned grid takes each size at its best (:func:`grid_results`; Kaplan et al. 2020
+tuned their learning rate by size too).
 
-**Bootstrap** (``bootstrap``, no training): the law fitted to the stored grid (every run
-at the default learning rate) and refitted to resamples of it, each refit once from the
+**Bootstrap** (``bootstrap``, no training): the law fitted to the stored tuned grid (each
+size at its best stored learning rate, :func:`grid_results`) and refitted to resamples of it, each refit once from the
 full fit alone and once with :data:`BOOTSTRAP_EXTRA_STARTS` random starts besides, stored
 in ``checkpoints/scaling_bootstrap.json`` (a few minutes of fitting, too slow for the page).
 
@@ -235,18 +236,38 @@ def store(path: Path, result: dict, command: str) -> None:
         path.write_text(json.dumps(table, indent=1) + "\n")
 
 
-def grid_results(table: dict) -> list[dict]:
-    """The stored IsoFLOP runs at the default learning rate and seed 0 (not the held-out or data-constrained
-    ones, nor the extra seeds of the learning-rate check): one run per budget and size."""
+def grid_results(table: dict, lr: float | None = None) -> list[dict]:
+    """The stored IsoFLOP runs at seed 0, one per budget and size (not the held-out or data-constrained runs, nor
+    the extra seeds): with ``lr=None`` the tuned grid, each size at the peak learning rate of its lowest stored
+    loss at that budget; with a rate (``BASE_TRAIN.lr``: the one-rate grid), the runs at that rate.
+
+    >>> runs = {"a": {"name": "a", "unique_chars": None, "seed": 0, "lr": 2.5e-3, "budget": 1e12,
+    ...               "non_embedding_params": 10, "val_nats_per_char": 2.0},
+    ...         "b": {"name": "b", "unique_chars": None, "seed": 0, "lr": 5e-3, "budget": 1e12,
+    ...               "non_embedding_params": 10, "val_nats_per_char": 1.9},
+    ...         "c": {"name": "c", "unique_chars": None, "seed": 1, "lr": 1e-2, "budget": 1e12,
+    ...               "non_embedding_params": 10, "val_nats_per_char": 1.5}}
+    >>> [r["name"] for r in grid_results({"runs": runs})], [r["name"] for r in grid_results({"runs": runs}, 2.5e-3)]
+    (['b'], ['a'])
+    """
     held = {r.name for r in heldout()}
-    return [r for r in table["runs"].values() if r["unique_chars"] is None and r["name"] not in held
-            and r.get("lr", BASE_TRAIN.lr) == BASE_TRAIN.lr and r.get("seed", 0) == 0]
+    chosen: dict[tuple[float, int], dict] = {}
+    for r in table["runs"].values():
+        if r["unique_chars"] is not None or r["name"] in held or r.get("seed", 0) != 0:
+            continue
+        if lr is not None and r.get("lr", BASE_TRAIN.lr) != lr:
+            continue
+        key = (r["budget"], r["non_embedding_params"])
+        if key not in chosen or r["val_nats_per_char"] < chosen[key]["val_nats_per_char"]:
+            chosen[key] = r
+    return [chosen[k] for k in sorted(chosen)]
 
 
 def fit_bootstraps(table: dict, samples: int = BOOTSTRAP_SAMPLES, extra_starts: int = BOOTSTRAP_EXTRA_STARTS,
                    seed: int = 0) -> dict:
-    """The law fitted to the stored grid and its refits to resamples, from the full fit alone and with
-    ``extra_starts`` random starts besides (the same resamples: see :func:`~lmcourse.scaling_laws.bootstrap`)."""
+    """The law fitted to the stored tuned grid (:func:`grid_results`) and its refits to resamples, from the full
+    fit alone and with ``extra_starts`` random starts besides (the same resamples: see
+    :func:`~lmcourse.scaling_laws.bootstrap`)."""
     runs = grid_results(table)
     N = [r["non_embedding_params"] for r in runs]
     D = [r["tokens"] for r in runs]
