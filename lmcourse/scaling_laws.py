@@ -4,7 +4,7 @@ Hoffmann et al. (2022, "Chinchilla") model the final loss of a run as
 
     L(N, D) = E + A / N^alpha + B / D^beta
 
-(E: the loss no model reaches, the text's own entropy under this tokenizer; the
+(E: the loss no model of the family reaches, a fitted number and not the entropy of the text; the
 two power laws: what a finite model and a finite run leave on top of it). Their
 approach 3 fits the five numbers by minimising a Huber loss of the residual in
 log-loss, ``log L_hat - log L``, written ``log L_hat = LSE(a - alpha log N,
