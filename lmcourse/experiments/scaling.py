@@ -37,9 +37,9 @@ from the grid's law (and the shipped ``gpt_char``'s, ten times further out).
 **Learning rate.** A grid command trains its runs at one peak learning rate, 2.5e-3 (the
 shipped recipe's) unless ``--lr`` names another (decaying to a tenth of it, as the default
 does; stored under names ending in ``-lr<peak>``). The sweep trains each profile at several
-rates, doubling them until each size's best rate has a worse one on each side, and the
-chapter's tuned grid takes each size at its best (:func:`grid_results`; Kaplan et al. 2020
-tuned their learning rate by size too).
+rates, doubling them towards a worse one on each side of each size's best (chapter 12
+prints where that bracket is reached), and the chapter's tuned grid takes each size at its
+best (:func:`grid_results`; Kaplan et al. 2020 tuned their learning rate by size too).
 
 **Bootstrap** (``bootstrap``, no training): the law fitted to the stored tuned grid (each
 size at its best stored learning rate, :func:`grid_results`) and refitted to resamples of it, each refit once from the
@@ -258,9 +258,11 @@ def grid_results(table: dict, lr: float | None = None) -> list[dict]:
         if lr is not None and r.get("lr", BASE_TRAIN.lr) != lr:
             continue
         key = (r["budget"], r["non_embedding_params"])
-        if key not in chosen or r["val_nats_per_char"] < chosen[key]["val_nats_per_char"]:
-            chosen[key] = r
-    return [chosen[k] for k in sorted(chosen)]
+        loss = r["val_nats_per_char"]
+        loss = math.inf if math.isnan(loss) else loss  # a diverged run is the worst
+        if key not in chosen or loss < chosen[key][0]:
+            chosen[key] = (loss, r)
+    return [chosen[k][1] for k in sorted(chosen)]
 
 
 def fit_bootstraps(table: dict, samples: int = BOOTSTRAP_SAMPLES, extra_starts: int = BOOTSTRAP_EXTRA_STARTS,
