@@ -1104,6 +1104,45 @@ def fixture_notebook(name: str):
     return with_wrong_answer(nbformat.read(solution_of(name[:2]), as_version=4), function, body)
 
 
+# chapters 11-13 keep their wrong answers in tables of their own (tests/test_exercises_NN.py,
+# each ``{name: (task, function, wrong body, message)}``); these write and check them alike
+
+
+def write_table_fixtures(solution: Path, table: dict, folder: Path) -> None:
+    """Write each wrong answer of ``table`` as ``folder/NAME.ipynb``: ``solution`` with one body replaced."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (_, function, body, _) in table.items():
+        nbformat.write(with_wrong_answer(nbformat.read(solution, as_version=4), function, body),
+                       folder / f"{name}.ipynb")
+
+
+def assert_table_fixtures_current(solution: Path, table: dict, folder: Path, script: str) -> None:
+    """Every fixture of ``table`` exists, is what ``script`` writes now, and replaces a solution of its task."""
+    for name, (task, function, body, _) in table.items():
+        path = folder / f"{name}.ipynb"
+        assert path.exists(), f"{path} is missing: run python {script}"
+        want = with_wrong_answer(nbformat.read(solution, as_version=4), function, body)
+        assert path.read_text() == nbformat.writes(want) + "\n", (
+            f"{path} is out of date with {solution.name}: run python {script}"
+        )
+        nb = nbformat.read(path, as_version=4)
+        cell = next(c for c in nb.cells if f"def {function}(" in c.source)
+        info = cell.metadata["lmcourse"]
+        assert (info["role"], info["task"]) == ("solution", task), f"{name}: {function}() is not in task {task}"
+
+
+def assert_table_covers_every_task(solution: Path, table: dict) -> None:
+    """Every task of ``solution`` has a wrong answer in ``table``, and every task that forbids
+    names a ``*_calls_package`` one."""
+    infos = [c.metadata["lmcourse"] for c in nbformat.read(solution, as_version=4).cells if "lmcourse" in c.metadata]
+    tasks = {i["task"] for i in infos if i["role"] == "check"}
+    forbidding = {i["task"] for i in infos if i["role"] == "solution" and i.get("forbid")}
+    wrong = {task for name, (task, *_) in table.items() if not name.endswith("_calls_package")}
+    calls = {task for name, (task, *_) in table.items() if name.endswith("_calls_package")}
+    assert tasks <= wrong, f"no wrong-answer fixture for {sorted(tasks - wrong)}"
+    assert forbidding <= calls, f"no *_calls_package fixture for {sorted(forbidding - calls)}"
+
+
 # chapters whose wrong answers a test file of their own writes (tests/test_exercises_NN.py), or
 # (chapter 14) whose fixtures are committed as they are and graded by tests/test_grading.py alone
 OWN_TABLES = ("11", "12", "13", "14")

@@ -11,10 +11,12 @@ batch (``tests/chapter_grades.py``).
 
 from pathlib import Path
 
-import nbformat
 import pytest
 from chapter_grades import grades_of, group
-from test_exercises import with_wrong_answer  # the one fixture builder, for every chapter
+from test_exercises import (  # the one fixture builder and its checks, for every chapter
+    assert_table_fixtures_current,
+    write_table_fixtures,
+)
 
 from lmcourse.course.exercises import SOLUTIONS_DIR
 
@@ -197,28 +199,12 @@ WRONG_ANSWERS = {
 }
 
 
-def fixture_notebook(name: str):
-    _, function, body, _ = WRONG_ANSWERS[name]
-    return with_wrong_answer(nbformat.read(SOLUTION, as_version=4), function, body)
-
-
 def write_fixtures() -> None:
-    FIXTURES.mkdir(parents=True, exist_ok=True)
-    for name in WRONG_ANSWERS:
-        nbformat.write(fixture_notebook(name), FIXTURES / f"{name}.ipynb")
+    write_table_fixtures(SOLUTION, WRONG_ANSWERS, FIXTURES)
 
 
 def test_fixtures_are_the_solutions_with_one_wrong_answer():
-    for name, (task, function, _, _) in WRONG_ANSWERS.items():
-        path = FIXTURES / f"{name}.ipynb"
-        assert path.exists(), f"{path} is missing: run python tests/test_exercises_11.py"
-        assert path.read_text() == nbformat.writes(fixture_notebook(name)) + "\n", (
-            f"{path} is out of date with {SOLUTION.name}: run python tests/test_exercises_11.py"
-        )
-        nb = nbformat.read(path, as_version=4)
-        cell = next(c for c in nb.cells if f"def {function}(" in c.source)
-        info = cell.metadata["lmcourse"]
-        assert (info["role"], info["task"]) == ("solution", task), f"{name}: {function}() is not in task {task}"
+    assert_table_fixtures_current(SOLUTION, WRONG_ANSWERS, FIXTURES, "tests/test_exercises_11.py")
 
 
 @pytest.mark.slow

@@ -9,10 +9,13 @@ forbids and must score 0 there. After the solutions change, rewrite them with
 
 from pathlib import Path
 
-import nbformat
 import pytest
 from chapter_grades import grades_of, group
-from test_exercises import with_wrong_answer
+from test_exercises import (  # the one fixture builder and its checks, for every chapter
+    assert_table_covers_every_task,
+    assert_table_fixtures_current,
+    write_table_fixtures,
+)
 
 from lmcourse.course.exercises import SOLUTIONS_DIR
 
@@ -120,39 +123,16 @@ WRONG_ANSWERS = {
 }
 
 
-def fixture_notebook(name: str):
-    _, function, body, _ = WRONG_ANSWERS[name]
-    return with_wrong_answer(nbformat.read(SOLUTION, as_version=4), function, body)
-
-
 def write_fixtures() -> None:
-    FIXTURES.mkdir(parents=True, exist_ok=True)
-    for name in WRONG_ANSWERS:
-        nbformat.write(fixture_notebook(name), FIXTURES / f"{name}.ipynb")
+    write_table_fixtures(SOLUTION, WRONG_ANSWERS, FIXTURES)
 
 
 def test_fixtures_are_the_solutions_with_one_wrong_answer():
-    for name, (task, function, _, _) in WRONG_ANSWERS.items():
-        path = FIXTURES / f"{name}.ipynb"
-        assert path.exists(), f"{path} is missing: run python tests/test_exercises_13.py"
-        assert path.read_text() == nbformat.writes(fixture_notebook(name)) + "\n", (
-            f"{path} is out of date with {SOLUTION.name}: run python tests/test_exercises_13.py"
-        )
-        nb = nbformat.read(path, as_version=4)
-        cell = next(c for c in nb.cells if f"def {function}(" in c.source)
-        info = cell.metadata["lmcourse"]
-        assert (info["role"], info["task"]) == ("solution", task), f"{name}: {function}() is not in task {task}"
+    assert_table_fixtures_current(SOLUTION, WRONG_ANSWERS, FIXTURES, "tests/test_exercises_13.py")
 
 
 def test_every_task_has_a_wrong_answer_and_every_forbid_a_calls_package_fixture():
-    solution = nbformat.read(SOLUTION, as_version=4)
-    infos = [c.metadata["lmcourse"] for c in solution.cells if "lmcourse" in c.metadata]
-    tasks = {i["task"] for i in infos if i["role"] == "check"}
-    forbidding = {i["task"] for i in infos if i["role"] == "solution" and i.get("forbid")}
-    wrong = {task for name, (task, *_) in WRONG_ANSWERS.items() if not name.endswith("_calls_package")}
-    calls = {task for name, (task, *_) in WRONG_ANSWERS.items() if name.endswith("_calls_package")}
-    assert tasks <= wrong, f"no wrong-answer fixture for {sorted(tasks - wrong)}"
-    assert forbidding <= calls, f"no *_calls_package fixture for {sorted(forbidding - calls)}"
+    assert_table_covers_every_task(SOLUTION, WRONG_ANSWERS)
 
 
 @pytest.mark.slow
