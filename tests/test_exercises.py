@@ -1131,6 +1131,24 @@ def assert_table_fixtures_current(solution: Path, table: dict, folder: Path, scr
         assert (info["role"], info["task"]) == ("solution", task), f"{name}: {function}() is not in task {task}"
 
 
+def assert_table_answer_costs_its_task(solution: Path, table: dict, folder: Path, name: str) -> None:
+    """The fixture ``name`` of ``table`` loses points on its task (all of them, with a "forbid"
+    message, for a ``*_calls_package`` one) and keeps full marks on every other task."""
+    task, _, _, message = table[name]
+    rows = grades_of(folder / f"{name}.ipynb")
+    assert set(rows) == set(grades_of(solution))
+    wrong = rows[task]
+    if name.endswith("_calls_package"):  # refused by reading before it runs, or recorded as it runs
+        assert wrong.points == 0 and any(m in wrong.message for m in (
+            f"task {task} must not call ", "which this task forbids", "which this task does not allow",
+            "not run: ")), wrong
+    else:
+        assert wrong.points < wrong.max_points and message in wrong.message, wrong
+    assert wrong.status in ("failed", "error"), wrong
+    others = {t: r for t, r in rows.items() if t != task}
+    assert all(r.points == r.max_points for r in others.values()), others
+
+
 def assert_table_covers_every_task(solution: Path, table: dict) -> None:
     """Every task of ``solution`` has a wrong answer in ``table``, and every task that forbids
     names a ``*_calls_package`` one."""

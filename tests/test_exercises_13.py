@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from chapter_grades import grades_of, group
 from test_exercises import (  # the one fixture builder and its checks, for every chapter
+    assert_table_answer_costs_its_task,
     assert_table_covers_every_task,
     assert_table_fixtures_current,
     write_table_fixtures,
@@ -147,19 +148,7 @@ def test_solution_scores_full_marks():
 @group("13")
 @pytest.mark.parametrize("name", sorted(WRONG_ANSWERS))
 def test_wrong_answer_costs_its_task_points_and_no_others(name):
-    task, _, _, message = WRONG_ANSWERS[name]
-    rows = grades_of(FIXTURES / f"{name}.ipynb")
-    assert set(rows) == set(grades_of(SOLUTION))
-    wrong = rows[task]
-    if name.endswith("_calls_package"):  # refused by reading before it runs, or recorded as it runs
-        assert wrong.points == 0 and any(m in wrong.message for m in (
-            f"task {task} must not call ", "which this task forbids", "which this task does not allow",
-            "not run: ")), wrong
-    else:
-        assert wrong.points < wrong.max_points and message in wrong.message, wrong
-    assert wrong.status in ("failed", "error"), wrong
-    others = {t: r for t, r in rows.items() if t != task}
-    assert all(r.points == r.max_points for r in others.values()), others
+    assert_table_answer_costs_its_task(SOLUTION, WRONG_ANSWERS, FIXTURES, name)
 
 
 if __name__ == "__main__":
