@@ -226,6 +226,34 @@ def power_law(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
     return math.exp(log_k), p
 
 
+def power_law_floor(x: Sequence[float], y: Sequence[float], points: int = 2001) -> tuple[float, float, float]:
+    """``(E, k, p)`` of ``y = E + k x^p`` with a floor ``0 <= E < min(y)``, least squares in ``log(y - E)``.
+
+    For each floor on a grid of ``points`` values from 0 up to just below ``min(y)`` the rest is
+    :func:`power_law` on ``y - E``; the floor kept is the one whose fit misses ``y`` least (squared
+    error in ``y``). Kaplan et al.'s compute frontier is :func:`power_law` on the best loss per budget,
+    which can only fall forever; this is the same line with room for a floor.
+
+    >>> E, k, p = power_law_floor([1, 10, 100, 1000], [3.0, 1.5 + 1.5 / 10**0.5, 1.65, 1.5 + 1.5 / 1000**0.5])
+    >>> round(E, 2), round(k, 2), round(p, 2)
+    (1.5, 1.5, -0.5)
+    """
+    if len(x) != len(y) or len(x) < 3:
+        raise ValueError(f"need at least 3 points (a floor, a scale and a slope), got {len(x)} and {len(y)}")
+    if min(x) <= 0 or min(y) <= 0:
+        raise ValueError("x and y must be positive")
+    ys = torch.tensor(y, dtype=torch.float64)
+    xs = torch.tensor(x, dtype=torch.float64)
+    best = None
+    for i in range(points):
+        floor = min(y) * i / points
+        k, p = power_law(x, (ys - floor).tolist())
+        miss = ((floor + k * xs**p - ys) ** 2).sum().item()
+        if best is None or miss < best[0]:
+            best = (miss, floor, k, p)
+    return best[1], best[2], best[3]
+
+
 def effective_data(unique: float, tokens: float, r_star: float) -> float:
     """Muennighoff et al.'s effective tokens of a run that reads ``tokens`` from ``unique`` unique ones.
 

@@ -11,6 +11,7 @@ from lmcourse.experiments.scaling import (
     CENTRE_TOKENS_PER_PARAM,
     DATA_EPOCHS,
     FAMILY,
+    GAP_SIZES,
     MIN_STEPS,
     SIZES_PER_BUDGET,
     TOKENS_PER_STEP,
@@ -20,6 +21,7 @@ from lmcourse.experiments.scaling import (
     main,
     model_config,
     non_embedding_params,
+    planned,
     store,
     train_config,
 )
@@ -49,6 +51,16 @@ def test_each_budget_trains_six_sizes_around_its_centre_at_its_compute():
         assert min(ratios) < CENTRE_TOKENS_PER_PARAM < max(ratios)  # the profile brackets the optimum
     assert len({r.name for r in runs}) == len(runs)
     assert all((r.layers, r.width) in FAMILY for r in runs)
+
+
+def test_the_gap_sizes_fill_13k_to_57k_at_both_depths_and_only_when_named():
+    sizes = {lw: non_embedding_params(model_config(*lw)) for lw in GAP_SIZES}
+    assert all(12_768 < n < 56_640 for n in sizes.values())  # between the family's 1x32 and 2x48
+    assert {layers for layers, _ in GAP_SIZES} == {1, 2} and not set(GAP_SIZES) & set(FAMILY)
+    assert not any((r.layers, r.width) in GAP_SIZES for r in grid())  # never among a budget's six
+    named = planned("python -m lmcourse scaling grid --budgets 1e12 --sizes 2x32,1x64 --lr 0.02")
+    assert [(r.layers, r.width, r.lr) for r in named] == [(2, 32, 0.02), (1, 64, 0.02)]  # by size
+    assert all(math.isclose(6 * sizes[r.layers, r.width] * r.tokens, 1e12, rel_tol=0.01) for r in named)
 
 
 def test_data_constrained_runs_spend_equal_compute_on_fewer_unique_characters():

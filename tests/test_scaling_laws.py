@@ -16,6 +16,7 @@ from lmcourse.scaling_laws import (
     isoflop_minimum,
     law_objective,
     power_law,
+    power_law_floor,
 )
 
 TRUE = LossLaw(E=1.1, A=60.0, alpha=0.45, B=90.0, beta=0.32)
@@ -83,6 +84,21 @@ def test_power_law_and_effective_data_by_hand():
     assert values == sorted(values) and values[-1] <= 1000 * (1 + 5.0)  # more reads help, up to (1 + R*) U
     per_read = [v / (1000 * e) for v, e in zip(values, epochs, strict=True)]
     assert per_read == sorted(per_read, reverse=True)  # ... and each read is worth less
+
+
+def test_a_frontier_with_a_floor_recovers_a_known_curve_and_beats_the_straight_line():
+    xs = [1e12, 3e12, 1e13, 3e13, 1e14]
+    ys = [1.2 + 40.0 * x**-0.1 for x in xs]
+    E, k, p = power_law_floor(xs, ys)
+    assert abs(E - 1.2) < 2e-3 and abs(p + 0.1) < 0.01  # the grid of floors is min(y) / 2001 apart
+    # a floor-free line misses the same points by more, and predicts lower far out
+    k0, p0 = power_law(xs, ys)
+    assert k0 * 1e16**p0 < E + k * 1e16**p < 1.2 + 40.0 * 1e16**-0.1 + 0.01
+    # with no floor in the data the fit keeps E at (about) zero and agrees with power_law
+    E2, k2, p2 = power_law_floor([1, 10, 100], [5.0, 2.5, 1.25])
+    assert E2 < 0.01 and abs(p2 - math.log10(0.5)) < 0.01
+    with pytest.raises(ValueError, match="at least 3 points"):
+        power_law_floor([1, 2], [3, 2])
 
 
 def test_bad_inputs_are_refused():

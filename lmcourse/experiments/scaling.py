@@ -77,6 +77,10 @@ from ..transformer import GPT, GPTConfig
 # (layers, width): about 3.3k, 7.3k, 13k, 57k, 100k, 234k, 336k, 608k, 793k and 1.25M non-embedding
 # parameters; the shipped gpt_char is (6, 160), 1.86M
 FAMILY = ((1, 16), (1, 24), (1, 32), (2, 48), (2, 64), (3, 80), (3, 96), (4, 112), (4, 128), (5, 144))
+# Between 13k and 57k the family changes depth from one layer to two, and two budgets' optima fall in that
+# gap; these sizes fill it at both depths (about 28k and 50k with one layer, 25k and 39k with two). They
+# are trained only where --sizes names them, never among a budget's default six.
+GAP_SIZES = ((1, 48), (1, 64), (2, 32), (2, 40))
 BUDGETS = (1e12, 3e12, 1e13, 3e13)  # FLOPs (6 N D); gpt_char was trained with 3.0e14
 BASE_MODEL = GPTConfig(vocab_size=75, context_length=128, dropout=0.0, tie_weights=True, positional="learned",
                        bias=True)
@@ -145,8 +149,10 @@ class Run:
 def grid(budgets: tuple[float, ...] = BUDGETS, seeds: int = 1, lr: float = BASE_TRAIN.lr,
          members: tuple[tuple[int, int], ...] | None = None) -> list[Run]:
     """The IsoFLOP runs: at each budget, the six sizes nearest (in log N) to the centre's characters per parameter
-    (or, with ``members``, those (layers, width) of the family that get at least ``MIN_STEPS`` steps)."""
-    sizes = [(layers, width, non_embedding_params(model_config(layers, width))) for layers, width in FAMILY]
+    (or, with ``members``, those (layers, width) of the family or ``GAP_SIZES`` that get at least ``MIN_STEPS``
+    steps)."""
+    sizes = [(layers, width, non_embedding_params(model_config(layers, width)))
+             for layers, width in FAMILY + (GAP_SIZES if members is not None else ())]
     runs = []
     for budget in budgets:
         target = math.sqrt(budget / (6 * CENTRE_TOKENS_PER_PARAM))  # N with D = 300 N
@@ -316,9 +322,10 @@ def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[li
                      "and --sizes is LAYERSxWIDTH,... (3x96)")
     if args.seeds < 1 or args.lr <= 0 or not 0 <= k < n_shards or any(b <= 0 for b in budgets):
         parser.error("need --seeds >= 1, --shard K/N with 0 <= K < N, and positive budgets")
-    if members is not None and (any(len(m) != 2 or m not in FAMILY for m in members) or args.part != "grid"):
+    if members is not None and (any(len(m) != 2 or m not in FAMILY + GAP_SIZES for m in members)
+                                or args.part != "grid"):
         parser.error(f"--sizes goes with the grid part and names members of the family: "
-                     f"{', '.join(f'{a}x{b}' for a, b in FAMILY)}")
+                     f"{', '.join(f'{a}x{b}' for a, b in sorted(FAMILY + GAP_SIZES))}")
     runs = (grid(budgets, args.seeds, args.lr, members) if args.part in ("all", "grid") else []) + \
         (data_constrained(args.seeds) if args.part in ("all", "data") else []) + \
         (heldout(args.seeds) if args.part in ("all", "heldout") else [])
