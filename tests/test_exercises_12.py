@@ -398,38 +398,123 @@ WRONG_ANSWERS = {
                 out[C] = best
         return out
     """, "leave out a budget no curve reaches"),
-    "12_t_critical_normal": ("repeats", "t_critical", """
-        lo, hi = 0.0, 64.0  # the normal distribution's quantile, not Student's t
-        for _ in range(100):
-            mid = (lo + hi) / 2
-            if 0.5 * math.erfc(mid / math.sqrt(2)) > alpha:
-                lo = mid
-            else:
-                hi = mid
-        return (lo + hi) / 2
-    """, "one-sided: P(T > t) = alpha"),
-    "12_t_critical_two_sided": ("repeats", "t_critical", """
-        c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    "12_permutation_two_sided": ("repeats", "permutation_p", """
+        import itertools
 
-        def density(t):
-            return c * (1 + t * t / df) ** (-(df + 1) / 2)
+        pooled = [*base, *other]
+        n, k = len(pooled), len(other)
+        observed = sum(other) / k - sum(base) / len(base)
+        hits = total = 0
+        for idx in itertools.combinations(range(n), k):
+            o = [pooled[i] for i in idx]
+            b = [pooled[i] for i in range(n) if i not in idx]
+            total += 1
+            hits += abs(sum(o) / k - sum(b) / len(b)) >= abs(observed) - 1e-12  # two-sided
+        return hits / total
+    """, "expected 1/3"),
+    "12_permutation_strict": ("repeats", "permutation_p", """
+        import itertools
 
-        def both_tails(t, steps=4000):  # P(|T| > t): a two-sided value
-            h = t / steps
-            s = density(0) + density(t) + sum((4 if k % 2 else 2) * density(k * h) for k in range(1, steps))
-            return 1 - 2 * s * h / 3
+        pooled = [*base, *other]
+        observed = sum(other)
+        tol = 1e-9 * sum(abs(x) for x in pooled)
+        hits = total = 0
+        for chosen in itertools.combinations(pooled, len(other)):
+            total += 1
+            hits += sum(chosen) > observed + tol  # strictly more: ties left out
+        return hits / total
+    """, "expected 1/3"),
+    "12_permutation_distinct_groups": ("repeats", "permutation_p", """
+        import itertools
 
-        lo, hi = 0.0, 1.0
-        while both_tails(hi) > alpha:
-            lo, hi = hi, 2 * hi
-        for _ in range(60):
-            mid = (lo + hi) / 2
-            if both_tails(mid) > alpha:
-                lo = mid
-            else:
-                hi = mid
-        return (lo + hi) / 2
-    """, "one-sided: P(T > t) = alpha"),
+        pooled = [*base, *other]
+        observed = sum(other)
+        tol = 1e-9 * sum(abs(x) for x in pooled)
+        # each distinct group of values once: runs with equal losses merged
+        choices = {tuple(sorted(c)) for c in itertools.combinations(pooled, len(other))}
+        hits = sum(sum(c) >= observed - tol for c in choices)
+        return hits / len(choices)
+    """, "runs are told apart by position"),
+    "12_permutation_leaves_out_observed": ("repeats", "permutation_p", """
+        import itertools
+
+        pooled = [*base, *other]
+        n, k = len(pooled), len(other)
+        observed = sum(other)
+        tol = 1e-9 * sum(abs(x) for x in pooled)
+        hits = total = 0
+        for idx in itertools.combinations(range(n), k):
+            if idx == tuple(range(n - k, n)):  # the observed split is not a permutation
+                continue
+            total += 1
+            hits += sum(pooled[i] for i in idx) >= observed - tol
+        return hits / total if total else 1.0
+    """, "expected 1/3"),
+    "12_permutation_float_ties": ("repeats", "permutation_p", """
+        import itertools
+
+        pooled = [*base, *other]
+        n, k = len(pooled), len(other)
+        observed = sum(other) / k - sum(base) / len(base)
+        hits = total = 0
+        for idx in itertools.combinations(range(n), k):
+            o = [pooled[i] for i in idx]
+            b = [pooled[i] for i in range(n) if i not in idx]
+            total += 1
+            hits += sum(o) / k - sum(b) / len(b) >= observed  # float means, compared as they come
+        return hits / total
+    """, "a tie, which counts as at least the observed one"),
+    "12_permutation_exact_sums": ("repeats", "permutation_p", """
+        import itertools
+
+        pooled = [*base, *other]
+        observed = math.fsum(other)  # exact sums of the floats: 0.2 + 0.4 > 0.1 + 0.5
+        hits = total = 0
+        for chosen in itertools.combinations(pooled, len(other)):
+            total += 1
+            hits += math.fsum(chosen) >= observed
+        return hits / total
+    """, "a tie, which counts as at least the observed one"),
+    "12_permutation_normal": ("repeats", "permutation_p", """
+        def mean_var(v):
+            m = sum(v) / len(v)
+            return m, (sum((x - m) ** 2 for x in v) / (len(v) - 1) if len(v) > 1 else 0.0)
+
+        mb, vb = mean_var(base)  # Welch's statistic, the normal tail: an approximation
+        mo, vo = mean_var(other)
+        se = math.sqrt(vb / len(base) + vo / len(other))
+        if se == 0:
+            return 0.5 if mo == mb else float(mo < mb)
+        return 0.5 * math.erfc((mo - mb) / se / math.sqrt(2))
+    """, "expected 1/3"),
+    "12_permutation_sampled": ("repeats", "permutation_p", """
+        pooled = torch.tensor([*base, *other], dtype=torch.float64)
+        k = len(other)
+        observed = pooled[len(base):].sum().item()
+        tol = 1e-9 * pooled.abs().sum().item()
+        g = torch.Generator().manual_seed(0)
+        hits = 0
+        for _ in range(2000):  # random relabellings, not every one
+            chosen = pooled[torch.randperm(len(pooled), generator=g)[:k]]
+            hits += chosen.sum().item() >= observed - tol
+        return hits / 2000
+    """, "expected 1/3"),
+    "12_permutation_scipy": ("repeats", "permutation_p", """
+        from scipy.stats import permutation_test
+
+        def statistic(o, b):
+            return sum(o) / len(o) - sum(b) / len(b)
+
+        res = permutation_test((other, base), statistic, permutation_type="independent",
+                               alternative="greater", n_resamples=10**6)
+        return float(res.pvalue)
+    """, "which this task does not allow"),
+    "12_permutation_statistics": ("repeats", "permutation_p", """
+        from statistics import NormalDist, mean, stdev
+
+        se = math.sqrt(stdev(base) ** 2 / len(base) + stdev(other) ** 2 / len(other))
+        return 1 - NormalDist().cdf((mean(other) - mean(base)) / se)
+    """, "which this task does not allow"),
     "12_repeats_two_se": ("repeats", "measured_from", """
         def mean_var(v):
             m = sum(v) / len(v)
@@ -439,72 +524,30 @@ WRONG_ANSWERS = {
         found = 0
         for e in sorted((e for e in groups if e > 1), reverse=True):
             m, v = mean_var(groups[e])
-            if (m - m1) / math.sqrt(v / len(groups[e]) + v1 / len(groups[1])) <= 2.0:  # the normal rule
+            if m - m1 <= 2 * math.sqrt(v / len(groups[e]) + v1 / len(groups[1])):  # the chapter's rule
                 break
             found = e
         return found
-    """, "Welch's df, Student's t, not 2 s.e."),
-    "12_repeats_pooled_df": ("repeats", "measured_from", """
-        def mean_var(v):
-            m = sum(v) / len(v)
-            return m, sum((x - m) ** 2 for x in v) / (len(v) - 1)
-
-        m1, v1 = mean_var(groups[1])
+    """, "whatever two standard errors say"),
+    "12_repeats_strict_alpha": ("repeats", "measured_from", """
         found = 0
         for e in sorted((e for e in groups if e > 1), reverse=True):
-            m, v = mean_var(groups[e])
-            t = (m - m1) / math.sqrt(v / len(groups[e]) + v1 / len(groups[1]))
-            if t <= t_critical(len(groups[e]) + len(groups[1]) - 2, alpha):  # not Welch's df
+            if not permutation_p(groups[1], groups[e]) < alpha:  # p = alpha is not enough
                 break
             found = e
         return found
-    """, "Welch's df, Student's t, not 2 s.e."),
-    "12_repeats_two_sided": ("repeats", "measured_from", """
-        def mean_var(v):
-            m = sum(v) / len(v)
-            return m, sum((x - m) ** 2 for x in v) / (len(v) - 1)
-
-        m1, v1 = mean_var(groups[1])
-        n1 = len(groups[1])
+    """, "expected 4"),
+    "12_repeats_swapped": ("repeats", "measured_from", """
         found = 0
         for e in sorted((e for e in groups if e > 1), reverse=True):
-            m, v = mean_var(groups[e])
-            a, b = v / len(groups[e]), v1 / n1
-            df = (a + b) ** 2 / (a**2 / (len(groups[e]) - 1) + b**2 / (n1 - 1))
-            if abs(m - m1) / math.sqrt(a + b) <= t_critical(df, alpha / 2):  # two-sided
+            if permutation_p(groups[e], groups[1]) > alpha:  # the groups swapped: a fall
                 break
             found = e
         return found
-    """, "whether the loss rose"),
-    "12_repeats_population_variance": ("repeats", "measured_from", """
-        def mean_var(v):
-            m = sum(v) / len(v)
-            return m, sum((x - m) ** 2 for x in v) / len(v)  # n, not n - 1
-
-        m1, v1 = mean_var(groups[1])
-        n1 = len(groups[1])
-        found = 0
-        for e in sorted((e for e in groups if e > 1), reverse=True):
-            m, v = mean_var(groups[e])
-            a, b = v / len(groups[e]), v1 / n1
-            df = (a + b) ** 2 / (a**2 / (len(groups[e]) - 1) + b**2 / (n1 - 1))
-            if (m - m1) / math.sqrt(a + b) <= t_critical(df, alpha):
-                break
-            found = e
-        return found
-    """, "Welch's df, Student's t, not 2 s.e."),
+    """, "expected 4"),
     "12_repeats_first_crossing": ("repeats", "measured_from", """
-        def mean_var(v):
-            m = sum(v) / len(v)
-            return m, sum((x - m) ** 2 for x in v) / (len(v) - 1)
-
-        m1, v1 = mean_var(groups[1])
-        n1 = len(groups[1])
         for e in sorted(e for e in groups if e > 1):  # the first crossing, not a lasting one
-            m, v = mean_var(groups[e])
-            a, b = v / len(groups[e]), v1 / n1
-            df = (a + b) ** 2 / (a**2 / (len(groups[e]) - 1) + b**2 / (n1 - 1))
-            if (m - m1) / math.sqrt(a + b) > t_critical(df, alpha):
+            if permutation_p(groups[1], groups[e]) <= alpha:
                 return e
         return 0
     """, "and every larger one"),
@@ -659,7 +702,8 @@ def test_every_task_has_a_wrong_answer_and_every_forbid_a_calls_package_fixture(
 def test_every_solution_has_an_allow_list_and_reads_clean_under_it():
     """The allow lists (top-level modules an answer may import) that the reading grader applies:
     the solutions keep to them, and the library shortcuts the review found (numpy's polyfit,
-    scipy's curve_fit) are refused."""
+    scipy's curve_fit) and those a permutation test could take (scipy's permutation_test,
+    statistics) are refused."""
     from lmcourse.course.exercises import cell_info
     from lmcourse.course.reading import Rules, read_cell
 
@@ -669,9 +713,10 @@ def test_every_solution_has_an_allow_list_and_reads_clean_under_it():
     for cell in cells:
         info = cell_info(cell)
         rules = Rules(allowed=frozenset(info["allow"]), forbid=tuple(info.get("forbid", ())))
-        assert set(info["allow"]) <= {"torch", "math"}, info
+        assert set(info["allow"]) <= {"torch", "math", "itertools"}, info
         assert read_cell(cell.source, rules) == [], info["task"]
-        for shortcut in ("import numpy as np", "from scipy.optimize import curve_fit"):
+        for shortcut in ("import numpy as np", "from scipy.optimize import curve_fit",
+                         "from scipy.stats import permutation_test", "import statistics"):
             assert read_cell(shortcut, rules), (info["task"], shortcut)
 
 
