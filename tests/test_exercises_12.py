@@ -736,6 +736,42 @@ def test_wrong_answer_costs_its_task_points_and_no_others(name):
     assert_table_answer_costs_its_task(SOLUTION, WRONG_ANSWERS, FIXTURES, name)
 
 
+# a right answer the text allows: both neighbours of lr0 first, as a parallel sweep would
+SYMMETRIC_PROBE = """
+    losses = {}
+
+    def rank(k):
+        loss = losses[k]
+        return (loss if math.isfinite(loss) else math.inf, k)
+
+    for k in (0, 1, -1):
+        losses[k] = float(loss_at(lr0 * factor**k))
+    while True:
+        best = min(losses, key=rank)
+        missing = [k for k in (best - 1, best + 1) if k not in losses]
+        if not missing:
+            return lr0 * factor**best, {lr0 * factor**k: v for k, v in losses.items()}
+        if len(losses) >= max_evals:
+            raise RuntimeError("no bracket: the loss still falls towards "
+                               + ("higher" if best == max(losses) else "lower") + " rates")
+        losses[missing[0]] = float(loss_at(lr0 * factor**missing[0]))
+"""
+
+
+@pytest.mark.slow
+def test_a_search_that_probes_both_neighbours_first_scores_full_marks(tmp_path):
+    from chapter_grades import _pool
+    from test_exercises import with_wrong_answer
+
+    from lmcourse.course.grade import grade_notebooks
+
+    path = tmp_path / "12_scaling.ipynb"
+    nbformat.write(with_wrong_answer(nbformat.read(SOLUTION, as_version=4), "bracket_lr", SYMMETRIC_PROBE), path)
+    (rows,) = grade_notebooks([(path, str(path))], jobs=1, warm=_pool())
+    row = next(r for r in rows if r.task == "bracket")
+    assert row.points == row.max_points, row
+
+
 if __name__ == "__main__":
     write_fixtures()
     print(f"wrote {len(WRONG_ANSWERS)} fixtures to {FIXTURES}")
