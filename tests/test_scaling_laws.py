@@ -93,6 +93,9 @@ def test_a_frontier_with_a_floor_recovers_a_known_curve_and_beats_the_straight_l
     assert abs(E - 1.2) < 2e-3 and abs(p + 0.1) < 0.01  # the grid of floors is min(y) / 2001 apart
     # a floor-free line misses the same points by more, and predicts lower far out
     k0, p0 = power_law(xs, ys)
+    miss = sum((E + k * x**p - y) ** 2 for x, y in zip(xs, ys, strict=True))
+    miss0 = sum((k0 * x**p0 - y) ** 2 for x, y in zip(xs, ys, strict=True))
+    assert miss < miss0
     assert k0 * 1e16**p0 < E + k * 1e16**p < 1.2 + 40.0 * 1e16**-0.1 + 0.01
     # with no floor in the data the fit keeps E at (about) zero and agrees with power_law
     E2, k2, p2 = power_law_floor([1, 10, 100], [5.0, 2.5, 1.25])
