@@ -772,6 +772,45 @@ def test_a_search_that_probes_both_neighbours_first_scores_full_marks(tmp_path):
     assert row.points == row.max_points, row
 
 
+LINEAR_IN_C = """
+    curves = []  # (N, [(compute, loss), ...]), read linearly in C itself
+    for r in runs.values():
+        if r["unique_chars"] is not None or r["lr"] != lr:
+            continue
+        n = r["non_embedding_params"]
+        h = r["history"]
+        curves.append((n, [(6 * n * d, v) for d, v in zip(h["tokens"], h["val_loss"]) if d > 0]))
+    out = {}
+    for C in budgets:
+        best = None
+        for n, points in curves:
+            for (c0, y0), (c1, y1) in zip(points, points[1:]):
+                if c0 <= C <= c1:
+                    y = y0 + (y1 - y0) * (C - c0) / (c1 - c0)
+                    if best is None or y < best[1]:
+                        best = (float(n), float(y))
+                    break
+        if best is not None:
+            out[C] = best
+    return out
+"""
+
+
+def test_an_envelope_read_linearly_in_compute_scores_full_marks(tmp_path):
+    # the task accepts either interpolation between evaluations: its points
+    # are for the envelope, not for the convention
+    from chapter_grades import _pool
+    from test_exercises import with_wrong_answer
+
+    from lmcourse.course.grade import grade_notebooks
+
+    path = tmp_path / "12_scaling.ipynb"
+    nbformat.write(with_wrong_answer(nbformat.read(SOLUTION, as_version=4), "approach1", LINEAR_IN_C), path)
+    (rows,) = grade_notebooks([(path, str(path))], jobs=1, warm=_pool())
+    row = next(r for r in rows if r.task == "approach1")
+    assert row.points == row.max_points, row
+
+
 if __name__ == "__main__":
     write_fixtures()
     print(f"wrote {len(WRONG_ANSWERS)} fixtures to {FIXTURES}")

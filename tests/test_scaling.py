@@ -120,6 +120,21 @@ def test_other_learning_rates_get_their_own_names_and_schedules():
     assert (train_config(other).lr, train_config(other).min_lr) == (5e-3, 5e-4)
 
 
+def test_held_out_runs_at_any_rate_stay_out_of_the_grid():
+    from lmcourse.experiments.scaling import grid_results, heldout
+
+    default, tuned = heldout()[0], heldout(lr=1e-2)[0]
+    assert default.name == "C1e+14-L5-d144-s0"  # the stored name is unchanged
+    assert tuned.name == "C1e+14-L5-d144-s0-lr0.01" and tuned.steps == default.steps
+    assert [r.name for r in planned("python -m lmcourse scaling heldout --lr 0.01")] == [tuned.name]
+
+    def row(run, loss):
+        return {"name": run.name, "layers": run.layers, "width": run.width, "budget": run.budget,
+                "unique_chars": None, "seed": 0, "lr": run.lr, "non_embedding_params": 1, "val_nats_per_char": loss}
+
+    table = {"runs": {r.name: row(r, loss) for r, loss in ((default, 1.5), (tuned, 1.4), (grid((1e12,))[0], 2.0))}}
+    assert [r["name"] for r in grid_results(table)] == ["C1e+12-L1-d16-s0"]  # no fit sees them
+
 def test_every_stored_run_keeps_a_command_that_plans_it():
     from lmcourse.experiments.scaling import planned
 

@@ -175,12 +175,12 @@ def data_constrained(seeds: int = 1) -> list[Run]:
             for epochs in DATA_EPOCHS for seed in range(seeds)]
 
 
-def heldout(seeds: int = 1) -> list[Run]:
-    """The runs no fit sees (:data:`HELDOUT`)."""
+def heldout(seeds: int = 1, lr: float = BASE_TRAIN.lr) -> list[Run]:
+    """The runs no fit sees (:data:`HELDOUT`), at peak learning rate ``lr``."""
     runs = []
     for layers, width, budget in HELDOUT:
         steps = round(budget / (6 * non_embedding_params(model_config(layers, width)) * TOKENS_PER_STEP))
-        runs += [Run(layers, width, budget, steps, seed=seed) for seed in range(seeds)]
+        runs += [Run(layers, width, budget, steps, seed=seed, lr=lr) for seed in range(seeds)]
     return runs
 
 
@@ -256,10 +256,11 @@ def grid_results(table: dict, lr: float | None = None) -> list[dict]:
     >>> [r["name"] for r in grid_results({"runs": runs})], [r["name"] for r in grid_results({"runs": runs}, 2.5e-3)]
     (['b'], ['a'])
     """
-    held = {r.name for r in heldout()}
+    held = set(HELDOUT)  # (layers, width, budget), at every rate
     chosen: dict[tuple[float, int], dict] = {}
     for r in table["runs"].values():
-        if r["unique_chars"] is not None or r["name"] in held or r.get("seed", 0) != 0:
+        if r["unique_chars"] is not None or (r.get("layers"), r.get("width"), r["budget"]) in held \
+                or r.get("seed", 0) != 0:
             continue
         if lr is not None and r.get("lr", BASE_TRAIN.lr) != lr:
             continue
@@ -305,7 +306,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--shard", default="0/1", help="K/N: train every N-th run, starting at the K-th")
     parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR / "scaling.json")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--lr", type=float, default=BASE_TRAIN.lr, help="peak learning rate of the grid's runs")
+    parser.add_argument("--lr", type=float, default=BASE_TRAIN.lr,
+                        help="peak learning rate of the grid's and the held-out runs")
     parser.add_argument("--list", action="store_true", help="list the runs and which are stored; train nothing")
     return parser
 
@@ -328,7 +330,7 @@ def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[li
                      f"{', '.join(f'{a}x{b}' for a, b in sorted(FAMILY + GAP_SIZES))}")
     runs = (grid(budgets, args.seeds, args.lr, members) if args.part in ("all", "grid") else []) + \
         (data_constrained(args.seeds) if args.part in ("all", "data") else []) + \
-        (heldout(args.seeds) if args.part in ("all", "heldout") else [])
+        (heldout(args.seeds, args.lr) if args.part in ("all", "heldout") else [])
     command = "python -m lmcourse scaling" + (f" {args.part}" if args.part != "all" else "") + \
         (f" --seeds {args.seeds}" if args.seeds != 1 else "") + \
         (f" --budgets {args.budgets}" if budgets != BUDGETS else "") + \
