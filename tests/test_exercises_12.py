@@ -633,11 +633,16 @@ WRONG_ANSWERS = {
             if r["budget"] == budget and r["unique_chars"] is None:
                 tried = rates.setdefault(r["non_embedding_params"], {})
                 tried[r["lr"]] = min(tried.get(r["lr"], math.inf), r["val_nats_per_char"])
+
+        def score(loss):
+            return loss if math.isfinite(loss) else math.inf
+
         out = {}
         for n, tried in sorted(rates.items()):
-            best = min(tried, key=lambda lr, t=tried: (t[lr] if math.isfinite(t[lr]) else math.inf, lr))
-            status = ("one rate" if len(tried) == 1 else "raise" if best == max(tried)
-                      else "lower" if best == min(tried) else "bracketed")
+            best = min(tried, key=lambda lr, t=tried: (score(t[lr]), lr))
+            worse = [lr for lr, loss in tried.items() if score(loss) > score(tried[best]) + noise]
+            status = ("one rate" if len(tried) == 1 else "raise" if not any(lr > best for lr in worse)
+                      else "lower" if not any(lr < best for lr in worse) else "bracketed")
             out[n] = (best, status)
         return out
     """, "seed 0 only"),
@@ -646,11 +651,16 @@ WRONG_ANSWERS = {
         for r in runs.values():  # the data-constrained runs too
             if r["budget"] == budget and r["seed"] == 0:
                 rates.setdefault(r["non_embedding_params"], {})[r["lr"]] = r["val_nats_per_char"]
+
+        def score(loss):
+            return loss if math.isfinite(loss) else math.inf
+
         out = {}
         for n, tried in sorted(rates.items()):
-            best = min(tried, key=lambda lr, t=tried: (t[lr] if math.isfinite(t[lr]) else math.inf, lr))
-            status = ("one rate" if len(tried) == 1 else "raise" if best == max(tried)
-                      else "lower" if best == min(tried) else "bracketed")
+            best = min(tried, key=lambda lr, t=tried: (score(t[lr]), lr))
+            worse = [lr for lr, loss in tried.items() if score(loss) > score(tried[best]) + noise]
+            status = ("one rate" if len(tried) == 1 else "raise" if not any(lr > best for lr in worse)
+                      else "lower" if not any(lr < best for lr in worse) else "bracketed")
             out[n] = (best, status)
         return out
     """, "runs on the whole text only"),
@@ -679,11 +689,47 @@ WRONG_ANSWERS = {
         out = {}
         for n, tried in sorted(rates.items()):
             best = min(tried, key=tried.get)  # a nan met first is never beaten
+            worse = [lr for lr, loss in tried.items() if float(loss) > float(tried[best]) + noise]
+            status = ("one rate" if len(tried) == 1 else "raise" if not any(lr > best for lr in worse)
+                      else "lower" if not any(lr < best for lr in worse) else "bracketed")
+            out[n] = (best, status)
+        return out
+    """, "a diverged run is worse than any finite one"),
+    "12_status_ignores_noise": ("bracket", "bracket_status", """
+        rates = {}
+        for r in runs.values():
+            if r["budget"] == budget and r["unique_chars"] is None and r["seed"] == 0:
+                rates.setdefault(r["non_embedding_params"], {})[r["lr"]] = r["val_nats_per_char"]
+        out = {}
+        for n, tried in sorted(rates.items()):  # any worse rate counts, however little worse
+            best = min(tried, key=lambda lr, t=tried: (t[lr] if math.isfinite(t[lr]) else math.inf, lr))
             status = ("one rate" if len(tried) == 1 else "raise" if best == max(tried)
                       else "lower" if best == min(tried) else "bracketed")
             out[n] = (best, status)
         return out
-    """, "a diverged run is worse than any finite one"),
+    """, "by more than the noise"),
+    "12_status_nearest_only": ("bracket", "bracket_status", """
+        rates = {}
+        for r in runs.values():
+            if r["budget"] == budget and r["unique_chars"] is None and r["seed"] == 0:
+                rates.setdefault(r["non_embedding_params"], {})[r["lr"]] = r["val_nats_per_char"]
+
+        def score(loss):
+            return loss if math.isfinite(loss) else math.inf
+
+        out = {}
+        for n, tried in sorted(rates.items()):
+            best = min(tried, key=lambda lr, t=tried: (score(t[lr]), lr))
+            higher = [lr for lr in tried if lr > best]
+            lower = [lr for lr in tried if lr < best]
+            # only the nearest rate on each side is compared with the best
+            up = bool(higher) and score(tried[min(higher)]) > score(tried[best]) + noise
+            down = bool(lower) and score(tried[max(lower)]) > score(tried[best]) + noise
+            status = ("one rate" if len(tried) == 1 else "raise" if not up
+                      else "lower" if not down else "bracketed")
+            out[n] = (best, status)
+        return out
+    """, "not only the nearest"),
 }
 
 
