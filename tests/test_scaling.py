@@ -135,6 +135,7 @@ def test_held_out_runs_at_any_rate_stay_out_of_the_grid():
     table = {"runs": {r.name: row(r, loss) for r, loss in ((default, 1.5), (tuned, 1.4), (grid((1e12,))[0], 2.0))}}
     assert [r["name"] for r in grid_results(table)] == ["C1e+12-L1-d16-s0"]  # no fit sees them
 
+
 def test_every_stored_run_keeps_a_command_that_plans_it():
     from lmcourse.experiments.scaling import planned
 
