@@ -67,6 +67,10 @@ def test_data_constrained_runs_spend_equal_compute_on_fewer_unique_characters():
     runs = data_constrained()
     assert len({(r.steps, r.budget, r.layers, r.width) for r in runs}) == 1
     assert [round(r.tokens / r.unique_chars) for r in runs] == list(DATA_EPOCHS)
+    tuned = planned("python -m lmcourse scaling data --seeds 3 --lr 0.01")
+    assert [(r.unique_chars, r.seed) for r in tuned] == [(r.unique_chars, s) for r in runs for s in range(3)]
+    assert all(r.lr == 0.01 and r.name.endswith("-lr0.01") for r in tuned)
+    assert not {r.name for r in tuned} & {r.name for r in data_constrained(3)}  # stored beside the recipe's
 
 
 def test_the_schedule_ends_with_the_run():

@@ -165,13 +165,13 @@ def grid(budgets: tuple[float, ...] = BUDGETS, seeds: int = 1, lr: float = BASE_
     return runs
 
 
-def data_constrained(seeds: int = 1) -> list[Run]:
-    """Equal compute, 1 to 16 epochs over fewer and fewer unique characters."""
+def data_constrained(seeds: int = 1, lr: float = BASE_TRAIN.lr) -> list[Run]:
+    """Equal compute, 1 to 16 epochs over fewer and fewer unique characters, at peak learning rate ``lr``."""
     layers, width = DATA_MODEL
     n = non_embedding_params(model_config(layers, width))
     steps = round(DATA_TOKENS / TOKENS_PER_STEP)
     budget = float(f"{6 * n * steps * TOKENS_PER_STEP:.1e}")
-    return [Run(layers, width, budget, steps, unique_chars=steps * TOKENS_PER_STEP // epochs, seed=seed)
+    return [Run(layers, width, budget, steps, unique_chars=steps * TOKENS_PER_STEP // epochs, seed=seed, lr=lr)
             for epochs in DATA_EPOCHS for seed in range(seeds)]
 
 
@@ -307,7 +307,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR / "scaling.json")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lr", type=float, default=BASE_TRAIN.lr,
-                        help="peak learning rate of the grid's and the held-out runs")
+                        help="peak learning rate of the runs (grid, data-constrained and held-out)")
     parser.add_argument("--list", action="store_true", help="list the runs and which are stored; train nothing")
     return parser
 
@@ -329,7 +329,7 @@ def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[li
         parser.error(f"--sizes goes with the grid part and names members of the family: "
                      f"{', '.join(f'{a}x{b}' for a, b in sorted(FAMILY + GAP_SIZES))}")
     runs = (grid(budgets, args.seeds, args.lr, members) if args.part in ("all", "grid") else []) + \
-        (data_constrained(args.seeds) if args.part in ("all", "data") else []) + \
+        (data_constrained(args.seeds, args.lr) if args.part in ("all", "data") else []) + \
         (heldout(args.seeds, args.lr) if args.part in ("all", "heldout") else [])
     command = "python -m lmcourse scaling" + (f" {args.part}" if args.part != "all" else "") + \
         (f" --seeds {args.seeds}" if args.seeds != 1 else "") + \
