@@ -73,6 +73,17 @@ def test_data_constrained_runs_spend_equal_compute_on_fewer_unique_characters():
     assert not {r.name for r in tuned} & {r.name for r in data_constrained(3)}  # stored beside the recipe's
 
 
+def test_a_smaller_batch_reads_the_same_characters_in_more_steps():
+    full = planned("python -m lmcourse scaling grid --budgets 1e12 --lr 0.01")
+    half = planned("python -m lmcourse scaling grid --budgets 1e12 --lr 0.01 --batch 16")
+    assert [(r.layers, r.width) for r in half] == [(r.layers, r.width) for r in full]  # the same sizes
+    assert all(h.name == f.name + "-b16" and abs(h.steps - 2 * f.steps) <= 1 and abs(h.tokens / f.tokens - 1) < 0.01
+               for h, f in zip(half, full, strict=True))
+    assert train_config(half[0]).batch_size == 16 and train_config(full[0]).batch_size == 32
+    with pytest.raises(SystemExit):
+        planned("python -m lmcourse scaling data --batch 16")  # the grid's option only
+
+
 def test_the_schedule_ends_with_the_run():
     run = grid()[0]
     config = train_config(run)

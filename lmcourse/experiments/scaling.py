@@ -7,6 +7,7 @@
     python -m lmcourse scaling grid --budgets 1e12 --lr 1.25e-3   # the 1e12 profile at another peak learning rate
     python -m lmcourse scaling grid --budgets 1e12 --sizes 3x96   # one family member (layers x width) at a budget
     python -m lmcourse scaling data --seeds 3       # the data-constrained runs, seeds 0, 1 and 2
+    python -m lmcourse scaling grid --budgets 1e12 --batch 16   # the 1e12 profile at half the batch (own table)
     python -m lmcourse scaling bootstrap            # refit the stored grid: single- and multi-start bootstraps
 
 Every stored run keeps the command that trains it (``command``); :func:`planned` lists the
@@ -130,27 +131,30 @@ class Run:
     layers: int
     width: int
     budget: float  # C, FLOPs
-    steps: int  # D = steps * TOKENS_PER_STEP
+    steps: int  # D = steps * batch * 128
     unique_chars: int | None = None  # train on only this many characters of the training plays (None: all)
     seed: int = 0
     lr: float = BASE_TRAIN.lr  # peak learning rate; the cosine decays to a tenth of it
+    batch: int = BASE_TRAIN.batch_size  # windows of 128 characters per step
 
     @property
     def name(self) -> str:
         data = "" if self.unique_chars is None else f"-U{self.unique_chars}"
         rate = "" if self.lr == BASE_TRAIN.lr else f"-lr{self.lr:g}"
-        return f"C{self.budget:.0e}-L{self.layers}-d{self.width}{data}-s{self.seed}{rate}"
+        batch = "" if self.batch == BASE_TRAIN.batch_size else f"-b{self.batch}"
+        return f"C{self.budget:.0e}-L{self.layers}-d{self.width}{data}-s{self.seed}{rate}{batch}"
 
     @property
     def tokens(self) -> int:
-        return self.steps * TOKENS_PER_STEP
+        return self.steps * self.batch * BASE_TRAIN.context_length
 
 
 def grid(budgets: tuple[float, ...] = BUDGETS, seeds: int = 1, lr: float = BASE_TRAIN.lr,
-         members: tuple[tuple[int, int], ...] | None = None) -> list[Run]:
+         members: tuple[tuple[int, int], ...] | None = None, batch: int = BASE_TRAIN.batch_size) -> list[Run]:
     """The IsoFLOP runs: at each budget, the six sizes nearest (in log N) to the centre's characters per parameter
     (or, with ``members``, those (layers, width) of the family or ``GAP_SIZES`` that get at least ``MIN_STEPS``
-    steps)."""
+    steps of the recipe's batch), with ``batch`` windows per step (the same sizes at any batch: the same
+    characters in more, smaller steps)."""
     sizes = [(layers, width, non_embedding_params(model_config(layers, width)))
              for layers, width in FAMILY + (GAP_SIZES if members is not None else ())]
     runs = []
@@ -160,8 +164,8 @@ def grid(budgets: tuple[float, ...] = BUDGETS, seeds: int = 1, lr: float = BASE_
         chosen = sorted(fits, key=lambda s: abs(math.log(s[2] / target)))[:SIZES_PER_BUDGET] if members is None \
             else [s for s in fits if s[:2] in members]
         for layers, width, n in sorted(chosen, key=lambda s: s[2]):
-            steps = round(budget / (6 * n * TOKENS_PER_STEP))
-            runs += [Run(layers, width, budget, steps, seed=seed, lr=lr) for seed in range(seeds)]
+            steps = round(budget / (6 * n * batch * BASE_TRAIN.context_length))
+            runs += [Run(layers, width, budget, steps, seed=seed, lr=lr, batch=batch) for seed in range(seeds)]
     return runs
 
 
@@ -186,7 +190,7 @@ def heldout(seeds: int = 1, lr: float = BASE_TRAIN.lr) -> list[Run]:
 
 def train_config(run: Run) -> TrainConfig:
     """The shipped recipe stretched to the run: warmup 5% of the steps (at most 200), cosine to the end."""
-    return replace(BASE_TRAIN, steps=run.steps, lr=run.lr, min_lr=run.lr / 10,
+    return replace(BASE_TRAIN, steps=run.steps, lr=run.lr, min_lr=run.lr / 10, batch_size=run.batch,
                    warmup_steps=min(200, max(1, run.steps // 20)),
                    eval_every=max(1, run.steps // EVALS_PER_RUN), seed=run.seed)
 
@@ -205,7 +209,7 @@ def train_run(run: Run, train_ids: torch.Tensor, val_ids: torch.Tensor, eval_ids
             "non_embedding_params": n, "params": model.num_params(), "tokens": run.tokens,
             "flops": 6 * n * run.tokens, "epochs": round(run.tokens / len(data), 3),
             "val_nats_per_char": round(evaluate_stream(model, eval_ids, config.context_length), 4),
-            "history": {"steps": history.steps, "tokens": [s * TOKENS_PER_STEP for s in history.steps],
+            "history": {"steps": history.steps, "tokens": [s * run.batch * config.context_length for s in history.steps],
                         "train_loss": [round(x, 4) for x in history.train_loss],
                         "val_loss": [round(x, 4) for x in history.val_loss]},
             "train_seconds": round(seconds, 1)}
@@ -304,10 +308,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", default=None,
                         help="grid: these family members instead of each budget's six, as LxW,LxW (3x96)")
     parser.add_argument("--shard", default="0/1", help="K/N: train every N-th run, starting at the K-th")
-    parser.add_argument("--out", type=Path, default=CHECKPOINT_DIR / "scaling.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the table to store runs in (default checkpoints/scaling.json; with --batch, "
+                             "checkpoints/scaling_batch<B>.json)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lr", type=float, default=BASE_TRAIN.lr,
                         help="peak learning rate of the runs (grid, data-constrained and held-out)")
+    parser.add_argument("--batch", type=int, default=BASE_TRAIN.batch_size,
+                        help="grid: windows per step (the same characters in more steps when smaller)")
     parser.add_argument("--list", action="store_true", help="list the runs and which are stored; train nothing")
     return parser
 
@@ -322,20 +330,23 @@ def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[li
     except ValueError:
         parser.error("--budgets is a comma-separated list of numbers (1e12,3e12), --shard is K/N (0/2) "
                      "and --sizes is LAYERSxWIDTH,... (3x96)")
-    if args.seeds < 1 or args.lr <= 0 or not 0 <= k < n_shards or any(b <= 0 for b in budgets):
-        parser.error("need --seeds >= 1, --shard K/N with 0 <= K < N, and positive budgets")
+    if args.batch != BASE_TRAIN.batch_size and args.part != "grid":
+        parser.error("--batch goes with the grid part")
+    if args.seeds < 1 or args.batch < 1 or args.lr <= 0 or not 0 <= k < n_shards or any(b <= 0 for b in budgets):
+        parser.error("need --seeds >= 1, --batch >= 1, --shard K/N with 0 <= K < N, and positive budgets")
     if members is not None and (any(len(m) != 2 or m not in FAMILY + GAP_SIZES for m in members)
                                 or args.part != "grid"):
         parser.error(f"--sizes goes with the grid part and names members of the family: "
                      f"{', '.join(f'{a}x{b}' for a, b in sorted(FAMILY + GAP_SIZES))}")
-    runs = (grid(budgets, args.seeds, args.lr, members) if args.part in ("all", "grid") else []) + \
+    runs = (grid(budgets, args.seeds, args.lr, members, args.batch) if args.part in ("all", "grid") else []) + \
         (data_constrained(args.seeds, args.lr) if args.part in ("all", "data") else []) + \
         (heldout(args.seeds, args.lr) if args.part in ("all", "heldout") else [])
     command = "python -m lmcourse scaling" + (f" {args.part}" if args.part != "all" else "") + \
         (f" --seeds {args.seeds}" if args.seeds != 1 else "") + \
         (f" --budgets {args.budgets}" if budgets != BUDGETS else "") + \
         (f" --sizes {args.sizes}" if members is not None else "") + \
-        (f" --lr {args.lr:g}" if args.lr != BASE_TRAIN.lr else "")
+        (f" --lr {args.lr:g}" if args.lr != BASE_TRAIN.lr else "") + \
+        (f" --batch {args.batch}" if args.batch != BASE_TRAIN.batch_size else "")
     return runs[k::n_shards], command
 
 
@@ -355,6 +366,9 @@ def planned(command: str) -> list[Run]:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = CHECKPOINT_DIR / ("scaling.json" if args.batch == BASE_TRAIN.batch_size
+                                     else f"scaling_batch{args.batch}.json")
     if args.part == "bootstrap":
         torch.set_num_threads(args.threads)
         out = args.out.with_name("scaling_bootstrap.json")
