@@ -209,7 +209,7 @@ def train_run(run: Run, train_ids: torch.Tensor, val_ids: torch.Tensor, eval_ids
             "non_embedding_params": n, "params": model.num_params(), "tokens": run.tokens,
             "flops": 6 * n * run.tokens, "epochs": round(run.tokens / len(data), 3),
             "val_nats_per_char": round(evaluate_stream(model, eval_ids, config.context_length), 4),
-            "history": {"steps": history.steps, "tokens": [s * run.batch * config.context_length for s in history.steps],
+            "history": {"steps": history.steps, "tokens": [s * run.tokens // run.steps for s in history.steps],
                         "train_loss": [round(x, 4) for x in history.train_loss],
                         "val_loss": [round(x, 4) for x in history.val_loss]},
             "train_seconds": round(seconds, 1)}
