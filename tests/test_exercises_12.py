@@ -94,13 +94,34 @@ WRONG_ANSWERS = {
                 best = (err, E, A, -p)
         return float(best[1]), float(best[2]), float(best[3])
     """, "must not call lmcourse.scaling_laws.power_law"),
-    "12_worst_point_straight_line": ("floor", "worst_point", """
-        lx = torch.as_tensor(x, dtype=torch.float64).log()
-        ly = torch.as_tensor(y, dtype=torch.float64).log()
-        X = torch.stack([torch.ones_like(lx), lx], dim=1)
-        r = (X @ torch.linalg.lstsq(X, ly[:, None]).solution)[:, 0] - ly
-        return int(r.abs().argmax().item())  # the line's worst point, not the law's
-    """, "the one the fit explains worst"),
+    "12_forward_in_sample": ("floor", "forward_errors", """
+        # the residuals of one fit to every run: the runs it predicts were in its fit
+        E, A, alpha = fit_with_floor(x, y, delta)
+        xs_, ys_ = [float(v) for v in x], [float(v) for v in y]
+        return {i: math.log(E + A * xs_[i] ** -alpha) - math.log(ys_[i])
+                for i in range(len(xs_)) if sum(u < xs_[i] for u in xs_) >= m}
+    """, "is predicted from the four exact runs before it"),
+    "12_forward_leave_one_out": ("floor", "forward_errors", """
+        # leave one out: the larger runs help predict the smaller ones
+        xs_, ys_ = [float(v) for v in x], [float(v) for v in y]
+        out = {}
+        for i in range(len(xs_)):
+            if sum(u < xs_[i] for u in xs_) < m:
+                continue
+            rest = [j for j in range(len(xs_)) if j != i]
+            E, A, alpha = fit_with_floor([xs_[j] for j in rest], [ys_[j] for j in rest], delta)
+            out[i] = math.log(E + A * xs_[i] ** -alpha) - math.log(ys_[i])
+        return out
+    """, "fit each run's prediction to the runs smaller than it only"),
+    "12_forward_table_order": ("floor", "forward_errors", """
+        # the runs taken as sorted: the ones before a run in the table are not the smaller ones
+        xs_, ys_ = [float(v) for v in x], [float(v) for v in y]
+        out = {}
+        for i in range(m, len(xs_)):
+            E, A, alpha = fit_with_floor(xs_[:i], ys_[:i], delta)
+            out[i] = math.log(E + A * xs_[i] ** -alpha) - math.log(ys_[i])
+        return out
+    """, "find each run's smaller runs by x, not by position"),
     "12_capped_ignores_cap": ("capped", "capped_split", """
         a, b = law["alpha"], law["beta"]
         G = (a * law["A"] / (b * law["B"])) ** (1 / (a + b))
