@@ -25,6 +25,7 @@ from lmcourse.experiments.scaling import (
     store,
     train_config,
 )
+from lmcourse.shipped import CHECKPOINT_DIR
 from lmcourse.transformer import GPT
 
 
@@ -156,7 +157,9 @@ def test_every_stored_run_keeps_a_command_that_plans_it():
 
     runs = load_results()["runs"]
     assert runs, "no stored sweep"
-    for name, run in runs.items():
+    half = load_results(CHECKPOINT_DIR / "scaling_batch16.json")["runs"]  # chapter 12's half-batch profile
+    assert half and all(r["train"]["batch_size"] == 16 for r in half.values())
+    for name, run in {**runs, **half}.items():
         assert name in {r.name for r in planned(run["command"])}, f"{run['command']!r} does not train {name}"
     assert [r.name for r in planned("python -m lmcourse scaling data --seeds 3")][-1] == "C6e+12-L3-d80-U250112-s2"
     with pytest.raises(ValueError, match="not a command"):
