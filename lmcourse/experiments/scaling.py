@@ -31,12 +31,16 @@ own FLOPs. At each budget the sizes are the family's six nearest to
 trained on the first ``D / epochs`` characters of the training plays repeated
 ``epochs`` times, for 1 to 16 epochs: equal compute, less and less unique data.
 
+**Batch.** ``grid --batch B`` trains the same sizes on the same characters in steps of ``B``
+windows instead of 32 (twice the steps at 16), stored in ``checkpoints/scaling_batch<B>.json``
+so the chapter's grid stays one batch size.
+
 **The held-out run** (:data:`HELDOUT`): the family's largest model at about three
 times the grid's largest budget, which no fit sees; chapter 12 predicts its loss
 from the grid's law (and the shipped ``gpt_char``'s, ten times further out).
 
-**Learning rate.** A grid command trains its runs at one peak learning rate, 2.5e-3 (the
-shipped recipe's) unless ``--lr`` names another (decaying to a tenth of it, as the default
+**Learning rate.** A command trains its runs (grid, data-constrained or held-out) at one peak
+learning rate, 2.5e-3 (the shipped recipe's) unless ``--lr`` names another (decaying to a tenth of it, as the default
 does; stored under names ending in ``-lr<peak>``). The sweep trains each profile at several
 rates, doubling them towards a worse one on each side of each size's best (chapter 12
 prints where that bracket is reached), and the chapter's tuned grid takes each size at its
