@@ -280,6 +280,26 @@ WRONG_ANSWERS = {
                     out[C] = got[0]
         return out
     """, "a rate's seeds averaged"),
+    "12_envelope_keeps_failed_seeds": ("isoflop", "envelope_minima", """
+        seeds = {}  # every seed in the mean, a run that failed to train included
+        for r in runs.values():
+            if r["unique_chars"] is None:
+                seeds.setdefault((r["budget"], r["non_embedding_params"], r["lr"]), []).append(
+                    r["val_nats_per_char"])
+        best = {}
+        for (C, n, _), losses in seeds.items():
+            best[C, n] = min(best.get((C, n), math.inf), sum(losses) / len(losses))
+        profiles = {}
+        for (C, n), loss in sorted(best.items()):
+            profiles.setdefault(C, []).append((n, loss))
+        out = {}
+        for C, prof in profiles.items():
+            if len(prof) >= 3:
+                got = vertex_interval([n for n, _ in prof], [v for _, v in prof], 0.0, 0.0)
+                if got:
+                    out[C] = got[0]
+        return out
+    """, "leaving out a seed that failed to train"),
     "12_envelope_keeps_data_runs": ("isoflop", "envelope_minima", """
         seeds = {}
         for r in runs.values():  # the data-constrained runs too
@@ -287,7 +307,8 @@ WRONG_ANSWERS = {
             seeds.setdefault(key, []).append(r["val_nats_per_char"])
         best = {}
         for (C, n, _), losses in seeds.items():
-            best[C, n] = min(best.get((C, n), math.inf), sum(losses) / len(losses))
+            kept = [v for v in losses if v <= min(losses) + 0.2]
+            best[C, n] = min(best.get((C, n), math.inf), sum(kept) / len(kept))
         profiles = {}
         for (C, n), loss in sorted(best.items()):
             profiles.setdefault(C, []).append((n, loss))
