@@ -1111,13 +1111,26 @@ def fixture_notebook(name: str):
 def write_table_fixtures(solution: Path, table: dict, folder: Path) -> None:
     """Write each wrong answer of ``table`` as ``folder/NAME.ipynb``: ``solution`` with one body replaced."""
     folder.mkdir(parents=True, exist_ok=True)
+    for path in stale_table_fixtures(table, folder):
+        path.unlink()
     for name, (_, function, body, _) in table.items():
         nbformat.write(with_wrong_answer(nbformat.read(solution, as_version=4), function, body),
                        folder / f"{name}.ipynb")
 
 
+def stale_table_fixtures(table: dict, folder: Path) -> list[Path]:
+    """Fixtures of the chapters of ``table`` that no entry of it writes any more (a removed wrong answer);
+    ``*_calls_package`` ones absent from it are tests/test_grading.py's, which checks its own."""
+    chapters = {name[:2] for name in table}
+    return sorted(p for c in chapters for p in folder.glob(f"{c}_*.ipynb")
+                  if p.stem not in table and not p.stem.endswith("_calls_package"))
+
+
 def assert_table_fixtures_current(solution: Path, table: dict, folder: Path, script: str) -> None:
-    """Every fixture of ``table`` exists, is what ``script`` writes now, and replaces a solution of its task."""
+    """Every fixture of ``table`` exists, is what ``script`` writes now, and replaces a solution of its task;
+    no fixture of its chapter is left from a removed wrong answer."""
+    stale = stale_table_fixtures(table, folder)
+    assert not stale, f"fixtures no wrong answer writes any more: {[p.name for p in stale]}: run python {script}"
     for name, (task, function, body, _) in table.items():
         path = folder / f"{name}.ipynb"
         assert path.exists(), f"{path} is missing: run python {script}"
@@ -1146,7 +1159,8 @@ def assert_table_answer_costs_its_task(solution: Path, table: dict, folder: Path
         assert wrong.points < wrong.max_points and message in wrong.message, wrong
     assert wrong.status in ("failed", "error"), wrong
     others = {t: r for t, r in rows.items() if t != task}
-    assert all(r.points == r.max_points for r in others.values()), others
+    lost = {t: (r.points, r.max_points, r.status, r.message) for t, r in others.items() if r.points != r.max_points}
+    assert not lost, f"{name} also loses points on other tasks: {lost}"
 
 
 def assert_table_covers_every_task(solution: Path, table: dict) -> None:
@@ -1229,7 +1243,8 @@ def test_wrong_answer_costs_its_task_points_and_no_others(name):
         assert message in wrong.message, wrong
     assert wrong.status in ("failed", "error"), wrong
     others = {t: r for t, r in rows.items() if t != task}
-    assert all(r.points == r.max_points for r in others.values()), others
+    lost = {t: (r.points, r.max_points, r.status, r.message) for t, r in others.items() if r.points != r.max_points}
+    assert not lost, f"{name} also loses points on other tasks: {lost}"
 
 
 if __name__ == "__main__":
