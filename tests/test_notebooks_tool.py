@@ -1,6 +1,7 @@
 """lmcourse.course.notebooks: stable stored outputs, and the runtime appendix."""
 
 import nbformat
+import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from lmcourse.course.notebooks import coalesce_streams, normalise, run, runtime_table
@@ -41,3 +42,20 @@ def test_run_and_runtime_table(tmp_path):
     seconds = run(book / "07_demo.ipynb")
     stored = nbformat.read(book / "07_demo.ipynb", as_version=4)
     assert seconds > 0 and stored.cells[1].outputs[0]["text"] == "42\n" and stored.cells[1].execution_count == 1
+
+
+def test_runtime_table_times_only_the_chapters_named(tmp_path):
+    book, sols = tmp_path / "book", tmp_path / "solutions"
+    book.mkdir()
+    sols.mkdir()
+    for n in ("07", "08"):
+        nbformat.write(new_notebook(cells=[new_markdown_cell(f"# {int(n)}. Chapter {n}"), new_code_cell("1")]),
+                       book / f"{n}_demo.ipynb")
+    previous = "| 07 | 7. Chapter 07 | 999 s |\n| 08 | 8. Chapter 08 | 888 s |\n"
+    page = runtime_table(book, sols, chapters=["08"], previous=previous)
+    assert "| 07 | 7. Chapter 07 | 999 s |" in page  # kept
+    assert "| 08 | 8. Chapter 08 |" in page and "888 s" not in page  # timed again
+    with pytest.raises(ValueError, match=r"\['07'\] have no row to keep"):
+        runtime_table(book, sols, chapters=["08"], previous="")
+    with pytest.raises(ValueError, match="no chapter notebook"):
+        runtime_table(book, sols, chapters=["09"], previous=previous)

@@ -5,6 +5,7 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import torch
 
 from lmcourse.experiments.scaling import (
     BUDGETS,
@@ -24,6 +25,7 @@ from lmcourse.experiments.scaling import (
     planned,
     store,
     train_config,
+    unique_data,
 )
 from lmcourse.shipped import CHECKPOINT_DIR
 from lmcourse.transformer import GPT
@@ -72,6 +74,24 @@ def test_data_constrained_runs_spend_equal_compute_on_fewer_unique_characters():
     assert [(r.unique_chars, r.seed) for r in tuned] == [(r.unique_chars, s) for r in runs for s in range(3)]
     assert all(r.lr == 0.01 and r.name.endswith("-lr0.01") for r in tuned)
     assert not {r.name for r in tuned} & {r.name for r in data_constrained(3)}  # stored beside the recipe's
+
+
+def test_spread_runs_draw_their_unique_characters_from_all_the_plays():
+    spread = planned("python -m lmcourse scaling data --seeds 3 --lr 0.01 --spread")
+    first = planned("python -m lmcourse scaling data --seeds 3 --lr 0.01")
+    assert [(r.unique_chars, r.seed) for r in spread] == [(r.unique_chars, r.seed) for r in first
+                                                          if r.tokens // r.unique_chars > 1]  # 2 to 16 epochs
+    assert all(r.name.endswith("-spread-s%d-lr0.01" % r.seed) for r in spread)
+    ids = torch.arange(4_300_000)
+    run = spread[-1]  # 16 epochs, seed 2
+    got = unique_data(run, ids)
+    assert len(got) == run.unique_chars == len(set(got.tolist()))  # no character twice
+    assert torch.equal(unique_data(run, ids), got)  # the same draw every time
+    assert got.min() < len(ids) / 8 and got.max() > 7 * len(ids) / 8  # from all over the plays
+    assert not torch.equal(unique_data(spread[-2], ids), got)  # another seed, other blocks
+    assert torch.equal(unique_data(first[-1], ids), ids[:first[-1].unique_chars])  # the first characters
+    with pytest.raises(SystemExit):
+        planned("python -m lmcourse scaling grid --spread")  # the data part's option only
 
 
 def test_a_smaller_batch_reads_the_same_characters_in_more_steps():

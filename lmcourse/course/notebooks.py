@@ -90,15 +90,33 @@ def title_of(nb) -> str:
     return "(untitled)"
 
 
-def runtime_table(book: Path, solutions: Path, repeats: int = 1) -> str:
+def runtime_table(book: Path, solutions: Path, repeats: int = 1, chapters: list[str] | None = None,
+                  previous: str | None = None) -> str:
     """The appendix page: each chapter's run time on this machine, and its exercises.
+
+    With ``chapters`` (``["12"]``) only those are executed; every other chapter keeps its row
+    from ``previous`` (the page as it stands), which must have one.
 
     Each notebook is executed in a temporary copy (stored outputs are untouched);
     with ``repeats > 1`` the fastest run counts.
     """
+    kept = {}
+    for line in (previous or "").splitlines():
+        if line.startswith("| ") and line.endswith(" s |"):
+            kept[line[2:4]] = line
+    paths = sorted(Path(book).glob("[0-9][0-9]_*.ipynb"))
+    if chapters is not None:
+        unknown = sorted(set(chapters) - {p.name[:2] for p in paths})
+        missing = sorted(p.name[:2] for p in paths if p.name[:2] not in chapters and p.name[:2] not in kept)
+        if unknown or missing:
+            raise ValueError(f"no chapter notebook {unknown} in {book}" if unknown else
+                             f"chapters {missing} have no row to keep: time them too (or every chapter)")
     rows = []
-    for path in sorted(Path(book).glob("[0-9][0-9]_*.ipynb")):
+    for path in paths:
         nb = nbformat.read(path, as_version=4)
+        if chapters is not None and path.name[:2] not in chapters:
+            rows.append(kept[path.name[:2]])
+            continue
         best = None
         for _ in range(repeats):
             with tempfile.TemporaryDirectory() as tmp:
@@ -113,8 +131,8 @@ def runtime_table(book: Path, solutions: Path, repeats: int = 1) -> str:
         "# Appendix: run times and exercises",
         "",
         "This page is written by `python -m lmcourse notebooks runtimes`, which executes",
-        "every chapter notebook from top to bottom on the CPU and times it; do not edit it",
-        "by hand. Measured on a machine with "
+        "every chapter notebook (or, with `--chapters`, the ones it names) from top to bottom",
+        "on the CPU and times it; do not edit it by hand. Measured on a machine with "
         f"{cores} CPU core{'s' if cores != 1 else ''} ({platform.machine()}), torch {_torch_version()}.",
         "",
         "| chapter | title | run time |",
@@ -143,9 +161,17 @@ def main(argv: list[str] | None = None) -> int:
     p_times.add_argument("--solutions", type=Path, default=Path("solutions"))
     p_times.add_argument("--out", type=Path, default=Path("book/runtimes.md"))
     p_times.add_argument("--repeats", type=int, default=1)
+    p_times.add_argument("--chapters", nargs="+", metavar="NN",
+                         help="time only these chapters (01 12 ...); the others keep their rows")
     args = parser.parse_args(argv)
     if args.command == "runtimes":
-        args.out.write_text(runtime_table(args.book, args.solutions, args.repeats), encoding="utf-8")
+        previous = args.out.read_text(encoding="utf-8") if args.chapters and args.out.is_file() else None
+        try:
+            page = runtime_table(args.book, args.solutions, args.repeats, args.chapters, previous)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        args.out.write_text(page, encoding="utf-8")
         print(f"wrote {args.out}")
         return 0
     for path in args.paths:

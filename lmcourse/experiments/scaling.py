@@ -30,6 +30,10 @@ own FLOPs. At each budget the sizes are the family's six nearest to
 **Data-constrained runs** (Muennighoff et al. 2023). One model size at one budget,
 trained on the first ``D / epochs`` characters of the training plays repeated
 ``epochs`` times, for 1 to 16 epochs: equal compute, less and less unique data.
+``data --spread`` draws each run's unique characters instead as blocks of
+:data:`SPREAD_BLOCK` characters at random from all the training plays (2 to 16 epochs;
+one epoch reads nearly all of them either way), so that fewer unique characters do
+not also mean fewer plays.
 
 **Batch.** ``grid --batch B`` trains the same sizes on the same characters in steps of ``B``
 windows instead of 32 (twice the steps at 16), stored in ``checkpoints/scaling_batch<B>.json``
@@ -104,6 +108,7 @@ EVAL_CHARS = 100_000
 DATA_MODEL = (3, 80)  # the data-constrained runs: this size ...
 DATA_EPOCHS = (1, 2, 4, 8, 16)  # ... trained this many times over fewer characters ...
 DATA_TOKENS = 4_000_000  # ... for this many characters in all (C = 6 N D, about 5.5e12)
+SPREAD_BLOCK = 8192  # data --spread: unique characters in blocks of this many, drawn from all the plays
 # Held out of every fit: a run the chapter predicts from the grid's law before reading its loss,
 # (layers, width, FLOPs): the family's largest model at about 3x the grid's largest budget
 HELDOUT = ((5, 144, 1e14),)
@@ -140,10 +145,11 @@ class Run:
     seed: int = 0
     lr: float = BASE_TRAIN.lr  # peak learning rate; the cosine decays to a tenth of it
     batch: int = BASE_TRAIN.batch_size  # windows of 128 characters per step
+    spread: bool = False  # unique_chars in random blocks from all the plays, not the first characters
 
     @property
     def name(self) -> str:
-        data = "" if self.unique_chars is None else f"-U{self.unique_chars}"
+        data = "" if self.unique_chars is None else f"-U{self.unique_chars}" + ("-spread" if self.spread else "")
         rate = "" if self.lr == BASE_TRAIN.lr else f"-lr{self.lr:g}"
         batch = "" if self.batch == BASE_TRAIN.batch_size else f"-b{self.batch}"
         return f"C{self.budget:.0e}-L{self.layers}-d{self.width}{data}-s{self.seed}{rate}{batch}"
@@ -173,14 +179,39 @@ def grid(budgets: tuple[float, ...] = BUDGETS, seeds: int = 1, lr: float = BASE_
     return runs
 
 
-def data_constrained(seeds: int = 1, lr: float = BASE_TRAIN.lr) -> list[Run]:
-    """Equal compute, 1 to 16 epochs over fewer and fewer unique characters, at peak learning rate ``lr``."""
+def data_constrained(seeds: int = 1, lr: float = BASE_TRAIN.lr, spread: bool = False) -> list[Run]:
+    """Equal compute, 1 to 16 epochs over fewer and fewer unique characters, at peak learning rate ``lr``
+    (with ``spread``, 2 to 16 epochs over characters drawn in blocks from all the plays)."""
     layers, width = DATA_MODEL
     n = non_embedding_params(model_config(layers, width))
     steps = round(DATA_TOKENS / TOKENS_PER_STEP)
     budget = float(f"{6 * n * steps * TOKENS_PER_STEP:.1e}")
-    return [Run(layers, width, budget, steps, unique_chars=steps * TOKENS_PER_STEP // epochs, seed=seed, lr=lr)
-            for epochs in DATA_EPOCHS for seed in range(seeds)]
+    return [Run(layers, width, budget, steps, unique_chars=steps * TOKENS_PER_STEP // epochs, seed=seed, lr=lr,
+                spread=spread)
+            for epochs in DATA_EPOCHS if not (spread and epochs == 1) for seed in range(seeds)]
+
+
+def unique_data(run: Run, train_ids: torch.Tensor) -> torch.Tensor:
+    """The characters ``run`` trains on: all of ``train_ids``, its first ``unique_chars``, or (``spread``)
+    ``unique_chars`` of them in blocks of :data:`SPREAD_BLOCK` drawn at random (the draw seeded by the run's
+    seed), kept in the plays' order.
+
+    >>> ids = torch.arange(10 * SPREAD_BLOCK)
+    >>> got = unique_data(Run(3, 80, 1e12, 10, unique_chars=3 * SPREAD_BLOCK - 5, spread=True), ids)
+    >>> len(got), len(set(got.tolist())), bool((got[1:] > got[:-1]).all())
+    (24571, 24571, True)
+    """
+    if run.unique_chars is None:
+        return train_ids
+    if not run.spread:
+        return train_ids[:run.unique_chars]
+    blocks = len(train_ids) // SPREAD_BLOCK
+    need = -(-run.unique_chars // SPREAD_BLOCK)
+    if need > blocks:
+        raise ValueError(f"{run.unique_chars:,} characters is more than the {blocks} whole blocks of the plays hold")
+    gen = torch.Generator().manual_seed(run.seed)
+    chosen = torch.randperm(blocks, generator=gen)[:need].sort().values
+    return torch.cat([train_ids[b * SPREAD_BLOCK:(b + 1) * SPREAD_BLOCK] for b in chosen.tolist()])[:run.unique_chars]
 
 
 def heldout(seeds: int = 1, lr: float = BASE_TRAIN.lr) -> list[Run]:
@@ -204,7 +235,7 @@ def train_run(run: Run, train_ids: torch.Tensor, val_ids: torch.Tensor, eval_ids
     config = model_config(run.layers, run.width)
     torch.manual_seed(run.seed)
     model = GPT(config)
-    data = train_ids if run.unique_chars is None else train_ids[:run.unique_chars]
+    data = unique_data(run, train_ids)
     start = time.perf_counter()
     history = train(model, data, val_ids, train_config(run), device="cpu")
     seconds = time.perf_counter() - start
@@ -320,6 +351,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="peak learning rate of the runs (grid, data-constrained and held-out)")
     parser.add_argument("--batch", type=int, default=BASE_TRAIN.batch_size,
                         help="grid: windows per step (the same characters in more steps when smaller)")
+    parser.add_argument("--spread", action="store_true",
+                        help="data: unique characters in random blocks from all the plays, not the first ones")
     parser.add_argument("--list", action="store_true", help="list the runs and which are stored; train nothing")
     return parser
 
@@ -336,6 +369,8 @@ def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[li
                      "and --sizes is LAYERSxWIDTH,... (3x96)")
     if args.batch != BASE_TRAIN.batch_size and args.part != "grid":
         parser.error("--batch goes with the grid part")
+    if args.spread and args.part != "data":
+        parser.error("--spread goes with the data part")
     if args.seeds < 1 or args.batch < 1 or args.lr <= 0 or not 0 <= k < n_shards or any(b <= 0 for b in budgets):
         parser.error("need --seeds >= 1, --batch >= 1, --shard K/N with 0 <= K < N, and positive budgets")
     if members is not None and (any(len(m) != 2 or m not in FAMILY + GAP_SIZES for m in members)
@@ -343,14 +378,15 @@ def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[li
         parser.error(f"--sizes goes with the grid part and names members of the family: "
                      f"{', '.join(f'{a}x{b}' for a, b in sorted(FAMILY + GAP_SIZES))}")
     runs = (grid(budgets, args.seeds, args.lr, members, args.batch) if args.part in ("all", "grid") else []) + \
-        (data_constrained(args.seeds, args.lr) if args.part in ("all", "data") else []) + \
+        (data_constrained(args.seeds, args.lr, args.spread) if args.part in ("all", "data") else []) + \
         (heldout(args.seeds, args.lr) if args.part in ("all", "heldout") else [])
     command = "python -m lmcourse scaling" + (f" {args.part}" if args.part != "all" else "") + \
         (f" --seeds {args.seeds}" if args.seeds != 1 else "") + \
         (f" --budgets {args.budgets}" if budgets != BUDGETS else "") + \
         (f" --sizes {args.sizes}" if members is not None else "") + \
         (f" --lr {args.lr:g}" if args.lr != BASE_TRAIN.lr else "") + \
-        (f" --batch {args.batch}" if args.batch != BASE_TRAIN.batch_size else "")
+        (f" --batch {args.batch}" if args.batch != BASE_TRAIN.batch_size else "") + \
+        (" --spread" if args.spread else "")
     return runs[k::n_shards], command
 
 
