@@ -62,3 +62,10 @@ def chapter_grades(chapter: str) -> dict[Path, dict[str, TaskRow]]:
 def grades_of(path: Path) -> dict[str, TaskRow]:
     """The rows of one notebook of a chapter's batch, by task."""
     return chapter_grades(path.name[:2])[path]
+
+
+def assert_other_tasks_full(name: str, rows: dict[str, TaskRow], task: str) -> None:
+    """A wrong answer to ``task`` (fixture ``name``) keeps full marks on every other task of its rows."""
+    lost = {t: (r.points, r.max_points, r.status, r.message) for t, r in rows.items()
+            if t != task and r.points != r.max_points}
+    assert not lost, f"{name} also loses points on other tasks: {lost}"

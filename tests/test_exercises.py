@@ -5,7 +5,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from chapter_grades import grades_of, group, solution_of
+from chapter_grades import assert_other_tasks_full, grades_of, group, solution_of
 from nbformat.v4 import new_code_cell, new_notebook
 
 from lmcourse.course.exercises import (
@@ -1158,9 +1158,7 @@ def assert_table_answer_costs_its_task(solution: Path, table: dict, folder: Path
     else:
         assert wrong.points < wrong.max_points and message in wrong.message, wrong
     assert wrong.status in ("failed", "error"), wrong
-    others = {t: r for t, r in rows.items() if t != task}
-    lost = {t: (r.points, r.max_points, r.status, r.message) for t, r in others.items() if r.points != r.max_points}
-    assert not lost, f"{name} also loses points on other tasks: {lost}"
+    assert_other_tasks_full(name, rows, task)
 
 
 def assert_table_covers_every_task(solution: Path, table: dict) -> None:
@@ -1242,9 +1240,7 @@ def test_wrong_answer_costs_its_task_points_and_no_others(name):
     else:
         assert message in wrong.message, wrong
     assert wrong.status in ("failed", "error"), wrong
-    others = {t: r for t, r in rows.items() if t != task}
-    lost = {t: (r.points, r.max_points, r.status, r.message) for t, r in others.items() if r.points != r.max_points}
-    assert not lost, f"{name} also loses points on other tasks: {lost}"
+    assert_other_tasks_full(name, rows, task)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from chapter_grades import WRONG_ANSWERS_DIR, grades_of, group
+from chapter_grades import WRONG_ANSWERS_DIR, assert_other_tasks_full, grades_of, group
 
 from lmcourse.course.exercises import EXERCISES_DIR, SOLUTIONS_DIR, checks_of, forbid_of
 from lmcourse.course.grade import FIELDS, find_notebooks, grade_notebook, write_csv
@@ -250,8 +250,7 @@ def test_a_wrong_answer_costs_its_task_points_and_no_others(name):
         assert wrong.message.startswith((f"task {task} must not call ", "not run: code cell ")), wrong.message
     else:
         assert wrong.points < wrong.max_points and wrong.status in ("failed", "error"), (wrong.status, wrong.message)
-    others = {t: (r.points, r.max_points, r.message) for t, r in rows.items() if t != task}
-    assert all(p == m for p, m, _ in others.values()), others
+    assert_other_tasks_full(name, rows, task)
 
 
 if __name__ == "__main__":
