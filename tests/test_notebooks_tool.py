@@ -59,3 +59,18 @@ def test_runtime_table_times_only_the_chapters_named(tmp_path):
         runtime_table(book, sols, chapters=["08"], previous="")
     with pytest.raises(ValueError, match="no chapter notebook"):
         runtime_table(book, sols, chapters=["09"], previous=previous)
+
+
+def test_runtime_table_keeps_a_row_for_each_notebook_of_a_chapter(tmp_path):
+    book, sols = tmp_path / "book", tmp_path / "solutions"
+    book.mkdir()
+    sols.mkdir()
+    for stem, title in (("07_demo", "7. A chapter"), ("07_demo_more", "A companion page"), ("08_demo", "8. B")):
+        nbformat.write(new_notebook(cells=[new_markdown_cell(f"# {title}"), new_code_cell("1")]),
+                       book / f"{stem}.ipynb")
+    previous = "| 07 | 7. A chapter | 999 s |\n| 07 | A companion page | 777 s |\n| 08 | 8. B | 888 s |\n"
+    page = runtime_table(book, sols, chapters=["08"], previous=previous)
+    assert "| 07 | 7. A chapter | 999 s |\n| 07 | A companion page | 777 s |\n| 08 | 8. B |" in page
+    assert "888 s" not in page
+    with pytest.raises(ValueError, match=r"\['07'\] have no row to keep"):  # the companion's row is missing
+        runtime_table(book, sols, chapters=["08"], previous="| 07 | 7. A chapter | 999 s |\n")

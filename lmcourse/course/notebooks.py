@@ -100,22 +100,23 @@ def runtime_table(book: Path, solutions: Path, repeats: int = 1, chapters: list[
     Each notebook is executed in a temporary copy (stored outputs are untouched);
     with ``repeats > 1`` the fastest run counts.
     """
-    kept = {}
+    kept = {}  # "| NN | title" -> its row: a chapter may have several notebooks (a companion page)
     for line in (previous or "").splitlines():
         if line.startswith("| ") and line.endswith(" s |"):
-            kept[line[2:4]] = line
+            kept[line.rsplit(" | ", 1)[0]] = line
     paths = sorted(Path(book).glob("[0-9][0-9]_*.ipynb"))
+    books = {path: nbformat.read(path, as_version=4) for path in paths}
+    key = {path: f"| {path.name[:2]} | {title_of(nb)}" for path, nb in books.items()}
     if chapters is not None:
         unknown = sorted(set(chapters) - {p.name[:2] for p in paths})
-        missing = sorted(p.name[:2] for p in paths if p.name[:2] not in chapters and p.name[:2] not in kept)
+        missing = sorted({p.name[:2] for p in paths if p.name[:2] not in chapters and key[p] not in kept})
         if unknown or missing:
             raise ValueError(f"no chapter notebook {unknown} in {book}" if unknown else
                              f"chapters {missing} have no row to keep: time them too (or every chapter)")
     rows = []
-    for path in paths:
-        nb = nbformat.read(path, as_version=4)
+    for path, nb in books.items():
         if chapters is not None and path.name[:2] not in chapters:
-            rows.append(kept[path.name[:2]])
+            rows.append(kept[key[path]])
             continue
         best = None
         for _ in range(repeats):
