@@ -61,8 +61,11 @@ def coalesce_streams(outputs: list) -> list:
     return merged
 
 
-def run(path: Path, timeout: int = 1200) -> float:
-    """Execute one notebook in place; returns the seconds it took."""
+def run(path: Path, timeout: int = 1200, cwd: Path | None = None) -> float:
+    """Execute one notebook in place; returns the seconds it took.
+
+    The kernel starts in ``cwd``, by default the notebook's folder (a notebook may run
+    another of its folder, as a chapter's companion page runs the chapter)."""
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
@@ -70,7 +73,7 @@ def run(path: Path, timeout: int = 1200) -> float:
     os.environ.setdefault("PYTHONHASHSEED", "0")
     client = NotebookClient(
         nb, timeout=timeout, kernel_name="python3", record_timing=False,
-        resources={"metadata": {"path": str(path.parent)}},
+        resources={"metadata": {"path": str(cwd or path.parent)}},
     )
     start = time.perf_counter()
     client.execute()
@@ -123,7 +126,7 @@ def runtime_table(book: Path, solutions: Path, repeats: int = 1, chapters: list[
             with tempfile.TemporaryDirectory() as tmp:
                 copy = Path(tmp) / path.name
                 shutil.copy(path, copy)
-                seconds = run(copy)
+                seconds = run(copy, cwd=path.parent)  # where the notebook's neighbours are
             best = seconds if best is None else min(best, seconds)
         rows.append(f"| {path.name[:2]} | {title_of(nb)} | {best:.0f} s |")
         print(f"{path}: {best:.1f} s", file=sys.stderr)
