@@ -108,8 +108,7 @@ def runtime_table(book: Path, solutions: Path, repeats: int = 1, chapters: list[
         if line.startswith("| ") and line.endswith(" s |"):
             kept[line.rsplit(" | ", 1)[0]] = line
     paths = sorted(Path(book).glob("[0-9][0-9]_*.ipynb"))
-    books = {path: nbformat.read(path, as_version=4) for path in paths}
-    key = {path: f"| {path.name[:2]} | {title_of(nb)}" for path, nb in books.items()}
+    key = {path: f"| {path.name[:2]} | {title_of(nbformat.read(path, as_version=4))}" for path in paths}
     if chapters is not None:
         unknown = sorted(set(chapters) - {p.name[:2] for p in paths})
         missing = sorted({p.name[:2] for p in paths if p.name[:2] not in chapters and key[p] not in kept})
@@ -117,7 +116,7 @@ def runtime_table(book: Path, solutions: Path, repeats: int = 1, chapters: list[
             raise ValueError(f"no chapter notebook {unknown} in {book}" if unknown else
                              f"chapters {missing} have no row to keep: time them too (or every chapter)")
     rows = []
-    for path, nb in books.items():
+    for path in paths:
         if chapters is not None and path.name[:2] not in chapters:
             rows.append(kept[key[path]])
             continue
@@ -128,7 +127,7 @@ def runtime_table(book: Path, solutions: Path, repeats: int = 1, chapters: list[
                 shutil.copy(path, copy)
                 seconds = run(copy, cwd=path.parent)  # where the notebook's neighbours are
             best = seconds if best is None else min(best, seconds)
-        rows.append(f"| {path.name[:2]} | {title_of(nb)} | {best:.0f} s |")
+        rows.append(f"{key[path]} | {best:.0f} s |")
         print(f"{path}: {best:.1f} s", file=sys.stderr)
     cores = os.cpu_count()
     lines = [
