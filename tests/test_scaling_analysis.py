@@ -1,0 +1,133 @@
+"""The shared analysis of chapter 12's sweep (lmcourse.experiments.scaling_analysis), on hand-made runs with known
+answers and on the stored sweep."""
+
+import math
+import statistics
+
+import pytest
+import torch
+
+from lmcourse.experiments.scaling import grid_results
+from lmcourse.experiments.scaling_analysis import (
+    SHORT_STEPS,
+    bracket,
+    exponent,
+    interval,
+    load_sweep,
+    noise_interval,
+    noise_intervals,
+    parabola,
+    pooled_sd,
+    replicates,
+    seed_spreads,
+    vertices,
+    window_vertex,
+)
+
+
+def profile(n_star, ns, curvature=0.05, floor=1.5):
+    """Losses along a profile that is an exact parabola in ln N with its vertex at n_star."""
+    return [floor + curvature * (math.log(n) - math.log(n_star)) ** 2 for n in ns]
+
+
+def test_window_vertex_finds_an_exact_parabola_s_vertex_and_uses_only_its_window():
+    ns = [1e3 * 2**i for i in range(9)]
+    ls = profile(11_000.0, ns)
+    assert window_vertex(ns, ls, 2) == pytest.approx(11_000.0, rel=1e-9)
+    # far from the lowest run the profile is something else: a window of 2 does not see it, every size does
+    bent = ls[:-1] + [ls[-1] + 0.5]
+    assert window_vertex(ns, bent, 2) == pytest.approx(11_000.0, rel=1e-9)
+    assert window_vertex(ns, bent, len(ns)) != pytest.approx(11_000.0, rel=1e-3)
+    # the lowest run at an end leaves fewer than three sizes for k = 1
+    assert window_vertex(ns, profile(1e3, ns), 1) is None
+    with pytest.raises(ValueError, match="sizes but"):
+        window_vertex(ns, ls[:-1])
+
+
+def test_vertices_and_exponent_recover_a_known_power_law():
+    budgets = [1e12, 1e13, 1e14]
+    ns = [1e3 * 2**i for i in range(12)]
+    prof = {C: [{"non_embedding_params": n, "params": 2 * n, "val_nats_per_char": loss}
+                for n, loss in zip(ns, profile(5.0 * C**0.6 / 1e12**0.6 * 1e3, ns), strict=True)]
+            for C in budgets}
+    v = vertices(prof, 2)
+    assert exponent(v) == pytest.approx(0.6, abs=1e-9)
+    # other losses in place of the runs' own, and another count of N
+    assert vertices(prof, 2, {C: profile(7e3, ns) for C in budgets}) == pytest.approx(dict.fromkeys(budgets, 7e3))
+    assert vertices(prof, 2, count="params") == pytest.approx({C: 2 * x for C, x in v.items()})
+
+
+def test_parabola_is_a_least_squares_fit_in_log_n():
+    ns = [1e3, 3e3, 1e4, 3e4, 1e5]
+    ls = [2.0, 1.8, 1.7, 1.75, 1.9]
+    c2, c1, c0 = parabola(ns, ls)
+    x = torch.tensor([math.log(n) for n in ns], dtype=torch.float64)
+    X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
+    ref = torch.linalg.pinv(X) @ torch.tensor(ls, dtype=torch.float64)  # an independent route
+    assert [c2, c1, c0] == pytest.approx(ref.tolist(), rel=1e-8)
+    assert math.exp(-c1 / (2 * c2)) == pytest.approx(window_vertex(ns, ls, 2), rel=1e-6)
+
+
+def test_bracket_names_where_the_best_rate_lies():
+    assert bracket({1e-3: 2.0, 2e-3: 1.9, 4e-3: 1.95}) == "bracketed"
+    assert bracket({1e-3: 2.0, 2e-3: 1.9}) == "highest tried"
+    assert bracket({1e-3: 1.8, 2e-3: 1.9}) == "lowest tried"
+    assert bracket({1e-3: 1.8}) == "one rate"
+
+
+def test_pooled_sd_weights_groups_by_their_degrees_of_freedom():
+    groups = [[{"val_nats_per_char": v} for v in g] for g in ([1.0, 1.2, 1.4], [2.0, 2.1], [5.0])]
+    ss = statistics.variance([1.0, 1.2, 1.4]) * 2 + statistics.variance([2.0, 2.1]) * 1
+    assert pooled_sd(groups) == pytest.approx(math.sqrt(ss / 3), rel=1e-12)
+    with pytest.raises(ValueError, match="two or more"):
+        pooled_sd([[{"val_nats_per_char": 1.0}]])
+
+
+def test_interval_is_the_middle_ninety_percent():
+    lo, hi = interval([float(i) for i in range(101)])
+    assert (lo, hi) == pytest.approx((5.0, 95.0))
+
+
+@pytest.fixture(scope="module")
+def sweep():
+    return load_sweep()
+
+
+def test_the_stored_sweep_groups_as_the_chapter_reads_it(sweep):
+    assert sweep.budgets == sorted(sweep.by_budget)
+    assert sweep.grid_runs == grid_results({"runs": sweep.runs})
+    for C, prof in sweep.by_budget.items():
+        ns = [r["non_embedding_params"] for r in prof]
+        assert ns == sorted(ns) and all(r["budget"] == C for r in prof)
+        for r in prof:  # each grid run is its size's best rate, and at_rate holds it
+            got = sweep.at_rate[C, r["non_embedding_params"]]
+            assert got[r["lr"]] == r["val_nats_per_char"] == min(got.values())
+    one = sweep.profiles(sweep.lr0)
+    assert all(r["lr"] == sweep.lr0 for p in one.values() for r in p)
+    assert {C: len(p) for C, p in one.items()} == {C: len(p) for C, p in sweep.by_budget.items()}
+    assert not {r["name"] for r in sweep.grid_runs} & set(sweep.held_names)
+
+
+def test_replicates_count_a_stalled_seed_apart(sweep):
+    reps, failed = replicates(sweep)
+    assert all(len(g) >= 2 for g in reps.values())
+    for r, low in failed:
+        kept = reps[r["budget"], r["layers"], r["width"], r["lr"]]
+        assert r not in kept and r["val_nats_per_char"] > low + 0.2
+        assert min(x["val_nats_per_char"] for x in kept) == low
+    spreads = seed_spreads(sweep)
+    run = {"steps": SHORT_STEPS - 1}
+    assert spreads.by_length(run) == spreads.short and spreads.by_length({"steps": SHORT_STEPS}) == spreads.long
+
+
+def test_noise_interval_is_narrow_without_noise_and_reproducible(sweep):
+    a = exponent(vertices(sweep.by_budget, 2))
+    (lo, hi), kept = noise_interval(sweep, lambda r: 0.0, torch.Generator().manual_seed(0), draws=5)
+    assert kept == 5 and lo == pytest.approx(a) and hi == pytest.approx(a)
+    spreads = seed_spreads(sweep)
+    first = noise_intervals(sweep, spreads, draws=20)
+    again = noise_intervals(sweep, spreads, draws=20)  # the same draws: equal up to rounding
+    assert list(again) == list(first)
+    assert all(again[k][1] == first[k][1] and again[k][0] == pytest.approx(first[k][0], rel=1e-12) for k in first)
+    (lo, hi), _ = first["replicates, pooled"]
+    assert lo < a < hi
