@@ -9,20 +9,27 @@ import torch
 
 from lmcourse.experiments.scaling import grid_results
 from lmcourse.experiments.scaling_analysis import (
+    R_STAR_GRID,
     SHORT_STEPS,
     bracket,
+    epoch_groups,
     exponent,
+    fit_r_star,
     interval,
     load_sweep,
     noise_interval,
     noise_intervals,
     parabola,
     pooled_sd,
+    predicted_rise,
+    r_star_interval,
     replicates,
+    rises,
     seed_spreads,
     vertices,
     window_vertex,
 )
+from lmcourse.scaling_laws import LossLaw, effective_data_sampled
 
 
 def profile(n_star, ns, curvature=0.05, floor=1.5):
@@ -131,3 +138,32 @@ def test_noise_interval_is_narrow_without_noise_and_reproducible(sweep):
     assert all(again[k][1] == first[k][1] and again[k][0] == pytest.approx(first[k][0], rel=1e-12) for k in first)
     (lo, hi), _ = first["replicates, pooled"]
     assert lo < a < hi
+
+
+def test_rises_measure_from_one_epoch_with_two_standard_errors():
+    runs = [{"lr": 0.01, "epochs": e, "val_nats_per_char": v}
+            for e, vs in ((1.0, [1.0, 1.2, 1.1]), (4.0, [1.5, 1.3, 1.4])) for v in vs]
+    runs.append({"lr": 0.02, "epochs": 4.0, "val_nats_per_char": 9.0})  # another rate: left out
+    groups = epoch_groups(runs, 0.01)
+    assert list(groups) == [1.0, 4.0] and groups[4.0].tolist() == [1.5, 1.3, 1.4]
+    got = rises(groups)
+    two_se = 2 * math.sqrt(statistics.variance([1.5, 1.3, 1.4]) / 3 + statistics.variance([1.0, 1.2, 1.1]) / 3)
+    assert got[4.0] == pytest.approx((1.4, 0.3, two_se))
+    assert got[1.0][1] == 0.0
+    with pytest.raises(ValueError, match="one-epoch"):
+        rises({4.0: groups[4.0]})
+
+
+def test_fit_r_star_recovers_the_r_star_that_made_the_rises():
+    law = LossLaw(E=1.2, A=7.0, alpha=0.3, B=3e4, beta=0.75)
+    n, tokens = 2e5, 4e6
+    r_true = R_STAR_GRID[200]
+    means = {e: 2.0 + predicted_rise(law, n, tokens, e, r_true) for e in (1.0, 2.0, 4.0, 8.0, 16.0)}
+    assert fit_r_star(law, n, tokens, means) == r_true
+    # the rise by hand: the law at the effective data of tokens / e unique characters, less at one epoch
+    d4 = effective_data_sampled(tokens / 4, tokens, r_true)
+    assert predicted_rise(law, n, tokens, 4.0, r_true) == pytest.approx(
+        law.B / d4**law.beta - law.B / effective_data_sampled(tokens, tokens, r_true) ** law.beta, rel=1e-12)
+    # seeds that agree exactly leave no spread to redraw
+    groups = {e: torch.tensor([m, m, m], dtype=torch.float64) for e, m in means.items()}
+    assert r_star_interval(law, n, tokens, groups, draws=5) == pytest.approx((r_true, r_true))

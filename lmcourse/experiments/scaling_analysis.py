@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from ..data import load_shakespeare
-from ..scaling_laws import LossLaw, bootstrap, fit_loss_law, isoflop_minimum, power_law
+from ..scaling_laws import LossLaw, bootstrap, effective_data_sampled, fit_loss_law, isoflop_minimum, power_law
 from ..shipped import CHECKPOINT_DIR
 from .scaling import BASE_TRAIN, HELDOUT, grid_results, heldout, load_results
 
@@ -309,3 +309,53 @@ def refit_near(law: LossLaw, N: Sequence[float], D: Sequence[float], L: Sequence
     starts = {"a": (math.log(law.A), math.log(law.A) + 2), "b": (math.log(law.B), math.log(law.B) + 3),
               "e": (math.log(law.E), math.log(0.5)), "alpha": (law.alpha,), "beta": (law.beta,)}
     return fit_loss_law(N, D, L, starts=starts)
+
+
+def epoch_groups(runs: Iterable[dict], lr: float) -> dict[float, torch.Tensor]:
+    """Data-constrained runs at peak rate ``lr``: epochs -> the seeds' losses (float64), fewest epochs first."""
+    got: dict[float, list[float]] = defaultdict(list)
+    for r in runs:
+        if r["lr"] == lr:
+            got[r["epochs"]].append(r["val_nats_per_char"])
+    return {e: torch.tensor(v, dtype=torch.float64) for e, v in sorted(got.items())}
+
+
+def rises(groups: dict[float, torch.Tensor]) -> dict[float, tuple[float, float, float]]:
+    """epochs -> (mean loss, mean minus one epoch's mean, two standard errors of that difference), from the seeds
+    of each group and of the one-epoch group."""
+    if 1.0 not in groups:
+        raise ValueError("rises: the groups need a one-epoch group to measure from")
+    one = groups[1.0]
+    return {e: (v.mean().item(), v.mean().item() - one.mean().item(),
+                2 * math.sqrt(v.var().item() / len(v) + one.var().item() / len(one)))
+            for e, v in groups.items()}
+
+
+def predicted_rise(law: LossLaw, n: float, tokens: float, epochs: float, r_star: float) -> float:
+    """The law's loss at ``epochs`` minus at one epoch, for a model of ``n`` parameters reading ``tokens`` characters
+    at random positions of ``tokens / epochs`` unique ones, with Muennighoff et al.'s effective data (in its
+    expectation over Poisson read counts, :func:`~lmcourse.scaling_laws.effective_data_sampled`) in place of D."""
+    return (law(n, effective_data_sampled(tokens / epochs, tokens, r_star))
+            - law(n, effective_data_sampled(tokens, tokens, r_star)))
+
+
+R_STAR_GRID = torch.logspace(-1, 2, 301).tolist()
+
+
+def fit_r_star(law: LossLaw, n: float, tokens: float, means: dict[float, float]) -> float:
+    """The R* of ``R_STAR_GRID`` whose :func:`predicted_rise` fits the measured mean rises best (least squares;
+    ``means``: epochs -> mean loss, one epoch included)."""
+    return min(R_STAR_GRID, key=lambda r: sum((predicted_rise(law, n, tokens, e, r) - (m - means[1.0])) ** 2
+                                              for e, m in means.items()))
+
+
+def r_star_interval(law: LossLaw, n: float, tokens: float, groups: dict[float, torch.Tensor], draws: int = 200,
+                    seed: int = 0) -> tuple[float, float]:
+    """The middle 90 percent of :func:`fit_r_star` over ``draws`` redraws of each group's seeds with replacement
+    (the law held: this is the seeds' share of R*'s uncertainty only)."""
+    gen = torch.Generator().manual_seed(seed)
+    fitted = []
+    for _ in range(draws):
+        means = {e: v[torch.randint(len(v), (len(v),), generator=gen)].mean().item() for e, v in groups.items()}
+        fitted.append(fit_r_star(law, n, tokens, means))
+    return interval(fitted)
