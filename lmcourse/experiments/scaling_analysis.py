@@ -275,11 +275,15 @@ def a_of(law: LossLaw) -> float:
     return law.beta / (law.alpha + law.beta)
 
 
+def grid_data(runs: Sequence[dict]) -> tuple[list[int], list[float], list[float]]:
+    """Grid runs' N (non-embedding parameters), D (characters read) and final losses."""
+    return ([r["non_embedding_params"] for r in runs], [r["tokens"] for r in runs],
+            [r["val_nats_per_char"] for r in runs])
+
+
 def grid_law(runs: Sequence[dict]) -> tuple[list[int], list[float], list[float], LossLaw]:
-    """Approach 3 on grid runs: their N (non-embedding), D (characters) and losses, and the law fitted to them."""
-    N = [r["non_embedding_params"] for r in runs]
-    D = [r["tokens"] for r in runs]
-    L = [r["val_nats_per_char"] for r in runs]
+    """Approach 3 on grid runs: their N, D and losses (:func:`grid_data`), and the law fitted to them."""
+    N, D, L = grid_data(runs)
     return N, D, L, fit_loss_law(N, D, L)
 
 
@@ -295,7 +299,7 @@ def stored_refits(sweep: Sweep, law: LossLaw, check: int = 10) -> tuple[dict, li
         raise ValueError("stored_refits: the stored full fit differs from this law")
     single, multi = ([LossLaw(**{k: f[k] for k in LAW_KEYS}) for f in stored[kind]] for kind in ("single", "multi"))
     if check:
-        N, D, L, _ = grid_law(sweep.grid_runs)
+        N, D, L = grid_data(sweep.grid_runs)
         again = bootstrap(N, D, L, law, samples=check, seed=stored["seed"])
         if any(abs(getattr(f, k) / getattr(g, k) - 1) > 1e-6 for f, g in zip(again, single, strict=False)
                for k in ("A", "alpha", "B", "beta")):
@@ -351,11 +355,18 @@ def fit_r_star(law: LossLaw, n: float, tokens: float, means: dict[float, float])
 
 def r_star_interval(law: LossLaw, n: float, tokens: float, groups: dict[float, torch.Tensor], draws: int = 200,
                     seed: int = 0) -> tuple[float, float]:
-    """The middle 90 percent of :func:`fit_r_star` over ``draws`` redraws of each group's seeds with replacement
-    (the law held: this is the seeds' share of R*'s uncertainty only)."""
+    """The middle 90 percent of :func:`fit_r_star` over ``draws`` redraws of each group's mean, from a normal
+    distribution around it with the seeds' sd pooled over all the groups (the law held: this is the seeds' share of
+    R*'s uncertainty only). Pooling gives the sd more degrees of freedom than three seeds a group would, and a
+    parametric redraw does not shrink the spread as resampling three seeds with replacement does (by 2/3)."""
     gen = torch.Generator().manual_seed(seed)
+    dof = sum(len(v) - 1 for v in groups.values())
+    if dof < 1:
+        raise ValueError("r_star_interval: the groups hold no repeated seeds to measure a spread from")
+    sd = math.sqrt(sum(v.var().item() * (len(v) - 1) for v in groups.values() if len(v) > 1) / dof)
     fitted = []
     for _ in range(draws):
-        means = {e: v[torch.randint(len(v), (len(v),), generator=gen)].mean().item() for e, v in groups.items()}
+        means = {e: v.mean().item() + sd / math.sqrt(len(v)) * torch.randn(1, generator=gen, dtype=torch.float64).item()
+                 for e, v in groups.items()}
         fitted.append(fit_r_star(law, n, tokens, means))
     return interval(fitted)
