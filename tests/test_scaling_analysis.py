@@ -167,3 +167,13 @@ def test_fit_r_star_recovers_the_r_star_that_made_the_rises():
     # seeds that agree exactly leave no spread to redraw
     groups = {e: torch.tensor([m, m, m], dtype=torch.float64) for e, m in means.items()}
     assert r_star_interval(law, n, tokens, groups, draws=5) == pytest.approx((r_true, r_true))
+
+
+def test_a_reader_s_own_sweep_of_one_budget_loads_and_gives_a_vertex(sweep):
+    """What the chapter's 'try it' box does with `--out my_sweep.json`: a table of one budget's grid runs alone."""
+    own = {"runs": {n: r for n, r in sweep.runs.items()
+                    if r["budget"] == 1e12 and r["unique_chars"] is None and r["seed"] == 0 and r["lr"] == sweep.lr0}}
+    mine = load_sweep(own)
+    assert mine.budgets == [1e12] and not mine.data_all and not mine.held_runs
+    v = vertices(mine.by_budget, 2)
+    assert v[1e12] == pytest.approx(vertices(sweep.profiles(sweep.lr0), 2)[1e12])
