@@ -61,11 +61,6 @@ class Sweep:
             out[r["budget"]].append(r)
         return dict(out)
 
-    @property
-    def measured(self) -> dict[float, list[float]]:
-        """Each budget's losses along its tuned profile."""
-        return {C: [r["val_nats_per_char"] for r in self.by_budget[C]] for C in self.budgets}
-
 
 def load_sweep(table: dict | None = None) -> Sweep:
     """The stored sweep (``load_results()`` unless a table is given), grouped as the chapter reads it."""
@@ -307,12 +302,15 @@ def stored_refits(sweep: Sweep, law: LossLaw, check: int = 10) -> tuple[dict, li
     return stored, single, multi
 
 
-def refit_near(law: LossLaw, N: Sequence[float], D: Sequence[float], L: Sequence[float]) -> LossLaw:
+def refit_near(law: LossLaw, N: Sequence[float], D: Sequence[float], L: Sequence[float],
+               floor: float | None = None) -> LossLaw:
     """:func:`fit_loss_law` from a few starts around ``law`` (fast: for refits of the grid's law to subsets or
-    variants of its runs)."""
+    variants of its runs); with ``floor``, E is held there and the other four are fitted."""
     starts = {"a": (math.log(law.A), math.log(law.A) + 2), "b": (math.log(law.B), math.log(law.B) + 3),
-              "e": (math.log(law.E), math.log(0.5)), "alpha": (law.alpha,), "beta": (law.beta,)}
-    return fit_loss_law(N, D, L, starts=starts)
+              "alpha": (law.alpha,), "beta": (law.beta,)}
+    if floor is None:
+        starts["e"] = (math.log(law.E), math.log(0.5))
+    return fit_loss_law(N, D, L, starts=starts, floor=floor)
 
 
 def epoch_groups(runs: Iterable[dict], lr: float) -> dict[float, torch.Tensor]:
