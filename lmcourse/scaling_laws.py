@@ -198,6 +198,15 @@ def compute_optimal(law: LossLaw, C: float) -> tuple[float, float]:
     return G * (C / 6) ** (b / (a + b)), (C / 6) ** (a / (a + b)) / G
 
 
+def log_parabola(N: Sequence[float], L: Sequence[float]) -> tuple[float, float, float]:
+    """Least-squares (c2, c1, c0) of L = c2 (ln N)^2 + c1 ln N + c0, in float64: the parabola whose vertex
+    :func:`isoflop_minimum` returns (and a figure draws)."""
+    x = torch.tensor(list(N), dtype=torch.float64).log()
+    X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
+    c2, c1, c0 = torch.linalg.lstsq(X, torch.tensor(list(L), dtype=torch.float64)[:, None]).solution[:, 0].tolist()
+    return c2, c1, c0
+
+
 def isoflop_minimum(N: Sequence[float], L: Sequence[float]) -> float:
     """The N at the vertex of a parabola fitted to loss against ``log N`` (one budget's profile).
 
@@ -206,9 +215,7 @@ def isoflop_minimum(N: Sequence[float], L: Sequence[float]) -> float:
     """
     if len(N) != len(L) or len(N) < 3:
         raise ValueError(f"need at least 3 runs of one budget, got {len(N)} sizes and {len(L)} losses")
-    x = torch.tensor(N, dtype=torch.float64).log()
-    X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
-    c2, c1, _ = torch.linalg.lstsq(X, torch.tensor(L, dtype=torch.float64)[:, None]).solution[:, 0].tolist()
+    c2, c1, _ = log_parabola(N, L)
     if c2 <= 0:
         raise ValueError("the profile has no minimum (its parabola opens downwards): widen the range of sizes")
     return math.exp(-c1 / (2 * c2))

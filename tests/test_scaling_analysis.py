@@ -19,7 +19,6 @@ from lmcourse.experiments.scaling_analysis import (
     load_sweep,
     noise_interval,
     noise_intervals,
-    parabola,
     pooled_sd,
     predicted_rise,
     r_star_interval,
@@ -29,7 +28,7 @@ from lmcourse.experiments.scaling_analysis import (
     vertices,
     window_vertex,
 )
-from lmcourse.scaling_laws import LossLaw, effective_data_sampled
+from lmcourse.scaling_laws import LossLaw, effective_data_sampled, log_parabola
 
 
 def profile(n_star, ns, curvature=0.05, floor=1.5):
@@ -64,10 +63,10 @@ def test_vertices_and_exponent_recover_a_known_power_law():
     assert vertices(prof, 2, count="params") == pytest.approx({C: 2 * x for C, x in v.items()})
 
 
-def test_parabola_is_a_least_squares_fit_in_log_n():
+def test_log_parabola_is_a_least_squares_fit_in_log_n():
     ns = [1e3, 3e3, 1e4, 3e4, 1e5]
     ls = [2.0, 1.8, 1.7, 1.75, 1.9]
-    c2, c1, c0 = parabola(ns, ls)
+    c2, c1, c0 = log_parabola(ns, ls)
     x = torch.tensor([math.log(n) for n in ns], dtype=torch.float64)
     X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
     ref = torch.linalg.pinv(X) @ torch.tensor(ls, dtype=torch.float64)  # an independent route

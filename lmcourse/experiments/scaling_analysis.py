@@ -136,16 +136,6 @@ def exponent(points: dict[float, float]) -> float:
     return power_law(list(points), list(points.values()))[1]
 
 
-def parabola(ns: Sequence[float], ls: Sequence[float]) -> tuple[float, float, float]:
-    """Least-squares (c2, c1, c0) of loss = c2 (ln N)^2 + c1 ln N + c0, in float64 (for drawing a profile's
-    parabola; its minimum, exp(-c1 / 2 c2), is :func:`isoflop_minimum`'s vertex)."""
-    x = torch.tensor([math.log(n) for n in ns], dtype=torch.float64)
-    X = torch.stack([x**2, x, torch.ones_like(x)], dim=1)
-    y = torch.tensor(list(ls), dtype=torch.float64)
-    c2, c1, c0 = torch.linalg.lstsq(X, y[:, None]).solution[:, 0].tolist()
-    return c2, c1, c0
-
-
 def pooled_sd(groups: Iterable[Sequence[dict]]) -> float:
     """The sd of one run's loss, pooled over groups of runs that differ only in their seed (groups of one are
     skipped)."""
