@@ -139,11 +139,27 @@ def test_the_command_trains_what_is_missing_and_skips_what_is_stored(tmp_path, c
 
 def test_bad_arguments_are_refused_with_a_message(capsys):
     for argv in (["--shard", "2/2"], ["--budgets", "lots"], ["--seeds", "0"], ["grid", "--sizes", "3x95"],
-                 ["data", "--sizes", "3x96"], ["grid", "--sizes", "big"]):
+                 ["data", "--sizes", "3x96"], ["grid", "--sizes", "big"], ["grid", "--sizes", "9x64"],
+                 ["grid", "--table", "../elsewhere"]):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 2
     assert "--shard" in capsys.readouterr().err
+
+
+def test_shapes_outside_the_family_go_to_their_own_table(tmp_path, monkeypatch, capsys):
+    import lmcourse.experiments.scaling as scaling
+
+    runs = planned("python -m lmcourse scaling grid --budgets 1e13 --sizes 2x80,2x96 --lr 0.01 --table depth2")
+    assert [r.name for r in runs] == ["C1e+13-L2-d80-s0-lr0.01", "C1e+13-L2-d96-s0-lr0.01"]
+    assert all(math.isclose(6 * non_embedding_params(model_config(2, r.width)) * r.tokens, 1e13, rel_tol=0.01)
+               for r in runs)
+    monkeypatch.setattr(scaling, "CHECKPOINT_DIR", tmp_path)  # --list reads the table --table names, and no other
+    monkeypatch.setattr(scaling, "load_results", lambda path: {"runs": {"C1e+13-L2-d80-s0-lr0.01": {
+        "val_nats_per_char": 1.6}}} if path == tmp_path / "scaling_depth2.json" else {"runs": {}})
+    assert scaling.main(["grid", "--budgets", "1e13", "--sizes", "2x80", "--lr", "0.01", "--table", "depth2",
+                         "--list"]) == 0
+    assert "C1e+13-L2-d80-s0-lr0.01" in capsys.readouterr().out.split("1.6000")[0]  # stored there
 
 
 def test_other_learning_rates_get_their_own_names_and_schedules():
@@ -179,7 +195,9 @@ def test_every_stored_run_keeps_a_command_that_plans_it():
     assert runs, "no stored sweep"
     half = load_results(CHECKPOINT_DIR / "scaling_batch16.json")["runs"]  # chapter 12's half-batch profile
     assert half and all(r["train"]["batch_size"] == 16 for r in half.values())
-    for name, run in {**runs, **half}.items():
+    deep = load_results(CHECKPOINT_DIR / "scaling_depth2.json")["runs"]  # the companion's one-depth family
+    assert deep and all(r["layers"] == 2 and "--table depth2" in r["command"] for r in deep.values())
+    for name, run in {**runs, **half, **deep}.items():
         assert name in {r.name for r in planned(run["command"])}, f"{run['command']!r} does not train {name}"
     assert [r.name for r in planned("python -m lmcourse scaling data --seeds 3")][-1] == "C6e+12-L3-d80-U250112-s2"
     with pytest.raises(ValueError, match="not a command"):

@@ -12,6 +12,7 @@ from lmcourse.experiments.scaling_analysis import (
     R_STAR_GRID,
     SHORT_STEPS,
     bracket,
+    depth_sweep,
     epoch_groups,
     exponent,
     fit_r_star,
@@ -176,3 +177,23 @@ def test_a_reader_s_own_sweep_of_one_budget_loads_and_gives_a_vertex(sweep):
     assert mine.budgets == [1e12] and not mine.data_all and not mine.held_runs
     v = vertices(mine.by_budget, 2)
     assert v[1e12] == pytest.approx(vertices(sweep.profiles(sweep.lr0), 2)[1e12])
+
+
+def test_depth_sweep_keeps_the_grid_runs_of_one_depth_from_both_tables(sweep):
+    def run(name, layers, n, loss, budget=1e12, lr=1e-2, unique=None):
+        return name, {"name": name, "layers": layers, "width": 8 * layers, "budget": budget, "seed": 0, "lr": lr,
+                      "unique_chars": unique, "non_embedding_params": n, "val_nats_per_char": loss}
+
+    main = dict([run("one", 1, 100, 2.0), run("two", 2, 200, 1.9), run("two-hot", 2, 200, 1.8, lr=2e-2),
+                 run("two-data", 2, 200, 1.7, unique=1000)])
+    extra = dict([run("two-big", 2, 400, 1.95)])
+    got = depth_sweep(2, {"runs": main}, {"runs": extra})
+    # the one-layer run and the data-constrained run are left out; each size at its best rate
+    assert sorted(got.runs) == ["two", "two-big", "two-hot"]
+    assert [(r["name"], r["non_embedding_params"]) for r in got.by_budget[1e12]] == [("two-hot", 200), ("two-big", 400)]
+    with pytest.raises(ValueError, match="no stored grid run has 3 layers"):
+        depth_sweep(3, {"runs": main}, {"runs": extra})
+    # the stored tables: every run two layers deep, the main sweep's two-layer grid runs all kept
+    stored = depth_sweep(2)
+    assert {r["layers"] for r in stored.runs.values()} == {2}
+    assert {n for n, r in sweep.runs.items() if r["layers"] == 2 and r["unique_chars"] is None} <= set(stored.runs)

@@ -8,6 +8,7 @@
     python -m lmcourse scaling grid --budgets 1e12 --sizes 3x96   # one family member (layers x width) at a budget
     python -m lmcourse scaling data --seeds 3       # the data-constrained runs, seeds 0, 1 and 2
     python -m lmcourse scaling grid --budgets 1e12 --batch 16   # the 1e12 profile at half the batch (own table)
+    python -m lmcourse scaling grid --budgets 1e13 --sizes 2x80,2x96 --table depth2  # other shapes (own table)
     python -m lmcourse scaling bootstrap            # refit the stored grid: single- and multi-start bootstraps
 
 Every stored run keeps the command that trains it (``command``); :func:`planned` lists the
@@ -39,6 +40,11 @@ not also mean fewer plays.
 windows instead of 32 (twice the steps at 16), stored in ``checkpoints/scaling_batch<B>.json``
 so the chapter's grid stays one batch size.
 
+**Other shapes.** ``grid --sizes`` also takes shapes outside the family (any depth from 1 to
+:data:`MAX_LAYERS`, any width a multiple of 8 from 16 up to :data:`MAX_WIDTH`); ``--table NAME`` stores
+runs in ``checkpoints/scaling_<NAME>.json`` instead (chapter 12's companion keeps a family of one
+depth there), so that no shape outside the family enters the chapter's grid.
+
 **The held-out run** (:data:`HELDOUT`): the family's largest model at about three
 times the grid's largest budget, which no fit sees; chapter 12 predicts its loss
 from the grid's law (and the shipped ``gpt_char``'s, ten times further out).
@@ -67,6 +73,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import functools
 import json
 import math
 import time
@@ -90,6 +97,7 @@ FAMILY = ((1, 16), (1, 24), (1, 32), (2, 48), (2, 64), (3, 80), (3, 96), (4, 112
 # gap; these sizes fill it at both depths (about 28k and 50k with one layer, 25k and 39k with two). They
 # are trained only where --sizes names them, never among a budget's default six.
 GAP_SIZES = ((1, 48), (1, 64), (2, 32), (2, 40))
+MAX_LAYERS, MAX_WIDTH = 8, 256  # the largest shape --sizes accepts (widths are multiples of 8)
 BUDGETS = (1e12, 3e12, 1e13, 3e13)  # FLOPs (6 N D); gpt_char was trained with 3.0e14
 BASE_MODEL = GPTConfig(vocab_size=75, context_length=128, dropout=0.0, tie_weights=True, positional="learned",
                        bias=True)
@@ -162,17 +170,17 @@ class Run:
 def grid(budgets: tuple[float, ...] = BUDGETS, seeds: int = 1, lr: float = BASE_TRAIN.lr,
          members: tuple[tuple[int, int], ...] | None = None, batch: int = BASE_TRAIN.batch_size) -> list[Run]:
     """The IsoFLOP runs: at each budget, the six sizes nearest (in log N) to the centre's characters per parameter
-    (or, with ``members``, those (layers, width) of the family or ``GAP_SIZES`` that get at least ``MIN_STEPS``
-    steps of the recipe's batch), with ``batch`` windows per step (the same sizes at any batch: the same
-    characters in more, smaller steps)."""
+    (or, with ``members``, those shapes (layers, width), in or outside the family, that get at least
+    ``MIN_STEPS`` steps of the recipe's batch), with ``batch`` windows per step (the same sizes at any batch:
+    the same characters in more, smaller steps)."""
     sizes = [(layers, width, non_embedding_params(model_config(layers, width)))
-             for layers, width in FAMILY + (GAP_SIZES if members is not None else ())]
+             for layers, width in (FAMILY if members is None else dict.fromkeys(members))]
     runs = []
     for budget in budgets:
         target = math.sqrt(budget / (6 * CENTRE_TOKENS_PER_PARAM))  # N with D = 300 N
         fits = [s for s in sizes if budget / (6 * s[2]) >= MIN_STEPS * TOKENS_PER_STEP]
         chosen = sorted(fits, key=lambda s: abs(math.log(s[2] / target)))[:SIZES_PER_BUDGET] if members is None \
-            else [s for s in fits if s[:2] in members]
+            else fits
         for layers, width, n in sorted(chosen, key=lambda s: s[2]):
             steps = round(budget / (6 * n * batch * BASE_TRAIN.context_length))
             runs += [Run(layers, width, budget, steps, seed=seed, lr=lr, batch=batch) for seed in range(seeds)]
@@ -248,6 +256,34 @@ def train_run(run: Run, train_ids: torch.Tensor, val_ids: torch.Tensor, eval_ids
                         "train_loss": [round(x, 4) for x in history.train_loss],
                         "val_loss": [round(x, 4) for x in history.val_loss]},
             "train_seconds": round(seconds, 1)}
+
+
+@functools.cache
+def _plays() -> tuple[torch.Tensor, torch.Tensor]:
+    tok = shakespeare_char_tokenizer()
+    return as_tensor(tok.encode(load_shakespeare("train"))), as_tensor(tok.encode(load_shakespeare("val")))
+
+
+def train_one(layers: int, width: int, budget: float, lr: float, seed: int = 0) -> float:
+    """Train one IsoFLOP run of the sweep's recipe now, without storing it: the shape ``layers`` x ``width`` for
+    ``budget`` FLOPs (C = 6 N D) at peak rate ``lr``; its validation loss in nats per character, scored as every
+    stored run is (``nan`` if it diverged). The real runs of exercise 12's learning-rate search.
+
+    A 7,272-parameter model (1 x 24) at 1e11 FLOPs is 559 steps, about ten seconds on one core."""
+    if not (1 <= layers <= MAX_LAYERS and width % 8 == 0 and 16 <= width <= MAX_WIDTH):
+        raise ValueError(f"train_one: a shape of 1 to {MAX_LAYERS} layers and a width that is a multiple of 8 from "
+                         f"16 to {MAX_WIDTH}, got {layers} x {width}")
+    if not (math.isfinite(lr) and lr > 0 and math.isfinite(budget)):
+        raise ValueError(f"train_one: the peak rate and the budget must be positive numbers, got lr={lr}, "
+                         f"budget={budget}")
+    n = non_embedding_params(model_config(layers, width))
+    steps = round(budget / (6 * n * TOKENS_PER_STEP))
+    if steps < MIN_STEPS:
+        raise ValueError(f"train_one: {budget:g} FLOPs give a {n:,}-parameter model {steps} steps, fewer than "
+                         f"{MIN_STEPS}; raise the budget to at least {6 * n * TOKENS_PER_STEP * MIN_STEPS:.1e}")
+    train_ids, val_ids = _plays()
+    return train_run(Run(layers, width, budget, steps, seed=seed, lr=lr), train_ids, val_ids,
+                     val_ids[:EVAL_CHARS])["val_nats_per_char"]
 
 
 @contextmanager
@@ -346,6 +382,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None,
                         help="the table to store runs in (default checkpoints/scaling.json; with --batch, "
                              "checkpoints/scaling_batch<B>.json)")
+    parser.add_argument("--table", default=None,
+                        help="store runs in checkpoints/scaling_<TABLE>.json (letters, digits, _), not the default")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--lr", type=float, default=BASE_TRAIN.lr,
                         help="peak learning rate of the runs (grid, data-constrained and held-out)")
@@ -373,10 +411,14 @@ def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[li
         parser.error("--spread goes with the data part")
     if args.seeds < 1 or args.batch < 1 or args.lr <= 0 or not 0 <= k < n_shards or any(b <= 0 for b in budgets):
         parser.error("need --seeds >= 1, --batch >= 1, --shard K/N with 0 <= K < N, and positive budgets")
-    if members is not None and (any(len(m) != 2 or m not in FAMILY + GAP_SIZES for m in members)
-                                or args.part != "grid"):
-        parser.error(f"--sizes goes with the grid part and names members of the family: "
-                     f"{', '.join(f'{a}x{b}' for a, b in sorted(FAMILY + GAP_SIZES))}")
+    shapes_ok = members is None or all(len(m) == 2 and 1 <= m[0] <= MAX_LAYERS and m[1] % 8 == 0
+                                       and 16 <= m[1] <= MAX_WIDTH for m in members)
+    if members is not None and (not shapes_ok or args.part != "grid"):
+        parser.error(f"--sizes goes with the grid part and names shapes LAYERSxWIDTH, 1 to {MAX_LAYERS} layers and a "
+                     f"width that is a multiple of 8 from 16 up to {MAX_WIDTH} (the family: "
+                     f"{', '.join(f'{a}x{b}' for a, b in sorted(FAMILY + GAP_SIZES))})")
+    if args.table is not None and not args.table.replace("_", "").isalnum():
+        parser.error("--table is a name of letters, digits and _ (depth2)")
     runs = (grid(budgets, args.seeds, args.lr, members, args.batch) if args.part in ("all", "grid") else []) + \
         (data_constrained(args.seeds, args.lr, args.spread) if args.part in ("all", "data") else []) + \
         (heldout(args.seeds, args.lr) if args.part in ("all", "heldout") else [])
@@ -386,7 +428,8 @@ def _plan(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[li
         (f" --sizes {args.sizes}" if members is not None else "") + \
         (f" --lr {args.lr:g}" if args.lr != BASE_TRAIN.lr else "") + \
         (f" --batch {args.batch}" if args.batch != BASE_TRAIN.batch_size else "") + \
-        (" --spread" if args.spread else "")
+        (" --spread" if args.spread else "") + \
+        (f" --table {args.table}" if args.table is not None else "")
     return runs[k::n_shards], command
 
 
@@ -407,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.out is None:
-        args.out = CHECKPOINT_DIR / ("scaling.json" if args.batch == BASE_TRAIN.batch_size
+        args.out = CHECKPOINT_DIR / (f"scaling_{args.table}.json" if args.table is not None
+                                     else "scaling.json" if args.batch == BASE_TRAIN.batch_size
                                      else f"scaling_batch{args.batch}.json")
     if args.part == "bootstrap":
         torch.set_num_threads(args.threads)

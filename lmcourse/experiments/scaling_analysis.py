@@ -87,6 +87,22 @@ def load_sweep(table: dict | None = None) -> Sweep:
         at_rate=dict(at_rate), rates=sorted({lr for v in at_rate.values() for lr in v}))
 
 
+def depth_sweep(layers: int = 2, table: dict | None = None, extra: dict | None = None) -> Sweep:
+    """The IsoFLOP grid of one depth: the runs of the stored sweep (``table``, ``load_results()`` unless given)
+    with ``layers`` layers, and the runs of ``extra`` (``checkpoints/scaling_depth<layers>.json`` unless given:
+    other widths of that depth, trained with ``--table depth<layers>``), grouped by :func:`load_sweep`. Only grid
+    runs are kept (no data-constrained or held-out runs)."""
+    if extra is None:
+        extra = load_results(CHECKPOINT_DIR / f"scaling_depth{layers}.json")
+    held = set(HELDOUT)
+    runs = {name: r for name, r in {**(table or load_results())["runs"], **extra["runs"]}.items()
+            if r["layers"] == layers and r["unique_chars"] is None
+            and (r["layers"], r["width"], r["budget"]) not in held}
+    if not runs:
+        raise ValueError(f"depth_sweep: no stored grid run has {layers} layers")
+    return load_sweep({"runs": runs})
+
+
 def bracket(got: dict[float, float]) -> str:
     """Where the best of the rates tried (rate -> loss) lies among them: ``"bracketed"`` (a rate tried on each
     side), ``"highest tried"``, ``"lowest tried"`` or ``"one rate"``.
