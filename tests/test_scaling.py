@@ -216,3 +216,14 @@ def test_a_stored_run_is_reproduced_by_its_command(tmp_path):
     assert [r.name for r in planned(stored["command"])] == ["C1e+12-L3-d96-s0"]
     assert again["val_nats_per_char"] == stored["val_nats_per_char"]
     assert again["history"]["val_loss"] == stored["history"]["val_loss"]
+
+
+def test_train_one_refuses_what_it_cannot_train_with_a_message():
+    from lmcourse.experiments.scaling import train_one
+
+    with pytest.raises(ValueError, match="fewer than 100; raise the budget to at least"):
+        train_one(1, 24, 1e9, 1e-2)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        train_one(1, 20, 1e11, 1e-2)
+    with pytest.raises(ValueError, match="positive numbers"):
+        train_one(1, 24, 1e11, float("nan"))
