@@ -140,7 +140,7 @@ def test_the_command_trains_what_is_missing_and_skips_what_is_stored(tmp_path, c
 def test_bad_arguments_are_refused_with_a_message(capsys):
     for argv in (["--shard", "2/2"], ["--budgets", "lots"], ["--seeds", "0"], ["grid", "--sizes", "3x95"],
                  ["data", "--sizes", "3x96"], ["grid", "--sizes", "big"], ["grid", "--sizes", "9x64"],
-                 ["grid", "--table", "../elsewhere"]):
+                 ["grid", "--table", "../elsewhere"], ["bootstrap", "--table", "depth2"]):
         with pytest.raises(SystemExit) as exit_:
             main(argv)
         assert exit_.value.code == 2

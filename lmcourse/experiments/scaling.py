@@ -449,6 +449,8 @@ def planned(command: str) -> list[Run]:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.part == "bootstrap" and args.table is not None:
+        parser.error("bootstrap refits the chapter's grid (checkpoints/scaling.json); it takes no --table")
     if args.out is None:
         args.out = CHECKPOINT_DIR / (f"scaling_{args.table}.json" if args.table is not None
                                      else "scaling.json" if args.batch == BASE_TRAIN.batch_size
