@@ -118,14 +118,24 @@ def bracket(got: dict[float, float]) -> str:
     return "highest tried" if best == tried[-1] else "lowest tried"
 
 
+def window(ls: Sequence[float], k: int = 2) -> range:
+    """The positions along one profile that approach 2's parabola sees: the lowest loss of ``ls`` and up to ``k``
+    neighbours on each side.
+
+    >>> list(window([2.0, 1.9, 1.8, 1.85, 1.9, 2.0], 1)), list(window([1.5, 1.6, 1.7], 2))
+    ([1, 2, 3], [0, 1, 2])
+    """
+    i = min(range(len(ls)), key=ls.__getitem__)
+    return range(max(0, i - k), min(len(ls), i + k + 1))
+
+
 def window_vertex(ns: Sequence[float], ls: Sequence[float], k: int = 2) -> float | None:
     """Approach 2's vertex over the lowest run of one profile and up to ``k`` neighbours on each side (``ns``,
     ``ls``: sizes and losses along the profile, smallest first); None when the window holds fewer than three
     sizes. Raises ValueError, from :func:`isoflop_minimum`, when the window's parabola has no minimum."""
     if len(ns) != len(ls):
         raise ValueError(f"window_vertex: {len(ns)} sizes but {len(ls)} losses")
-    i = min(range(len(ls)), key=ls.__getitem__)
-    near = range(max(0, i - k), min(len(ls), i + k + 1))
+    near = window(ls, k)
     if len(near) < 3:  # a parabola needs three sizes
         return None
     return isoflop_minimum([ns[j] for j in near], [ls[j] for j in near])
