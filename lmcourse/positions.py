@@ -22,11 +22,13 @@ saved) that move with ``.to(device)``.
 
 Also here: :func:`sinusoidal_shift_matrix`, the rotation that turns ``PE(p)`` into
 ``PE(p + k)`` for every p (the linearity Vaswani et al. point to);
-:func:`apply_rope_half`, RoPE in the half-split layout of GPT-NeoX, Llama and
-Hugging Face, equal to :func:`apply_rope` up to the permutation
-:func:`rope_half_permutation`; and position interpolation (Chen et al., 2023,
-``scale`` of :func:`rope_angles`), which squeezes longer inputs into the range of
-angles seen in training.
+:func:`apply_rope_half`, RoPE in the half-split layout of GPT-NeoX and Hugging
+Face's Llama, equal to :func:`apply_rope` up to the permutation
+:func:`rope_half_permutation` (Meta's own Llama code rotates neighbouring pairs;
+Hugging Face's conversion script permutes the query and key weights to match);
+and ways to read windows longer than the trained ones: position interpolation
+(Chen et al., 2023, ``scale`` of :func:`rope_angles`), "NTK-aware" scaling and
+YaRN (Peng et al., 2023), which slow some pairs or all of them down.
 """
 
 from __future__ import annotations
@@ -143,14 +145,33 @@ class SinusoidalPositions(nn.Module):
 # Rotary position embeddings (RoPE)
 
 
+def rope_frequencies(d_head: int, base: float = 10000.0) -> torch.Tensor:
+    """RoPE's angular frequencies ``theta_i = base^(-2i / d_head)``, radians per position (float64, ``(d_head/2,)``).
+
+    Pair ``i`` completes a turn every ``2 pi / theta_i`` positions, its wavelength:
+    from ``2 pi`` for pair 0 up to almost ``2 pi * base`` for the last pair.
+
+    >>> rope_frequencies(4, base=100.0)
+    tensor([1.0000, 0.1000], dtype=torch.float64)
+    """
+    if d_head % 2 or d_head < 2:
+        raise ValueError(f"RoPE rotates pairs of coordinates: d_head must be even and >= 2, got {d_head}")
+    if not base > 1:
+        raise ValueError(f"base must be > 1, got {base}")
+    return base ** (-torch.arange(0, d_head, 2, dtype=torch.float64) / d_head)
+
+
 def rope_angles(T: int, d_head: int, base: float = 10000.0, offset: int = 0,
-                device: torch.device | None = None, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                device: torch.device | None = None, scale: float = 1.0,
+                freqs: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``cos`` and ``sin`` of the angles ``pos * scale * theta_i``, each ``(T, d_head / 2)`` (float64).
 
-    ``theta_i = base^(-2i / d_head)``: pair 0 turns fastest (one radian per
-    position), the last pair slowest. ``scale < 1`` is position interpolation
-    (Chen et al., 2023): a model trained on ``L`` positions reads ``L / scale``
-    positions with the angles of ``0 .. L`` (fractional positions in between).
+    ``theta_i = base^(-2i / d_head)`` (:func:`rope_frequencies`): pair 0 turns
+    fastest (one radian per position), the last pair slowest; ``freqs`` replaces them
+    with frequencies of your own (the context extensions below). ``scale < 1`` is
+    position interpolation (Chen et al., 2023): a model trained on ``L`` positions
+    reads ``L / scale`` positions with the angles of ``0 .. L`` (fractional positions
+    in between).
 
     >>> cos, sin = rope_angles(4, 2, scale=0.5)
     >>> torch.atan2(sin, cos)[:, 0]  # positions 0, 1, 2, 3 turned as 0, 0.5, 1, 1.5
@@ -160,8 +181,14 @@ def rope_angles(T: int, d_head: int, base: float = 10000.0, offset: int = 0,
         raise ValueError(f"RoPE rotates pairs of coordinates: d_head must be even, got {d_head}")
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
-    theta = base ** (-torch.arange(0, d_head, 2, device=device, dtype=torch.float64) / d_head)  # (Dh/2,)
-    angle = _positions(T, offset, device)[:, None] * scale * theta  # (T, Dh/2)
+    if freqs is None:
+        theta = rope_frequencies(d_head, base)
+    else:
+        theta = torch.as_tensor(freqs, dtype=torch.float64)
+        if theta.shape != (d_head // 2,):
+            raise ValueError(f"freqs must hold one frequency per pair, shape ({d_head // 2},), "
+                             f"got {tuple(theta.shape)}")
+    angle = _positions(T, offset, device)[:, None] * scale * theta.to(device)  # (T, Dh/2)
     return torch.cos(angle), torch.sin(angle)
 
 
@@ -183,7 +210,11 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 def apply_rope_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """RoPE in the half-split layout (GPT-NeoX, Llama, Hugging Face): pair i is ``(x[i], x[i + Dh/2])``.
+    """RoPE in the half-split layout (GPT-NeoX, Hugging Face): pair i is ``(x[i], x[i + Dh/2])``.
+
+    Meta's Llama code pairs neighbours, as :func:`apply_rope` does; Hugging Face's
+    Llama uses this layout because its conversion script permutes the rows of the
+    query and key weights (``permute`` in ``convert_llama_weights_to_hf.py``).
 
     ``x * cat(cos, cos) + rotate_half(x) * cat(sin, sin)`` with
     ``rotate_half([a, b]) = [-b, a]``: the same rotations as :func:`apply_rope`, on
@@ -222,7 +253,10 @@ class RotaryEmbedding(nn.Module):
 
     Call it as ``q, k = rope(q, k, offset=0)`` on ``(..., T, Dh)`` tensors; positions
     beyond the stored tables are computed on the fly. ``scale`` multiplies every
-    position (position interpolation, see :func:`rope_angles`).
+    position (position interpolation, see :func:`rope_angles`); ``freqs`` replaces
+    the frequencies (:func:`ntk_frequencies`, :func:`yarn_frequencies`);
+    ``attention_scale`` multiplies the rotated queries and keys, so every score is
+    multiplied by its square (YaRN's temperature, :func:`yarn_attention_scale`).
 
     >>> rope = RotaryEmbedding(d_head=4, context_length=8)
     >>> q, k = rope(torch.ones(1, 2, 5, 4), torch.ones(1, 2, 5, 4))
@@ -230,18 +264,26 @@ class RotaryEmbedding(nn.Module):
     torch.Size([1, 2, 5, 4])
     """
 
-    def __init__(self, d_head: int, context_length: int, base: float = 10000.0, scale: float = 1.0) -> None:
+    def __init__(self, d_head: int, context_length: int, base: float = 10000.0, scale: float = 1.0,
+                 freqs: torch.Tensor | None = None, attention_scale: float = 1.0) -> None:
         super().__init__()
-        self.d_head, self.base, self.scale = d_head, base, scale
-        cos, sin = rope_angles(context_length, d_head, base, scale=scale)
+        if not attention_scale > 0:
+            raise ValueError(f"attention_scale must be positive, got {attention_scale}")
+        self.d_head, self.base, self.scale, self.attention_scale = d_head, base, scale, attention_scale
+        self.freqs = None if freqs is None else torch.as_tensor(freqs, dtype=torch.float64).clone()
+        cos, sin = self._angles(context_length, 0, None)
         self.register_buffer("cos", cos.float(), persistent=False)
         self.register_buffer("sin", sin.float(), persistent=False)
 
+    def _angles(self, T: int, offset: int, device: torch.device | None) -> tuple[torch.Tensor, torch.Tensor]:
+        cos, sin = rope_angles(T, self.d_head, self.base, offset, device, self.scale, self.freqs)
+        return self.attention_scale * cos, self.attention_scale * sin
+
     def angles(self, T: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """``cos`` and ``sin`` for positions ``offset .. offset+T-1``."""
+        """``cos`` and ``sin`` for positions ``offset .. offset+T-1`` (times ``attention_scale``)."""
         if offset + T <= len(self.cos):
             return self.cos[offset : offset + T], self.sin[offset : offset + T]
-        return rope_angles(T, self.d_head, self.base, offset, self.cos.device, self.scale)
+        return self._angles(T, offset, self.cos.device)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         # The new queries and keys sit at the same positions; cached keys (later) are
@@ -250,6 +292,92 @@ class RotaryEmbedding(nn.Module):
             raise ValueError(f"rotate queries and keys of the same length, got {q.shape[-2]} and {k.shape[-2]}")
         cos, sin = self.angles(q.shape[-2], offset)
         return apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+
+
+# ----------------------------------------------------------------------------------
+# Reading longer windows with RoPE: which pairs to slow down
+
+
+def rope_wavelengths(d_head: int, base: float = 10000.0) -> torch.Tensor:
+    """How many positions each pair takes to complete one turn, ``2 pi / theta_i`` (float64).
+
+    A pair whose wavelength is shorter than the trained length has been seen at
+    every angle in training; a longer one has only seen part of its circle.
+
+    >>> rope_wavelengths(4, base=100.0)
+    tensor([ 6.2832, 62.8319], dtype=torch.float64)
+    """
+    return 2 * math.pi / rope_frequencies(d_head, base)
+
+
+def blend_frequencies(freqs: torch.Tensor, factor: float, keep: torch.Tensor) -> torch.Tensor:
+    """Slow each pair down by ``factor`` in proportion ``1 - keep``: ``keep = 1`` leaves it, ``0`` interpolates it.
+
+    ``theta_i * (keep_i + (1 - keep_i) / factor)``: interpolating every pair
+    (``keep = 0``) is position interpolation; YaRN keeps the fast pairs and
+    interpolates the slow ones.
+
+    >>> blend_frequencies(torch.tensor([1.0, 0.1]), 4.0, torch.tensor([1.0, 0.0]))
+    tensor([1.0000, 0.0250])
+    """
+    if not factor >= 1:
+        raise ValueError(f"factor is how many times longer the windows are: >= 1, got {factor}")
+    keep = torch.as_tensor(keep, dtype=freqs.dtype)
+    if keep.shape != freqs.shape or (keep < 0).any() or (keep > 1).any():
+        raise ValueError(f"keep must be in [0, 1], one per pair ({tuple(freqs.shape)}), got {keep}")
+    return freqs * (keep + (1 - keep) / factor)
+
+
+def ntk_frequencies(d_head: int, factor: float, base: float = 10000.0) -> torch.Tensor:
+    """"NTK-aware" scaling (bloc97, 2023): a larger base, ``base * factor^(d/(d-2))``.
+
+    The fastest pair keeps its frequency and the slowest is slowed by exactly
+    ``factor``, as position interpolation would slow it; the pairs between are slowed
+    by less the faster they turn.
+
+    >>> f = ntk_frequencies(8, 4.0)
+    >>> round((rope_frequencies(8) / f)[-1].item(), 6)  # the slowest pair: 4 times slower
+    4.0
+    """
+    if not factor >= 1:
+        raise ValueError(f"factor is how many times longer the windows are: >= 1, got {factor}")
+    if d_head < 4:
+        raise ValueError(f"NTK-aware scaling needs d_head >= 4, got {d_head}")
+    return rope_frequencies(d_head, base * factor ** (d_head / (d_head - 2)))
+
+
+def yarn_frequencies(d_head: int, factor: float, trained_length: int, base: float = 10000.0,
+                     fast: float = 32.0, slow: float = 1.0) -> torch.Tensor:
+    """YaRN's frequencies (Peng et al., 2023, "NTK-by-parts"): which pairs to interpolate, by turns in training.
+
+    Pair ``i`` turns ``trained_length / wavelength_i`` times over the trained window.
+    Pairs that turn more than ``fast`` times keep their frequency; pairs that turn
+    less than ``slow`` times are interpolated (divided by ``factor``); in between,
+    a linear ramp over the pair index, with the bounds rounded outwards as the
+    paper's code and Hugging Face's ``_compute_yarn_parameters`` round them.
+    """
+    if trained_length < 1 or not fast > slow > 0:
+        raise ValueError(f"need trained_length >= 1 and fast > slow > 0, got {trained_length}, {fast}, {slow}")
+
+    def pair_index(turns: float) -> float:  # the (fractional) pair that turns this often over the trained window
+        return d_head * math.log(trained_length / (turns * 2 * math.pi)) / (2 * math.log(base))
+
+    half = d_head // 2
+    low = max(math.floor(pair_index(fast)), 0)
+    high = min(math.ceil(pair_index(slow)), d_head - 1)
+    if low == high:
+        high += 0.001
+    ramp = ((torch.arange(half, dtype=torch.float64) - low) / (high - low)).clamp(0, 1)  # 0: keep, 1: interpolate
+    return blend_frequencies(rope_frequencies(d_head, base), factor, 1 - ramp)
+
+
+def yarn_attention_scale(factor: float) -> float:
+    """YaRN's temperature, ``0.1 ln(factor) + 1``, applied to queries and keys (so scores get its square).
+
+    >>> round(yarn_attention_scale(4.0), 4)
+    1.1386
+    """
+    return 1.0 if factor <= 1 else 0.1 * math.log(factor) + 1.0
 
 
 # ----------------------------------------------------------------------------------

@@ -357,6 +357,20 @@ def test_bench_prefill_decode_rows():
         forward_seconds(model, 1, 1, cached=-1)
 
 
+def test_bench_linear_layers_counts_every_matrix_product_of_the_blocks():
+    from lmcourse.bench.kv_cache import linear_layers
+
+    model = tiny("learned")
+    c = model.config
+    rows = linear_layers(model, rows=(1, 4), repeats=1)
+    per_layer = 12 * c.d_model**2  # qkv 3D^2, output D^2, MLP 8D^2 weights
+    assert [r["rows"] for r in rows] == [1, 4]
+    assert [r["flops"] for r in rows] == [2 * m * c.n_layers * per_layer for m in (1, 4)]
+    assert rows[1]["intensity"] > rows[0]["intensity"] and all(r["seconds"] > 0 for r in rows)
+    with pytest.raises(ValueError, match="rows"):
+        linear_layers(model, rows=(0,))
+
+
 def test_generate_passes_min_p_to_sampling():
     # min_p = 1 keeps only the most likely token: sampling becomes greedy decoding
     torch.manual_seed(0)

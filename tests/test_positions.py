@@ -14,10 +14,15 @@ from lmcourse.positions import (
     alibi_slopes,
     apply_rope,
     apply_rope_half,
+    blend_frequencies,
+    ntk_frequencies,
     rope_angles,
+    rope_frequencies,
     rope_half_permutation,
     sinusoidal_shift_matrix,
     sinusoidal_table,
+    yarn_attention_scale,
+    yarn_frequencies,
 )
 from lmcourse.transformer import GPT, GPTConfig
 
@@ -213,3 +218,69 @@ def test_no_positions_causal_model_still_tells_orders_apart():
         assert not torch.allclose(model(a)[0, -1], model(b)[0, -1])
     with pytest.raises(ValueError, match="positional must be one of"):
         GPTConfig(positional="nope")
+
+
+# ----------------------------------------------------------------------------------
+# Reading longer windows: NTK-aware scaling, YaRN, blended frequencies
+
+
+def _hf_rope_config(d_head, factor, trained_length, base=10000.0):
+    llama = pytest.importorskip("transformers")
+    return llama.LlamaConfig(hidden_size=4 * d_head, num_attention_heads=4, head_dim=d_head,
+                             max_position_embeddings=int(factor * trained_length),
+                             rope_parameters={"rope_type": "yarn", "rope_theta": base, "factor": factor,
+                                              "original_max_position_embeddings": trained_length})
+
+
+@pytest.mark.parametrize("d_head, factor, trained_length", [(16, 4.0, 32), (64, 8.0, 2048), (128, 2.0, 4096),
+                                                             (8, 16.0, 100)])
+def test_yarn_frequencies_and_temperature_match_hugging_face(d_head, factor, trained_length):
+    rope_utils = pytest.importorskip("transformers.modeling_rope_utils")
+    config = _hf_rope_config(d_head, factor, trained_length)
+    inv_freq, attention_factor = rope_utils._compute_yarn_parameters(config)
+    torch.testing.assert_close(yarn_frequencies(d_head, factor, trained_length), inv_freq.double(),
+                               rtol=1e-6, atol=0)
+    assert yarn_attention_scale(factor) == pytest.approx(attention_factor)
+
+
+def test_ntk_aware_keeps_the_fastest_pair_and_slows_the_slowest_by_the_factor():
+    plain, ntk = rope_frequencies(16), ntk_frequencies(16, 4.0)
+    assert ntk[0] == plain[0]
+    assert (plain / ntk)[-1].item() == pytest.approx(4.0)
+    ratio = plain / ntk
+    assert bool((ratio[1:] > ratio[:-1]).all())  # slowed more the slower the pair
+    # a larger base, by hand: 10000 * 4^(16/14)
+    torch.testing.assert_close(ntk, 1 / (10000.0 * 4 ** (16 / 14)) ** (torch.arange(0, 16, 2).double() / 16))
+
+
+def test_blended_frequencies_and_a_rotary_embedding_built_from_them():
+    theta = rope_frequencies(8)
+    torch.testing.assert_close(blend_frequencies(theta, 4.0, torch.zeros(4)), theta / 4)  # every pair: PI
+    torch.testing.assert_close(blend_frequencies(theta, 4.0, torch.ones(4)), theta)
+    # RotaryEmbedding(freqs=theta / 4) == RotaryEmbedding(scale=1/4), inside and beyond its tables
+    a = RotaryEmbedding(8, 16, freqs=theta / 4)
+    b = RotaryEmbedding(8, 16, scale=0.25)
+    for T, offset in [(16, 0), (5, 30)]:
+        for x, y in zip(a.angles(T, offset), b.angles(T, offset), strict=True):
+            torch.testing.assert_close(x, y.to(x.dtype))
+    # attention_scale multiplies every score by its square
+    g = torch.Generator().manual_seed(0)
+    q, k = torch.randn(2, 1, 6, 8, generator=g, dtype=torch.float64)
+    plain = RotaryEmbedding(8, 6).double()
+    hot = RotaryEmbedding(8, 6, attention_scale=1.5).double()
+    (q1, k1), (q2, k2) = plain(q, k), hot(q, k)
+    # (the tables are stored in float32: equal to float32 rounding)
+    torch.testing.assert_close(q2 @ k2.transpose(-1, -2), 2.25 * (q1 @ k1.transpose(-1, -2)), rtol=1e-6, atol=1e-6)
+
+
+def test_context_extension_bad_input():
+    with pytest.raises(ValueError, match="factor"):
+        ntk_frequencies(16, 0.5)
+    with pytest.raises(ValueError, match="one per pair"):
+        blend_frequencies(rope_frequencies(8), 2.0, torch.ones(3))
+    with pytest.raises(ValueError, match="one frequency per pair"):
+        rope_angles(4, 8, freqs=torch.ones(3))
+    with pytest.raises(ValueError, match="attention_scale"):
+        RotaryEmbedding(8, 4, attention_scale=0.0)
+    with pytest.raises(ValueError, match="fast > slow"):
+        yarn_frequencies(16, 4.0, 32, fast=1.0, slow=2.0)

@@ -31,6 +31,7 @@ import argparse
 import os
 
 import torch
+from torch import nn
 
 from ..device import best_time
 from ..generation import KVCache, compare_tokens_per_second, forward_cost, kv_cache_bytes, tokens_per_second
@@ -109,6 +110,40 @@ def prefill_decode(model: GPT, prompt_tokens: int = 128, batch_sizes: tuple[int,
                          intensity=flops / nbytes, seconds=seconds, flops_per_s=flops / seconds,
                          bytes_per_s=nbytes / seconds))
     return rows
+
+
+@torch.no_grad()
+def linear_layers(model: GPT, rows: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128), repeats: int = 5) -> list[dict]:
+    """The blocks' matrix products alone, timed for each number of input rows (sequences in a decode step).
+
+    Every ``nn.Linear`` of ``model.blocks`` (each layer's query/key/value, output,
+    and MLP projections) applied in turn to ``m`` rows, the best of ``repeats``:
+    the part of a decode step of ``m`` sequences that reads the weights. One dict per
+    ``m``: ``rows``, ``flops`` (2 per weight per row), ``bytes`` (the weights and
+    biases once, the inputs and outputs, float32), ``intensity``, ``seconds``,
+    ``flops_per_s``.
+    """
+    if not rows or min(rows) < 1 or repeats < 1:
+        raise ValueError(f"rows must be >= 1 and repeats >= 1, got {rows} and {repeats}")
+    device = next(model.parameters()).device
+    linears = [m for m in model.blocks.modules() if isinstance(m, nn.Linear)]
+    weights = sum(m.in_features * m.out_features for m in linears)
+    biases = sum(m.out_features for m in linears if m.bias is not None)
+    out = []
+    for m in rows:
+        inputs = [torch.zeros(m, lin.in_features, device=device) for lin in linears]
+
+        def run(inputs=inputs) -> None:
+            for lin, x in zip(linears, inputs, strict=True):
+                lin(x)
+
+        run()  # warm-up
+        seconds = best_time(run, repeats=repeats, device=device)
+        flops = 2 * m * weights
+        nbytes = 4 * (weights + biases + m * sum(lin.in_features + lin.out_features for lin in linears))
+        out.append(dict(rows=m, flops=flops, bytes=nbytes, intensity=flops / nbytes, seconds=seconds,
+                        flops_per_s=flops / seconds))
+    return out
 
 
 @torch.no_grad()
