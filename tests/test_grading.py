@@ -200,7 +200,8 @@ def fixture_task(path: Path) -> str:
 
 def _graded_elsewhere() -> set[str]:
     names: set[str] = set()
-    for module in ("test_exercises", "test_exercises_11", "test_exercises_12", "test_exercises_13"):
+    for module in ("test_exercises", "test_exercises_05", "test_exercises_06", "test_exercises_07", "test_exercises_08",
+                   "test_exercises_11", "test_exercises_12", "test_exercises_13"):
         try:
             names |= set(__import__(module).WRONG_ANSWERS)
         except (ImportError, AttributeError):

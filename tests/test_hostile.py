@@ -80,13 +80,12 @@ HOSTILE = {
         "from lmcourse.optim import newton_schulz\nMUON_ABC = (3.4445, -4.7750, 2.0315)\n\n\n"
         "def ns_step(X, a, b, c):\n    A = X @ X.T\n    return a * X + (b * A + c * A @ A) @ X\n\n\n"
         "def orthogonalise(G, steps=5):\n    return newton_schulz(G, steps=steps, dtype=G.dtype)"))]),
-    "private_alias": ("05", [(ANSWER, "t5_bucket", (
-        "def t5_bucket(rel, bidirectional=False, num_buckets=32, max_distance=128):\n"
-        "    return torch._C._nn.t5_bucket(rel)"))]),
-    "mistral_copy_of_llama_rope": ("05", [(ANSWER, "rope_half", (
+    "private_alias": ("05", [(ANSWER, "base", (
+        "def smallest_base(d_head, base, trained, longer):\n"
+        "    return float(torch._C._nn.smallest_base(base))"))]),
+    "mistral_copy_of_llama_rope": ("05", [(ANSWER, "port", (
         "from transformers.models.mistral.modeling_mistral import apply_rotary_pos_emb\n\n\n"
-        "def rope_half(x, base=10000.0):\n    return x\n\n\ndef half_to_interleaved(d_head):\n"
-        "    return list(range(d_head))"))]),
+        "def to_half_split(w, n_heads, rot):\n    return w"))]),
     "tensor_method_runs_the_forbidden_kernel": ("09", [(ANSWER, "gumbel", (
         "def gumbel_sample(logits, temperature, gen):\n    p = torch.softmax(logits / temperature, dim=-1)\n"
         "    return p.multinomial(1, generator=gen).squeeze(-1)"))]),
@@ -98,7 +97,8 @@ HOSTILE = {
         "def gumbel_sample(logits, temperature, gen):\n"
         "    return torch.distributions.Categorical(logits=logits / temperature).sample()"))]),
     "forward_mode_autodiff": ("06", [(ANSWER, "tied_grad", (
-        "def tied_grad(E, x, y):\n    loss = lambda W: F.cross_entropy(W[x] @ W.T, y)\n"
+        "def tied_grad(E, x, y, scale, cap):\n"
+        "    loss = lambda W: F.cross_entropy(cap * torch.tanh(scale * W[x] @ W.T / cap), y)\n"
         "    return torch.func.jacfwd(loss)(E)"))]),
     # a blind red team's routes against the first version of this grader (all refused since)
     "builtins_through_attrgetter_then_a_thread": ("11", [(ANSWER, "rms_norm", (
@@ -155,14 +155,25 @@ HOSTILE = {
 # Each route starts from plausible wrong answers, well-typed values that pass no check on their own (so a
 # route that silenced or fooled the checks would earn points with them); a route's own answer replaces one.
 DUMMY = {
-    "05": {"rope_half": "def rope_half(x, base=10000.0):\n    return x\n\n\n"
-                        "def half_to_interleaved(d_head):\n    return list(range(d_head))",
-           "shift": "def shift_matrix(k, d_model, base=10000.0):\n    return torch.eye(d_model, dtype=torch.float64)",
-           "t5_bucket": "def t5_bucket(rel, bidirectional=False, num_buckets=32, max_distance=128):\n"
-                        "    return torch.zeros_like(rel)"},
-    "06": {"tying": "def tie(model):\n    return model",
+    "05": {"port": "def to_half_split(w, n_heads, rot):\n    return w",
+           "diagnose": "def angle_gap(freqs, trained, longer, new_freqs=None):\n"
+                       "    return torch.zeros(len(freqs), dtype=torch.float64)",
+           "base": "def smallest_base(d_head, base, trained, longer):\n    return float(base)"},
+    "08": {"chunk_attention": "def chunk_attention(q, k, v, past_k, past_v):\n"
+                              "    return q, torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)",
+           "prefill": "@torch.no_grad()\ndef generate_chunked(model, prompt, n_new, chunk):\n"
+                      "    return torch.cat([prompt, prompt[:, -1:].repeat(1, n_new)], dim=1)",
+           "streaming": "class SinkWindowCache:\n"
+                        "    def __init__(self, n_sink, window, batch_size, n_heads, d_head, dtype=torch.float32):\n"
+                        "        self.k = torch.zeros(batch_size, n_heads, n_sink + window, d_head, dtype=dtype)\n"
+                        "        self.v = torch.zeros_like(self.k)\n\n"
+                        "    def attend(self, q, k, v):\n        return v"},
+    "06": {"factorise": "def factorise_tied(A, W, budget):\n"
+                        "    k = max(1, budget // (A.shape[0] + 2 * A.shape[1]))\n"
+                        "    P = torch.eye(k, A.shape[1], dtype=A.dtype)\n"
+                        "    return A[:, :k].clone(), P, P.clone()",
            "param_count": "def count_params(config):\n    return 0",
-           "tied_grad": "def tied_grad(E, x, y):\n    return torch.zeros_like(E)"},
+           "tied_grad": "def tied_grad(E, x, y, scale, cap):\n    return torch.zeros_like(E)"},
     "04": {"window_mask": "def sliding_window_mask(T, window):\n    return torch.ones(T, T, dtype=torch.bool)",
            "mha": "def causal_mha(x, w_qkv, b_qkv, w_out, b_out, n_heads):\n"
                   "    return x.mean(dim=1, keepdim=True).expand_as(x)",
@@ -226,16 +237,14 @@ DELEGATIONS = {
 
 # honest answers that must keep every point: name -> (chapter, edits on the solution)
 HONEST = {
-    "own_helper_named_like_a_checks_import": ("05", [(ANSWER, "rope_half", (
-        "def apply_rotary_pos_emb(x, cos, sin):  # the name a hidden check imports from transformers\n"
-        "    h = x.shape[-1] // 2\n    return x * cos + torch.cat([-x[..., h:], x[..., :h]], dim=-1) * sin\n\n\n"
-        "def rope_half(x, base=10000.0):\n    T, Dh = x.shape[-2], x.shape[-1]\n"
-        "    theta = base ** (-torch.arange(0, Dh, 2, dtype=torch.float64) / Dh)\n"
-        "    angle = torch.arange(T, dtype=torch.float64)[:, None] * theta\n"
-        "    phi = torch.cat([angle, angle], dim=-1)\n"
-        "    return apply_rotary_pos_emb(x, phi.cos().to(x.dtype), phi.sin().to(x.dtype))\n\n\n"
-        "def half_to_interleaved(d_head):\n    half = d_head // 2\n"
-        "    return [j for i in range(half) for j in (i, i + half)]"))]),
+    "own_helper_named_like_a_checks_import": ("05", [(ANSWER, "port", (
+        "def rope_half_permutation(d_head):  # the name of the package function the task forbids\n"
+        "    return [*range(0, d_head, 2), *range(1, d_head, 2)]\n\n\n"
+        "def apply_rope_half(rows):  # and of another package function, here a helper of the answer\n"
+        "    return rows\n\n\n"
+        "def to_half_split(w, n_heads, rot):\n    d_head = w.shape[0] // n_heads\n"
+        "    order = rope_half_permutation(rot) + list(range(rot, d_head))\n"
+        "    return apply_rope_half(w[[h * d_head + j for h in range(n_heads) for j in order]])"))]),
     "helpers_with_names_checks_use": ("11", [(ADD, "want = 0\nexpected = 1\nref = None\nx = 3")]),
 }
 

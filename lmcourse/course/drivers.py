@@ -55,25 +55,7 @@ def sgd_over_chunks(step, model, chunks, clip, lr=0.5):
     return losses, state, _weights(model)
 
 
-# chapter 6: a tie that survives
-def tie_round_trip(tie, src, dst, ids, targets):
-    """Tie both models, load ``src``'s checkpoint into ``dst``, take one SGD step on ``dst``: what held."""
-    src, dst = tie(src), tie(dst)
-    buf = io.BytesIO()
-    torch.save(src.state_dict(), buf)
-    buf.seek(0)
-    dst.load_state_dict(torch.load(buf))
-    report = {"tied_after_load": dst.head.weight is dst.tok_emb.weight,
-              "loaded": torch.equal(dst.tok_emb.weight, src.tok_emb.weight)}
-    opt = torch.optim.SGD(dst.parameters(), lr=1.0)
-    F.cross_entropy(dst(ids)[0], targets).backward()
-    opt.step()
-    report["tied_after_step"] = dst.head.weight is dst.tok_emb.weight and torch.equal(dst.head.weight,
-                                                                                     dst.tok_emb.weight)
-    report["moved"] = not torch.equal(dst.tok_emb.weight, src.tok_emb.weight)
-    return report
-
-
+# chapter 6: counting without building
 def without_building_modules(fn, calls):
     """``[fn(*args) for args in calls]`` while making any ``torch.nn.Module`` raises: counting must not build."""
     init = torch.nn.Module.__init__
