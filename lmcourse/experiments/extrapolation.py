@@ -16,8 +16,9 @@ the first window scores all its positions, every later character has between
 3T/4 and T - 1 characters in front of it), and again in windows that do not
 overlap (stride T: a character has anywhere from 0 to T - 1 in front of it). The
 loss by position reads windows of ``4 * T_train`` starting every
-``position_stride`` characters of the same stretch, so every position averages
-nearly the same targets.
+``position_stride`` characters of the same stretch: position p scores the
+characters at one residue modulo the stride, so positions a whole number of strides
+apart score the same characters, and a span of whole strides scores them all alike.
 
 Each RoPE model then reads ``4 * T_train`` characters with its frequencies changed
 (:func:`rope_variants`: position interpolation, "NTK-aware" scaling, YaRN, and
