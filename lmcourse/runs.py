@@ -78,6 +78,13 @@ def named_runs() -> dict[str, RunSpec]:
                                         warmup_steps=200, weight_decay=0.1, grad_clip=1.0, eval_every=250,
                                         eval_batches=8, seed=0),
                             about="the GPT-2-style GPT of chapters 7-9", shipped=True),
+        # gpt_char with its own output matrix: chapter 6 compares the two trained models' rows
+        "gpt_char_untied": RunSpec(GPTConfig(vocab_size=75, context_length=128, d_model=160, n_layers=6, n_heads=5,
+                                             dropout=0.0, tie_weights=False, positional="learned"),
+                                   TrainConfig(steps=6500, batch_size=32, context_length=128, lr=2.5e-3,
+                                               min_lr=2.5e-4, warmup_steps=200, weight_decay=0.1, grad_clip=1.0,
+                                               eval_every=250, eval_batches=8, seed=0),
+                                   about="gpt_char untied (chapter 6): same data, steps and seed", shipped=True),
         # RoPE, not ALiBi: ALiBi's -m|i - j| is symmetric, and without a causal mask an
         # encoder with only that position signal cannot tell "s_y" from "y_s" (chapter 10).
         "mlm_char": RunSpec(GPTConfig(vocab_size=76, context_length=64, d_model=128, n_layers=4, n_heads=4,
