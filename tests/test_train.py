@@ -187,7 +187,8 @@ def test_python_m_lmcourse_train_runs_the_named_runs_command_line(tmp_path):
     assert bad.returncode == 2 and "invalid choice: 'nope'" in bad.stderr
     listed = subprocess.run([sys.executable, "-m", "lmcourse", "train", "--list"], capture_output=True, text=True)
     names = [line.split()[0] for line in listed.stdout.splitlines()]
-    assert listed.returncode == 0 and names == ["tiny", "small", "lstm_char", "gpt_char", "mlm_char", "gpt_modern"]
+    assert listed.returncode == 0 and names == ["tiny", "small", "lstm_char", "gpt_char", "gpt_char_untied", "mlm_char",
+                                                "gpt_modern"]
 
 
 def test_bench_train_reports_both_steps(capsys):
