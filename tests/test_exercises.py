@@ -888,6 +888,20 @@ def assert_table_answer_costs_its_task(solution: Path, table: dict, folder: Path
     assert_other_tasks_full(name, rows, task)
 
 
+def assert_accepted_variant_full_marks(solution: Path, function: str, body: str, task: str, tmp_path: Path) -> None:
+    """``solution`` with ``function``'s solution region replaced by ``body`` (a right answer by another route)
+    keeps full marks on every task, ``task`` among them."""
+    from chapter_grades import _pool
+
+    from lmcourse.course.grade import grade_notebooks
+
+    path = tmp_path / solution.name
+    nbformat.write(with_wrong_answer(nbformat.read(solution, as_version=4), function, body), path)
+    (rows,) = grade_notebooks([(path, str(path))], jobs=1, warm=_pool())
+    assert all(r.points == r.max_points for r in rows), [(r.task, r.points, r.message) for r in rows]
+    assert task in {r.task for r in rows}
+
+
 def assert_table_covers_every_task(solution: Path, table: dict) -> None:
     """Every task of ``solution`` has a wrong answer in ``table``, and every task that forbids
     names a ``*_calls_package`` one."""

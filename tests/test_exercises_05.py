@@ -324,17 +324,10 @@ ACCEPTED = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ACCEPTED))
 def test_an_accepted_variant_scores_full_marks(tmp_path, name):
-    from chapter_grades import _pool
-    from test_exercises import with_wrong_answer
-
-    from lmcourse.course.grade import grade_notebooks
+    from test_exercises import assert_accepted_variant_full_marks
 
     function, body, task = ACCEPTED[name]
-    path = tmp_path / SOLUTION.name
-    nbformat.write(with_wrong_answer(nbformat.read(SOLUTION, as_version=4), function, body), path)
-    (rows,) = grade_notebooks([(path, str(path))], jobs=1, warm=_pool())
-    assert all(r.points == r.max_points for r in rows), [(r.task, r.points, r.message) for r in rows]
-    assert task in {r.task for r in rows}
+    assert_accepted_variant_full_marks(SOLUTION, function, body, task, tmp_path)
 
 
 if __name__ == "__main__":
