@@ -148,6 +148,69 @@ class ConcatLayerKVCache:
         return 0 if self.k is None else 2 * self.k.numel() * self.k.element_size()
 
 
+class QuantizedLayerKVCache:
+    """One layer's keys and values held as ``bits``-bit integers, one float32 scale per vector.
+
+    Each new key (and value) vector of ``Dh`` numbers is stored as integers in
+    ``[-(2^(bits-1) - 1), 2^(bits-1) - 1]`` times its own scale, ``max |x| / (2^(bits-1) - 1)``
+    (symmetric absmax, per token and head). Attention reads the dequantised
+    vectors, the current token's too, so the model sees exactly what a
+    quantised cache would give it. The codes sit in ``int8`` tensors: at 8 bits
+    that is the real storage; at 4 bits :meth:`nbytes` counts what packing two
+    codes per byte would hold (:meth:`held_bytes`: what the ``int8`` tensors hold).
+
+    >>> c = QuantizedLayerKVCache(batch_size=1, n_heads=1, max_len=4, d_head=2, bits=8)
+    >>> k, v = c.append(torch.tensor([[[[1.0, -0.5]]]]), torch.tensor([[[[0.25, 0.0]]]]))
+    >>> k.flatten().tolist(), c.qk[0, 0, 0].tolist()
+    ([1.0, -0.5039370059967041], [127, -64])
+    """
+
+    def __init__(self, batch_size: int, n_heads: int, max_len: int, d_head: int, bits: int = 8,
+                 device: torch.device | str | None = None) -> None:
+        if bits not in (4, 8):
+            raise ValueError(f"bits must be 4 or 8, got {bits!r}")
+        if min(batch_size, n_heads, max_len, d_head) < 1:
+            raise ValueError("batch_size, n_heads, max_len and d_head must all be >= 1")
+        self.bits, self.top = bits, 2 ** (bits - 1) - 1
+        self.qk = torch.zeros(batch_size, n_heads, max_len, d_head, dtype=torch.int8, device=device)
+        self.qv = torch.zeros_like(self.qk)
+        self.sk = torch.zeros(batch_size, n_heads, max_len, 1, device=device)  # one scale per vector
+        self.sv = torch.zeros_like(self.sk)
+        self.length = 0
+
+    def _quantise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scale = x.detach().abs().amax(dim=-1, keepdim=True).float() / self.top
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero vector stays zero
+        return torch.round(x.float() / scale).clamp(-self.top, self.top).to(torch.int8), scale
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Quantise and store ``k, v`` ``(B, H, T_new, Dh)``; return all, dequantised, in ``k``'s dtype."""
+        n = self.length + k.shape[-2]
+        if n > self.qk.shape[-2]:
+            raise ValueError(f"the cache holds {self.qk.shape[-2]} positions; {n} were asked for")
+        if k.shape[:2] != self.qk.shape[:2] or k.shape[-1] != self.qk.shape[-1]:
+            raise ValueError(f"keys of shape {tuple(k.shape)} do not fit a cache of shape {tuple(self.qk.shape)}")
+        self.qk[:, :, self.length : n], self.sk[:, :, self.length : n] = self._quantise(k)
+        self.qv[:, :, self.length : n], self.sv[:, :, self.length : n] = self._quantise(v)
+        self.length = n
+        keys = (self.qk[:, :, :n].float() * self.sk[:, :, :n]).to(k.dtype)
+        return keys, (self.qv[:, :, :n].float() * self.sv[:, :, :n]).to(v.dtype)
+
+    def reset(self) -> None:
+        self.length = 0
+
+    def truncate(self, length: int) -> None:
+        self.length = _checked_length(length, self.length)
+
+    def nbytes(self) -> int:
+        """Bytes of the codes (``bits`` each, packed) and the scales, for the whole preallocated cache."""
+        return 2 * (self.qk.numel() * self.bits // 8 + self.sk.numel() * self.sk.element_size())
+
+    def held_bytes(self) -> int:
+        """Bytes the tensors hold now (4-bit codes unpacked, one per ``int8``)."""
+        return 2 * (self.qk.numel() * self.qk.element_size() + self.sk.numel() * self.sk.element_size())
+
+
 class KVCache:
     """The key/value caches of all layers of a model; ``model(ids, offset, cache=...)`` fills it.
 
@@ -162,23 +225,29 @@ class KVCache:
     (5, (3, 2, 8, 8), 6144)
     """
 
-    def __init__(self, layers: list[LayerKVCache] | list[ConcatLayerKVCache]) -> None:
+    def __init__(self, layers: list[LayerKVCache] | list[ConcatLayerKVCache] | list[QuantizedLayerKVCache]) -> None:
         self.layers = layers
 
     @classmethod
     def for_model(cls, model: nn.Module, batch_size: int, max_len: int | None = None,
-                  concat: bool = False) -> "KVCache":
+                  concat: bool = False, bits: int | None = None) -> "KVCache":
         """An empty cache for ``model`` (a :class:`~lmcourse.transformer.GPT`), on its device and dtype.
 
         ``max_len`` defaults to the context length; ``concat=True`` gives the
-        ``torch.cat`` teaching variant instead of preallocated tensors.
+        ``torch.cat`` teaching variant instead of preallocated tensors; ``bits``
+        (8 or 4) a cache of quantised keys and values (:class:`QuantizedLayerKVCache`).
         """
         c = model.config
+        if concat and bits is not None:
+            raise ValueError("choose concat=True or bits=..., not both")
         if concat:
             return cls([ConcatLayerKVCache() for _ in range(c.n_layers)])
         p = next(model.parameters())
         T = c.context_length if max_len is None else max_len
         G = getattr(c, "kv_heads", c.n_heads)  # key/value heads: fewer than n_heads with GQA
+        if bits is not None:
+            return cls([QuantizedLayerKVCache(batch_size, G, T, c.d_model // c.n_heads, bits, p.device)
+                        for _ in range(c.n_layers)])
         return cls([LayerKVCache(batch_size, G, T, c.d_model // c.n_heads, p.dtype, p.device)
                     for _ in range(c.n_layers)])
 

@@ -1,4 +1,4 @@
-"""Chapters 6 and 7's experiments: post-norm blocks, the gradient norm a step records, the stored runs."""
+"""Chapters 4, 6, 7 and 8's experiments: post-norm blocks, the gradient norm a step records, the stored runs."""
 
 import json
 import math
@@ -128,8 +128,30 @@ def test_arms_change_only_what_their_names_say():
     no_warmup, no_clip = training[4], training[5]
     assert no_warmup.train == replace(training[2].train, warmup_steps=0)
     assert no_clip.train == replace(training[2].train, grad_clip=0.0)
+    by_name = {a.name: a for a in training}
+    for lr in ("1e-03", "3e-03", "1e-02", "3e-02"):  # the sweep again, cold: only the warmup differs
+        assert by_name[f"lr {lr}, no warmup"].train == replace(by_name[f"lr {lr}"].train, warmup_steps=0)
+    assert by_name["lr 1e-02, 5-step warmup"].train == replace(training[2].train, warmup_steps=5)
+    long_warm, long_cold = by_name["lr 1e-02, 1500 steps"], by_name["lr 1e-02, 1500 steps, no warmup"]
+    assert long_warm.train == replace(training[2].train, steps=1500, eval_every=1500)
+    assert long_cold.train == replace(long_warm.train, warmup_steps=0)
     norms = arms("norms")
     assert {a.model.norm_position for a in norms} == {"pre", "post"}
+    by_name = {a.name: a for a in norms}
+    for name in ("pre-norm, lr 3e-3, warmup 100", "post-norm, lr 3e-3, warmup 100", "post-norm, lr 3e-3, warmup 200"):
+        base = by_name[name.split(", warmup")[0]]
+        assert by_name[name].model == base.model
+        assert by_name[name].train == replace(base.train, warmup_steps=int(name.rsplit(" ", 1)[1]))
+    kv = arms("kv_heads")  # only the key/value heads, or the depth, change; the training never does
+    assert all(a.train == kv[0].train and a.train.steps == 2000 for a in kv)
+    assert [a.model.kv_heads for a in kv] == [4, 2, 1, 4, 4]
+    assert [a.model.n_layers for a in kv] == [4, 4, 4, 2, 1]
+    assert all(replace(a.model, n_kv_heads=None, n_layers=4) == CHAR_MODEL for a in kv)
+    # the fewer-layer arms hold the same cache as the shared-head arms: layers x key/value heads
+    assert [a.model.n_layers * a.model.kv_heads for a in kv][1:] == [8, 4, 8, 4]
+    tying = arms("tying")  # the same three at lr 1e-2
+    for low, high in zip(tying[:3], tying[3:], strict=True):
+        assert high.model == low.model and high.train == replace(low.train, lr=1e-2, min_lr=1e-3)
     # equal parameters: the wider tied model has within 3% of the untied model's parameters
     with torch.device("meta"):
         counts = [GPT(a.model).num_params() for a in arms("tying")]

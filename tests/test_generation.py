@@ -9,6 +9,7 @@ from lmcourse.attention import MultiHeadAttention, causal_mask
 from lmcourse.generation import (
     KVCache,
     LayerKVCache,
+    QuantizedLayerKVCache,
     compare_tokens_per_second,
     flops_per_new_token,
     forward_cost,
@@ -381,3 +382,59 @@ def test_generate_passes_min_p_to_sampling():
     assert torch.equal(sampled, greedy)
     loose = [generate(model, prompt, 10, min_p=0.0, generator=torch.Generator().manual_seed(s)) for s in range(5)]
     assert any(not torch.equal(x, greedy) for x in loose)
+
+
+# ------------------------------------------------------------------------ the quantised cache
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantised_cache_against_a_float64_reference(bits):
+    g = torch.Generator().manual_seed(3)
+    k, v = torch.randn(2, 3, 5, 8, generator=g), torch.randn(2, 3, 5, 8, generator=g)
+    k[0, 1, 2] = 0.0  # an all-zero vector stays exactly zero
+    c = QuantizedLayerKVCache(2, 3, 9, 8, bits=bits)
+    got_k, got_v = c.append(k[:, :, :3], v[:, :, :3])
+    got_k, got_v = c.append(k[:, :, 3:], v[:, :, 3:])
+    top = 2 ** (bits - 1) - 1
+    for x, got, codes in ((k, got_k, c.qk), (v, got_v, c.qv)):
+        x64 = x.double()
+        scale = x64.abs().amax(-1, keepdim=True) / top
+        want = torch.where(scale > 0, torch.round(x64 / scale.clamp_min(1e-300)) * scale, 0.0)
+        assert torch.allclose(got.double(), want, atol=1e-6)
+        assert int(codes[:, :, :5].abs().max()) == top  # every vector's largest entry uses the top code
+        assert (got.double() - x64).abs().le(scale / 2 + 1e-6).all()  # the rounding bound
+    assert torch.equal(got_k[0, 1, 2], torch.zeros(8)) and c.length == 5
+
+
+def test_quantised_cache_one_pass_equals_decoding_token_by_token():
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=20, context_length=16, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                      positional="rope")).eval()
+    ids = torch.randint(0, 20, (3, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        whole = m(ids, cache=KVCache.for_model(m, 3, bits=4))
+        cache = KVCache.for_model(m, 3, bits=4)
+        steps = torch.cat([m(ids[:, t:t + 1], offset=t, cache=cache) for t in range(12)], dim=1)
+        exact = m(ids)
+    assert torch.allclose(whole, steps, atol=1e-5)
+    assert not torch.allclose(whole, exact, atol=1e-3)  # 4 bits do change the logits
+    assert cache.layers[0].qk.shape == (3, 2, 16, 8)  # (B, G, T, Dh): grouped heads quantised alike
+
+
+def test_quantised_cache_sizes_and_bad_arguments():
+    m = GPT(GPTConfig(vocab_size=20, context_length=16, d_model=32, n_layers=2, n_heads=4))
+    full = KVCache.for_model(m, 1).nbytes()
+    assert full == 2 * 2 * 16 * 32 * 4  # layers x (k, v) x T x D x float32
+    # codes (bits each) plus one float32 scale per vector of Dh = 8 numbers
+    assert KVCache.for_model(m, 1, bits=8).nbytes() == 2 * 2 * 16 * 4 * (8 + 4)
+    assert KVCache.for_model(m, 1, bits=4).nbytes() == 2 * 2 * 16 * 4 * (4 + 4)
+    assert KVCache.for_model(m, 1, bits=4).layers[0].held_bytes() == 2 * 16 * 4 * (8 + 4)
+    with pytest.raises(ValueError, match="bits must be 4 or 8"):
+        KVCache.for_model(m, 1, bits=2)
+    with pytest.raises(ValueError, match="not both"):
+        KVCache.for_model(m, 1, concat=True, bits=8)
+    c = QuantizedLayerKVCache(1, 4, 4, 8)
+    with pytest.raises(ValueError, match="holds 4 positions"):
+        c.append(torch.zeros(1, 4, 5, 8), torch.zeros(1, 4, 5, 8))
+    with pytest.raises(ValueError, match="do not fit"):
+        c.append(torch.zeros(1, 2, 1, 8), torch.zeros(1, 2, 1, 8))

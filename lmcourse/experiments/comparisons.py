@@ -1,9 +1,10 @@
-"""The controlled experiments of chapters 6 and 7, trained once with seeds and stored.
+"""The controlled experiments of chapters 4, 6, 7 and 8, trained once with seeds and stored.
 
     python -m lmcourse experiments tying      # chapter 6: tied vs untied, at equal steps and equal size
     python -m lmcourse experiments norms      # chapter 6: pre-norm vs post-norm, with and without warmup
     python -m lmcourse experiments training   # chapter 7: a learning-rate sweep, no warmup, no clipping
     python -m lmcourse experiments attention  # chapter 4: no mixing, a bag of words, one head, four heads
+    python -m lmcourse experiments kv_heads   # chapter 8: multi-head, grouped-query, multi-query at equal training
 
 An experiment is a list of :class:`Arm` s: one model config and one training
 config each, every arm a small change to the same baseline. Every arm is trained
@@ -70,9 +71,9 @@ def _at_lr(config: TrainConfig, lr: float, **changes) -> TrainConfig:
 
 
 def arms(name: str) -> list[Arm]:
-    """The arms of experiment ``name`` (``"tying"``, ``"norms"``, ``"training"`` or ``"attention"``), baseline first.
+    """The arms of experiment ``name`` (one of :data:`EXPERIMENTS`), baseline first.
 
-    >>> [arm.name for arm in arms("tying")]
+    >>> [arm.name for arm in arms("tying")][:3]
     ['tied, D=64', 'untied, D=64', 'tied, D=88 (as many parameters as untied)']
     """
     if name == "tying":
@@ -80,7 +81,12 @@ def arms(name: str) -> list[Arm]:
                 Arm("untied, D=64", replace(BPE_MODEL, tie_weights=False), BPE_TRAIN, "bpe2048"),
                 # 374,176 parameters against the untied model's 366,336: the saved V x D spent on width
                 Arm("tied, D=88 (as many parameters as untied)", replace(BPE_MODEL, d_model=88), BPE_TRAIN,
-                    "bpe2048")]
+                    "bpe2048"),
+                # the same three at a higher rate: is the ranking an artefact of one untuned rate?
+                Arm("tied, D=64, lr 1e-2", BPE_MODEL, _at_lr(BPE_TRAIN, 1e-2), "bpe2048"),
+                Arm("untied, D=64, lr 1e-2", replace(BPE_MODEL, tie_weights=False), _at_lr(BPE_TRAIN, 1e-2),
+                    "bpe2048"),
+                Arm("tied, D=88, lr 1e-2", replace(BPE_MODEL, d_model=88), _at_lr(BPE_TRAIN, 1e-2), "bpe2048")]
     if name == "norms":
         post = replace(CHAR_MODEL, norm_position="post")
         no_warmup = replace(CHAR_TRAIN, warmup_steps=0)
@@ -89,7 +95,11 @@ def arms(name: str) -> list[Arm]:
                 Arm("pre-norm, lr 3e-3, no warmup", CHAR_MODEL, no_warmup),
                 Arm("post-norm, lr 3e-3, no warmup", post, no_warmup),
                 Arm("pre-norm, lr 1e-2", CHAR_MODEL, _at_lr(CHAR_TRAIN, 1e-2)),
-                Arm("post-norm, lr 1e-2", post, _at_lr(CHAR_TRAIN, 1e-2))]
+                Arm("post-norm, lr 1e-2", post, _at_lr(CHAR_TRAIN, 1e-2)),
+                # does a longer warmup rescue post-norm? (pre-norm beside it, warmed up alike)
+                Arm("pre-norm, lr 3e-3, warmup 100", CHAR_MODEL, replace(CHAR_TRAIN, warmup_steps=100)),
+                Arm("post-norm, lr 3e-3, warmup 100", post, replace(CHAR_TRAIN, warmup_steps=100)),
+                Arm("post-norm, lr 3e-3, warmup 200", post, replace(CHAR_TRAIN, warmup_steps=200))]
     if name == "training":
         sweep = [Arm(f"lr {lr:.0e}", CHAR_MODEL, _at_lr(CHAR_TRAIN, lr)) for lr in (1e-3, 3e-3, 1e-2, 3e-2)]
         return sweep + [
@@ -97,6 +107,15 @@ def arms(name: str) -> list[Arm]:
             Arm("lr 1e-02, no clipping", CHAR_MODEL, _at_lr(CHAR_TRAIN, 1e-2, grad_clip=0.0)),
             Arm("lr 1e-02, no warmup, no clipping", CHAR_MODEL,
                 _at_lr(CHAR_TRAIN, 1e-2, warmup_steps=0, grad_clip=0.0)),
+            # the sweep again without warmup: does the best rate move?
+            *[Arm(f"lr {lr:.0e}, no warmup", CHAR_MODEL, _at_lr(CHAR_TRAIN, lr, warmup_steps=0))
+              for lr in (1e-3, 3e-3, 3e-2)],
+            # a 5-step warmup: is it the first few steps at full rate that cost?
+            Arm("lr 1e-02, 5-step warmup", CHAR_MODEL, _at_lr(CHAR_TRAIN, 1e-2, warmup_steps=5)),
+            # five times longer (the same 30-step warmup): does the cold start catch up?
+            Arm("lr 1e-02, 1500 steps", CHAR_MODEL, _at_lr(CHAR_TRAIN, 1e-2, steps=1500, eval_every=1500)),
+            Arm("lr 1e-02, 1500 steps, no warmup", CHAR_MODEL,
+                _at_lr(CHAR_TRAIN, 1e-2, steps=1500, eval_every=1500, warmup_steps=0)),
         ]
     if name == "attention":  # chapter 4: what attention buys, at equal width, depth and training
         long = replace(CHAR_TRAIN, steps=2000, eval_every=2000)
@@ -104,10 +123,18 @@ def arms(name: str) -> list[Arm]:
                 Arm("equal weights on the past (bag of words)", replace(CHAR_MODEL, mixer="mean"), long),
                 Arm("attention, 1 head of 64", replace(CHAR_MODEL, n_heads=1), long),
                 Arm("attention, 4 heads of 16", CHAR_MODEL, long)]
+    if name == "kv_heads":  # chapter 8: sharing keys and values, and the cache it saves, at equal training
+        long = replace(CHAR_TRAIN, steps=2000, eval_every=2000)
+        return [Arm("4 key/value heads (multi-head)", CHAR_MODEL, long),
+                Arm("2 key/value heads (grouped-query)", replace(CHAR_MODEL, n_kv_heads=2), long),
+                Arm("1 key/value head (multi-query)", replace(CHAR_MODEL, n_kv_heads=1), long),
+                # the same cache as 2 and as 1 key/value heads, spent on fewer layers instead
+                Arm("multi-head, 2 layers (the cache of 2 heads)", replace(CHAR_MODEL, n_layers=2), long),
+                Arm("multi-head, 1 layer (the cache of 1 head)", replace(CHAR_MODEL, n_layers=1), long)]
     raise ValueError(f"no experiment {name!r}; the experiments are: {', '.join(EXPERIMENTS)}")
 
 
-EXPERIMENTS = ("tying", "norms", "training", "attention")
+EXPERIMENTS = ("tying", "norms", "training", "attention", "kv_heads")
 
 
 @dataclass(frozen=True)
