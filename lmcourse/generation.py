@@ -155,13 +155,13 @@ class QuantizedLayerKVCache:
     ``[-(2^(bits-1) - 1), 2^(bits-1) - 1]`` times its own scale, ``max |x| / (2^(bits-1) - 1)``
     (symmetric absmax, per token and head). Attention reads the dequantised
     vectors, the current token's too, so the model sees exactly what a
-    quantised cache would give it. The codes sit in ``int8`` tensors: at 8 bits
-    that is the real storage; at 4 bits :meth:`nbytes` counts what packing two
-    codes per byte would hold (:meth:`held_bytes`: what the ``int8`` tensors hold).
+    quantised cache would give it. At 8 bits the codes are ``int8``; at 4 bits two
+    codes share one ``uint8`` (``Dh`` must be even), so :meth:`nbytes` is what the
+    tensors really hold.
 
     >>> c = QuantizedLayerKVCache(batch_size=1, n_heads=1, max_len=4, d_head=2, bits=8)
     >>> k, v = c.append(torch.tensor([[[[1.0, -0.5]]]]), torch.tensor([[[[0.25, 0.0]]]]))
-    >>> k.flatten().tolist(), c.qk[0, 0, 0].tolist()
+    >>> k.flatten().tolist(), c.codes()[0][0, 0, 0].tolist()
     ([1.0, -0.5039370059967041], [127, -64])
     """
 
@@ -171,8 +171,12 @@ class QuantizedLayerKVCache:
             raise ValueError(f"bits must be 4 or 8, got {bits!r}")
         if min(batch_size, n_heads, max_len, d_head) < 1:
             raise ValueError("batch_size, n_heads, max_len and d_head must all be >= 1")
+        if bits == 4 and d_head % 2:
+            raise ValueError(f"4-bit codes are packed two per byte: d_head must be even, got {d_head}")
         self.bits, self.top = bits, 2 ** (bits - 1) - 1
-        self.qk = torch.zeros(batch_size, n_heads, max_len, d_head, dtype=torch.int8, device=device)
+        shape = (batch_size, n_heads, max_len, d_head if bits == 8 else d_head // 2)
+        dtype = torch.int8 if bits == 8 else torch.uint8
+        self.qk = torch.zeros(shape, dtype=dtype, device=device)  # codes (two per byte at 4 bits)
         self.qv = torch.zeros_like(self.qk)
         self.sk = torch.zeros(batch_size, n_heads, max_len, 1, device=device)  # one scale per vector
         self.sv = torch.zeros_like(self.sk)
@@ -181,20 +185,38 @@ class QuantizedLayerKVCache:
     def _quantise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scale = x.detach().abs().amax(dim=-1, keepdim=True).float() / self.top
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero vector stays zero
-        return torch.round(x.float() / scale).clamp(-self.top, self.top).to(torch.int8), scale
+        codes = torch.round(x.float() / scale).clamp(-self.top, self.top).to(torch.int8)
+        if self.bits == 4:  # [-7, 7] -> [1, 15]; even entries in the low nibble, odd in the high
+            u = (codes + 8).to(torch.uint8)
+            codes = u[..., 0::2] | (u[..., 1::2] << 4)
+        return codes, scale
+
+    def _unpack(self, codes: torch.Tensor) -> torch.Tensor:
+        if self.bits == 8:
+            return codes
+        low, high = (codes & 15).to(torch.int8) - 8, (codes >> 4).to(torch.int8) - 8
+        return torch.stack([low, high], dim=-1).flatten(-2)  # (..., Dh)
+
+    def codes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The integer codes of the cached keys and values, ``(B, H, length, Dh)`` ``int8`` each (unpacked)."""
+        n = self.length
+        return self._unpack(self.qk[:, :, :n]), self._unpack(self.qv[:, :, :n])
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Quantise and store ``k, v`` ``(B, H, T_new, Dh)``; return all, dequantised, in ``k``'s dtype."""
         n = self.length + k.shape[-2]
         if n > self.qk.shape[-2]:
             raise ValueError(f"the cache holds {self.qk.shape[-2]} positions; {n} were asked for")
-        if k.shape[:2] != self.qk.shape[:2] or k.shape[-1] != self.qk.shape[-1]:
-            raise ValueError(f"keys of shape {tuple(k.shape)} do not fit a cache of shape {tuple(self.qk.shape)}")
+        d_head = self.qk.shape[-1] * (1 if self.bits == 8 else 2)
+        if k.shape[:2] != self.qk.shape[:2] or k.shape[-1] != d_head:
+            raise ValueError(f"keys of shape {tuple(k.shape)} do not fit a cache of "
+                             f"{tuple(self.qk.shape[:3]) + (d_head,)}")
         self.qk[:, :, self.length : n], self.sk[:, :, self.length : n] = self._quantise(k)
         self.qv[:, :, self.length : n], self.sv[:, :, self.length : n] = self._quantise(v)
         self.length = n
-        keys = (self.qk[:, :, :n].float() * self.sk[:, :, :n]).to(k.dtype)
-        return keys, (self.qv[:, :, :n].float() * self.sv[:, :, :n]).to(v.dtype)
+        k_codes, v_codes = self.codes()
+        return ((k_codes.float() * self.sk[:, :, :n]).to(k.dtype),
+                (v_codes.float() * self.sv[:, :, :n]).to(v.dtype))
 
     def reset(self) -> None:
         self.length = 0
@@ -203,11 +225,7 @@ class QuantizedLayerKVCache:
         self.length = _checked_length(length, self.length)
 
     def nbytes(self) -> int:
-        """Bytes of the codes (``bits`` each, packed) and the scales, for the whole preallocated cache."""
-        return 2 * (self.qk.numel() * self.bits // 8 + self.sk.numel() * self.sk.element_size())
-
-    def held_bytes(self) -> int:
-        """Bytes the tensors hold now (4-bit codes unpacked, one per ``int8``)."""
+        """Bytes held by the codes and the scales of the whole preallocated cache."""
         return 2 * (self.qk.numel() * self.qk.element_size() + self.sk.numel() * self.sk.element_size())
 
 

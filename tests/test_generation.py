@@ -396,12 +396,14 @@ def test_quantised_cache_against_a_float64_reference(bits):
     got_k, got_v = c.append(k[:, :, :3], v[:, :, :3])
     got_k, got_v = c.append(k[:, :, 3:], v[:, :, 3:])
     top = 2 ** (bits - 1) - 1
-    for x, got, codes in ((k, got_k, c.qk), (v, got_v, c.qv)):
+    for x, got, codes in zip((k, v), (got_k, got_v), c.codes(), strict=True):
         x64 = x.double()
         scale = x64.abs().amax(-1, keepdim=True) / top
         want = torch.where(scale > 0, torch.round(x64 / scale.clamp_min(1e-300)) * scale, 0.0)
         assert torch.allclose(got.double(), want, atol=1e-6)
-        assert int(codes[:, :, :5].abs().max()) == top  # every vector's largest entry uses the top code
+        assert codes.dtype == torch.int8 and codes.shape == x.shape
+        tops = codes.abs().amax(-1)[scale.squeeze(-1) > 0]  # every nonzero vector's largest entry: the top code
+        assert tops.numel() >= 29 and bool((tops == top).all())
         assert (got.double() - x64).abs().le(scale / 2 + 1e-6).all()  # the rounding bound
     assert torch.equal(got_k[0, 1, 2], torch.zeros(8)) and c.length == 5
 
@@ -418,7 +420,8 @@ def test_quantised_cache_one_pass_equals_decoding_token_by_token():
         exact = m(ids)
     assert torch.allclose(whole, steps, atol=1e-5)
     assert not torch.allclose(whole, exact, atol=1e-3)  # 4 bits do change the logits
-    assert cache.layers[0].qk.shape == (3, 2, 16, 8)  # (B, G, T, Dh): grouped heads quantised alike
+    assert cache.layers[0].qk.shape == (3, 2, 16, 4)  # (B, G, T, Dh / 2): grouped heads, two codes a byte
+    assert cache.layers[0].codes()[0].shape == (3, 2, 12, 8)
 
 
 def test_quantised_cache_sizes_and_bad_arguments():
@@ -427,8 +430,11 @@ def test_quantised_cache_sizes_and_bad_arguments():
     assert full == 2 * 2 * 16 * 32 * 4  # layers x (k, v) x T x D x float32
     # codes (bits each) plus one float32 scale per vector of Dh = 8 numbers
     assert KVCache.for_model(m, 1, bits=8).nbytes() == 2 * 2 * 16 * 4 * (8 + 4)
-    assert KVCache.for_model(m, 1, bits=4).nbytes() == 2 * 2 * 16 * 4 * (4 + 4)
-    assert KVCache.for_model(m, 1, bits=4).layers[0].held_bytes() == 2 * 16 * 4 * (8 + 4)
+    assert KVCache.for_model(m, 1, bits=4).nbytes() == 2 * 2 * 16 * 4 * (4 + 4)  # two codes per byte
+    layer = KVCache.for_model(m, 1, bits=4).layers[0]
+    assert layer.nbytes() == sum(t.numel() * t.element_size() for t in (layer.qk, layer.qv, layer.sk, layer.sv))
+    with pytest.raises(ValueError, match="d_head must be even"):
+        QuantizedLayerKVCache(1, 1, 4, 3, bits=4)
     with pytest.raises(ValueError, match="bits must be 4 or 8"):
         KVCache.for_model(m, 1, bits=2)
     with pytest.raises(ValueError, match="not both"):
