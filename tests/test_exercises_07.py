@@ -39,6 +39,22 @@ _AS_PLANNED = """
     left = new_steps - done
 """
 
+# the windows of strided_nll, batch_size at a time (the part of its wrong answers below that is right)
+_WINDOWS = """
+    n = len(ids)
+    width = min(window, n - 1)
+
+    def run(starts):  # each window's NLLs of every token it predicts
+        rows = []
+        with torch.no_grad():
+            for i in range(0, len(starts), batch_size):
+                x = torch.stack([ids[s:s + width] for s in starts[i:i + batch_size]])
+                y = torch.stack([ids[s + 1:s + 1 + width] for s in starts[i:i + batch_size]])
+                logp = torch.log_softmax(model(x).double(), dim=-1)
+                rows.extend(-logp.gather(-1, y[..., None])[..., 0])
+        return rows
+"""
+
 # fixture name: (task, function whose solution region is replaced, wrong body,
 # a fragment of the message of the check that must catch it)
 WRONG_ANSWERS = {
@@ -252,55 +268,84 @@ WRONG_ANSWERS = {
         total += loss.item()
     return total
     """, "must not call"),
-    # task resume: a checkpoint from which a run with dropout and a scheduler resumes exactly
-    "07_resume_no_torch_rng": ("resume", "restore", """
-    # dropout's random state saved but never put back
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    sched.load_state_dict(ckpt["scheduler"])
-    gen.set_state(ckpt["generator"])
-    return ckpt["step"]
-    """, "from step 4 on, the first after the resume"),
-    "07_resume_no_scheduler": ("resume", "restore", """
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])  # its rate is right for one step only
-    gen.set_state(ckpt["generator"])
-    torch.set_rng_state(ckpt["torch"])
-    return ckpt["step"]
-    """, "though the first step after the resume matches"),
-    "07_resume_no_generator": ("resume", "restore", """
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    sched.load_state_dict(ckpt["scheduler"])
-    torch.set_rng_state(ckpt["torch"])
-    return ckpt["step"]
-    """, "from step 4 on"),
-    "07_resume_reseeds_dropout": ("resume", "restore", """
-    model.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    sched.load_state_dict(ckpt["scheduler"])
-    gen.set_state(ckpt["generator"])
-    torch.manual_seed(ckpt["step"])  # a seed is not the state the run had reached
-    return ckpt["step"]
-    """, "from step 4 on"),
-    "07_resume_generator_object": ("resume", "make_checkpoint", """
-    # the generator itself, not its state: weights_only refuses it
-    return {"model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "generator": gen,
-            "torch": torch.get_rng_state(), "step": step}
-    """, "weights_only=True) cannot read the checkpoint"),
-    "07_resume_weights_only": ("resume", "make_checkpoint", """
-    return {"model": model.state_dict(), "step": step,
-            "optimizer": torch.optim.AdamW(model.parameters(), lr=1e-2).state_dict(),
-            "scheduler": sched.state_dict(), "generator": gen.get_state(),
-            "torch": torch.get_rng_state()}
-    """, "from step 4 on"),
-    "07_resume_calls_package": ("resume", "make_checkpoint", """
-    from lmcourse.train import save_checkpoint
+    # task evaluation: every token scored once, in sliding windows, and bits per byte
+    "07_evaluation_scores_overlap_twice": ("evaluation", "strided_nll", _WINDOWS + """
+    # every window scores all it predicts: the overlaps are scored again
+    starts = list(range(0, n - 1 - width, stride)) + [n - 1 - width]
+    return torch.cat(run(starts))
+    """, "some are scored more than once"),
+    "07_evaluation_drops_tail": ("evaluation", "strided_nll", _WINDOWS + """
+    # windows every stride while a whole one fits: the tokens after the last are never scored
+    starts = list(range(0, n - width, stride))
+    rows = run(starts)
+    return torch.cat([rows[0]] + [r[width - stride:] for r in rows[1:]])
+    """, "some are not scored"),
+    "07_evaluation_short_last_window": ("evaluation", "strided_nll", _WINDOWS + """
+    # Hugging Face's guide: the last window starts a stride after the one before and is shorter
+    starts = list(range(0, n - width, stride))
+    rows = run(starts)
+    out = [rows[0]] + [r[width - stride:] for r in rows[1:]]
+    end = starts[-1] + width  # ids[1 .. end] are scored
+    if end < n - 1:
+        s = starts[-1] + stride
+        logp = torch.log_softmax(model(ids[None, s:n - 1]).double(), dim=-1)[0]
+        out.append(-logp.gather(-1, ids[s + 1:, None])[end - s:, 0])
+    return torch.cat(out)
+    """, "the window that starts at 14"),
+    "07_evaluation_rescores_last_overlap": ("evaluation", "strided_nll", _WINDOWS + """
+    # each window writes its last stride predictions: the last window, moved back, overwrites
+    # tokens the window before it scored with more context
+    starts = list(range(0, n - 1 - width, stride)) + [n - 1 - width]
+    out = torch.empty(n - 1, dtype=torch.float64)
+    for s, row in zip(starts, run(starts), strict=True):
+        if s == 0:
+            out[:width] = row
+        else:
+            out[s + width - stride:s + width] = row[width - stride:]
+    return out
+    """, "the window that starts at 12"),
+    "07_evaluation_first_window_no_credit": ("evaluation", "strided_nll", _WINDOWS + """
+    # the first window too scores only its last stride predictions
+    starts = list(range(0, n - 1 - width, stride)) + [n - 1 - width]
+    out, done = [], width - stride
+    for s, row in zip(starts, run(starts), strict=True):
+        out.append(row[max(0, done - s):])
+        done = s + width
+    return torch.cat(out)
+    """, "some are not scored"),
+    "07_evaluation_one_batch": ("evaluation", "strided_nll", _WINDOWS.replace("batch_size", "len(starts)") + """
+    # the right layout, every window in one call whatever batch_size says
+    starts = list(range(0, n - 1 - width, stride)) + [n - 1 - width]
+    out, done = [], 0
+    for s, row in zip(starts, run(starts), strict=True):
+        out.append(row[done - s:])
+        done = s + width
+    return torch.cat(out)
+    """, "3 calls of the model"),
+    "07_evaluation_calls_package": ("evaluation", "strided_nll", """
+    from lmcourse.train import stream_token_nll
 
-    save_checkpoint("/tmp/run.pt", model, step, opt)
-    return {}
+    return stream_token_nll(model, ids, window, stride, batch_size).double()
     """, "must not call"),
+    "07_evaluation_bits_per_character": ("evaluation", "bits_per_byte", """
+    # characters, not bytes: the same as bytes only for ASCII
+    nats = torch.as_tensor(nll, dtype=torch.float64).sum().item()
+    return nats / math.log(2) / len("".join(pieces[1:]))
+    """, "expected 1.4"),
+    "07_evaluation_nats_per_byte": ("evaluation", "bits_per_byte", """
+    nats = torch.as_tensor(nll, dtype=torch.float64).sum().item()
+    return nats / len("".join(pieces[1:]).encode("utf-8"))
+    """, "expected 1.4"),
+    "07_evaluation_counts_first_token": ("evaluation", "bits_per_byte", """
+    # the bytes of every token, the first one too, though nothing predicts it
+    nats = torch.as_tensor(nll, dtype=torch.float64).sum().item()
+    return nats / math.log(2) / len("".join(pieces).encode("utf-8"))
+    """, "expected 1.4"),
+    "07_evaluation_mean_of_ratios": ("evaluation", "bits_per_byte", """
+    # each token's bits per byte, averaged over the tokens
+    sizes = torch.tensor([len(p.encode("utf-8")) for p in pieces[1:]], dtype=torch.float64)
+    return (torch.as_tensor(nll, dtype=torch.float64) / math.log(2) / sizes).mean().item()
+    """, "expected 1.4"),
 }
 
 
@@ -320,8 +365,8 @@ def test_every_task_has_a_wrong_answer_and_every_forbid_a_calls_package_fixture(
 @group("07")
 def test_solution_scores_full_marks():
     rows = grades_of(SOLUTION)
-    assert set(rows) == {"wsd", "spikes", "accumulation", "resume"}
-    assert sum(r.max_points for r in rows.values()) == 12
+    assert set(rows) == {"wsd", "spikes", "accumulation", "evaluation"}
+    assert sum(r.max_points for r in rows.values()) == 13
     assert all(r.points == r.max_points and r.status == "passed" for r in rows.values()), rows
 
 
@@ -344,16 +389,24 @@ ACCEPTED = {
     sd = 1.4826 * (rise - mid).abs().median()
     return [t for t in range(1, len(x)) if rise[t - 1] > mid + 15 * sd]
     """, "spikes"),
-    # the scheduler stepped forward to the saved step instead of loaded
-    "resume_fast_forward": ("restore", """
-    model.load_state_dict(ckpt["model"])
-    for _ in range(ckpt["step"]):
-        sched.step()
-    opt.load_state_dict(ckpt["optimizer"])
-    gen.set_state(ckpt["generator"])
-    torch.set_rng_state(ckpt["torch"])
-    return ckpt["step"]
-    """, "resume"),
+    # the windows from a count, one per call of F.cross_entropy's rows, the NLLs left in float32
+    "evaluation_counted_windows": ("strided_nll", """
+    n = len(ids)
+    width = min(window, n - 1)
+    count = 1 + math.ceil((n - 1 - width) / stride)
+    starts = [min(k * stride, n - 1 - width) for k in range(count)]
+    parts = []
+    for i in range(0, count, batch_size):
+        chunk = starts[i:i + batch_size]
+        x = torch.stack([ids[s:s + width] for s in chunk])
+        y = torch.stack([ids[s + 1:s + 1 + width] for s in chunk])
+        logits = model(x).float()
+        nll = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none").view(len(chunk), width)
+        for k, s in enumerate(chunk, start=i):
+            new = 0 if k == 0 else starts[k - 1] + width - s
+            parts.append(nll[k - i, new:].detach())
+    return torch.cat(parts)
+    """, "evaluation"),
     # gradients summed by hand with torch.autograd.grad, the loss without F.cross_entropy
     "accumulation_autograd_grad": ("accumulate", """
     params = list(model.parameters())

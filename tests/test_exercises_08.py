@@ -27,30 +27,40 @@ from lmcourse.course.exercises import SOLUTIONS_DIR
 SOLUTION = SOLUTIONS_DIR / "08_kv_cache.ipynb"
 FIXTURES = Path(__file__).parent / "grading_fixtures" / "wrong_answers"
 
-# pieces the wrong answers share: chunk_attention's grouped keys and values, generate_chunked's
-# prefill and decode loop, and SinkWindowCache.attend's opening and its storing of a chunk
-_GROUPED = """
-    keys = torch.cat([past_k, k], dim=-2)
-    values = torch.cat([past_v, v], dim=-2)
-    P, C = past_k.shape[-2], q.shape[-2]
-    group = q.shape[1] // keys.shape[1]
-    kh = keys.repeat_interleave(group, dim=1)
-    vh = values.repeat_interleave(group, dim=1)
-    scores = q @ kh.transpose(-2, -1) / math.sqrt(q.shape[-1])
+# pieces the wrong answers share: gqa_from_mha's head split, KiviCache.append's merging of the
+# incomplete group, its quantiser and its return; SinkWindowCache.attend's opening and its storing
+# of a chunk
+_HEADS = """
+    H = sum(len(group) for group in groups)
+    Dh = proj_weight.shape[1] // H
+    order = [h for group in groups for h in group]
 """
-_PREFILL = """
-    cache = new_cache(model, prompt.shape[0])
-    for start in range(0, prompt.shape[1], chunk):
-        logits = model(prompt[:, start:start + chunk], start, cache=cache)
+_POOLED = """
+    def convert(x):
+        q, k, v = x.reshape(3, H, Dh, *x.shape[1:])
+        pooled = [torch.stack([z[group].mean(dim=0) for group in groups]) for z in (k, v)]
+        return torch.cat([q[order], *pooled]).reshape(-1, *x.shape[1:])
 """
-_DECODE = """
-    ids = prompt
-    for i in range(n_new):
-        nxt = logits[:, -1].argmax(dim=-1, keepdim=True)
-        ids = torch.cat([ids, nxt], dim=1)
-        if i < n_new - 1:
-            logits = model(nxt, ids.shape[1] - 1, cache=cache)
-    return ids
+_RENUMBERED_PROJ = """
+    proj = proj_weight.reshape(-1, H, Dh)[:, order].reshape(proj_weight.shape)
+"""
+_MERGE = """
+    if self.recent_k is not None:
+        k = torch.cat([self.recent_k, k], dim=-2)
+        v = torch.cat([self.recent_v, v], dim=-2)
+    G, L = self.group, self.steps
+"""
+_QUANTISE = """
+    def quantise(x):  # each row of x on levels from its least to its greatest number
+        low = x.amin(dim=-1, keepdim=True)
+        step = (x.amax(dim=-1, keepdim=True) - low) / L
+        step = torch.where(step > 0, step, torch.ones_like(step))
+        return torch.round((x - low) / step).clamp(0, L) * step + low
+"""
+_RETURN = """
+    self.recent_k, self.recent_v = k[..., full:, :], v[..., full:, :]
+    return (torch.cat([*[a for a, _ in self.stored], self.recent_k], dim=-2),
+            torch.cat([*[b for _, b in self.stored], self.recent_v], dim=-2))
 """
 _OPEN = """
     T = q.shape[-2]
@@ -80,98 +90,145 @@ _RIGHT_SEEN = """
 # fixture name: (task, function whose solution region is replaced, wrong body,
 # a fragment of the message of the check that must catch it)
 WRONG_ANSWERS = {
-    "08_chunk_mask_without_offset": ("chunk_attention", "chunk_attention", _GROUPED + """
-    future = torch.ones(C, P + C, dtype=torch.bool).triu(1)  # the lower triangle, not moved by P
-    scores = scores.masked_fill(future, float("-inf"))
-    return F.softmax(scores, dim=-1) @ vh, keys, values
-    """, "fed in chunks (3, 1, 4, 2)"),
-    "08_chunk_no_mask_within_chunk": ("chunk_attention", "chunk_attention", _GROUPED + """
-    # the past is all earlier, so no mask; but the chunk's own later tokens are seen too
-    return F.softmax(scores, dim=-1) @ vh, keys, values
-    """, "with an empty past, a chunk is plain causal attention"),
-    "08_chunk_gqa_tiled": ("chunk_attention", "chunk_attention", """
-    keys = torch.cat([past_k, k], dim=-2)
-    values = torch.cat([past_v, v], dim=-2)
-    P, C = past_k.shape[-2], q.shape[-2]
-    group = q.shape[1] // keys.shape[1]
-    kh = keys.repeat(1, group, 1, 1)  # tiled: query head h reads head h % G
-    vh = values.repeat(1, group, 1, 1)
-    scores = q @ kh.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    row = torch.arange(C)[:, None] + P
-    col = torch.arange(P + C)[None, :]
-    scores = scores.masked_fill(col > row, float("-inf"))
-    return F.softmax(scores, dim=-1) @ vh, keys, values
-    """, "which key/value head does each query head read"),
-    "08_chunk_gqa_caches_query_heads": ("chunk_attention", "chunk_attention", """
-    # every key/value head repeated for its query heads before it is cached
-    H = q.shape[1]
-    keys = torch.cat([past_k.repeat_interleave(H // past_k.shape[1], dim=1),
-                      k.repeat_interleave(H // k.shape[1], dim=1)], dim=-2)
-    values = torch.cat([past_v.repeat_interleave(H // past_v.shape[1], dim=1),
-                        v.repeat_interleave(H // v.shape[1], dim=1)], dim=-2)
-    P, C = past_k.shape[-2], q.shape[-2]
-    scores = q @ keys.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    row = torch.arange(C)[:, None] + P
-    col = torch.arange(P + C)[None, :]
-    scores = scores.masked_fill(col > row, float("-inf"))
-    return F.softmax(scores, dim=-1) @ values, keys, values
-    """, "it keeps the G = 2 key/value heads"),
-    "08_chunk_flex_attention": ("chunk_attention", "chunk_attention", """
-    from torch.nn.attention.flex_attention import flex_attention
+    "08_gqa_pools_interleaved_heads": ("gqa", "gqa_from_mha", _HEADS + """
+    G = len(groups)
 
-    keys = torch.cat([past_k, k], dim=-2)
-    values = torch.cat([past_v, v], dim=-2)
-    P = past_k.shape[-2]
-    out = flex_attention(q, keys, values, enable_gqa=True,
-                         score_mod=lambda s, b, h, i, j: torch.where(j <= i + P, s, -float("inf")))
-    return out, keys, values
-    """, "which this task forbids"),
-    "08_chunk_calls_package": ("chunk_attention", "chunk_attention", """
-    keys = torch.cat([past_k, k], dim=-2)
-    values = torch.cat([past_v, v], dim=-2)
-    P, C = past_k.shape[-2], q.shape[-2]
-    allowed = torch.ones(C, P + C, dtype=torch.bool).tril(P)
-    out = F.scaled_dot_product_attention(q, keys, values, attn_mask=allowed, enable_gqa=True)
-    return out, keys, values
-    """, "must not call"),
-    "08_prefill_whole_prompt": ("prefill", "generate_chunked", """
-    cache = new_cache(model, prompt.shape[0])
-    logits = model(prompt, 0, cache=cache)  # one forward for the whole prompt
-    """ + _DECODE, "at most chunk = 4 at a time"),
-    "08_prefill_drops_last_chunk": ("prefill", "generate_chunked", """
-    cache = new_cache(model, prompt.shape[0])
-    for start in range(0, prompt.shape[1] - chunk + 1, chunk):  # only whole chunks: the rest is lost
-        logits = model(prompt[:, start:start + chunk], start, cache=cache)
-    ids = prompt
-    for i in range(n_new):
-        nxt = logits[:, -1].argmax(dim=-1, keepdim=True)
-        ids = torch.cat([ids, nxt], dim=1)
-        if i < n_new - 1:
-            logits = model(nxt, cache.length, cache=cache)
-    return ids
-    """, "differs from greedy decoding without a cache"),
-    "08_prefill_decode_without_cache": ("prefill", "generate_chunked", _PREFILL + """
-    ids = prompt
-    for i in range(n_new):
-        nxt = logits[:, -1].argmax(dim=-1, keepdim=True)
-        ids = torch.cat([ids, nxt], dim=1)
-        if i < n_new - 1:
-            logits = model(ids)  # the whole sequence again: right tokens, the cache unused
-    return ids
-    """, "forward calls took [4, 4, 3, 12, 13, 14, 15] tokens"),
-    "08_prefill_last_token_twice": ("prefill", "generate_chunked", _PREFILL + """
-    ids = prompt
-    for _ in range(n_new):
-        # each step feeds the latest token, starting with the prompt's last, already cached
-        logits = model(ids[:, -1:], cache.length, cache=cache)
-        ids = torch.cat([ids, logits[:, -1].argmax(dim=-1, keepdim=True)], dim=1)
-    return ids
-    """, "differs from greedy decoding without a cache"),
-    "08_prefill_calls_package": ("prefill", "generate_chunked", """
-    from lmcourse.generation import generate
+    def convert(x):  # key/value head j pools heads j, j + G, j + 2G, ... (query h reads h % G)
+        q, k, v = x.reshape(3, H, Dh, *x.shape[1:])
+        pooled = [z.reshape(H // G, G, *z.shape[1:]).mean(dim=0) for z in (k, v)]
+        return torch.cat([q, *pooled]).reshape(-1, *x.shape[1:])
 
-    return generate(model, prompt, n_new, do_sample=False)
-    """, "must not call"),
+    bias = None if qkv_bias is None else convert(qkv_bias)
+    return convert(qkv_weight), bias, proj_weight.clone()
+    """, "heads 0 and 1 have the same keys and values"),
+    "08_gqa_first_head_of_group": ("gqa", "gqa_from_mha", _HEADS + """
+    def convert(x):  # each group keeps its first head's keys and values
+        q, k, v = x.reshape(3, H, Dh, *x.shape[1:])
+        firsts = [torch.stack([z[group[0]] for group in groups]) for z in (k, v)]
+        return torch.cat([q[order], *firsts]).reshape(-1, *x.shape[1:])
+
+    bias = None if qkv_bias is None else convert(qkv_bias)
+    """ + _RENUMBERED_PROJ + """
+    return convert(qkv_weight), bias, proj
+    """, "swapping their keys and values must not change it"),
+    "08_gqa_sums_heads": ("gqa", "gqa_from_mha", _HEADS + """
+    def convert(x):  # the heads of a group added up, not averaged
+        q, k, v = x.reshape(3, H, Dh, *x.shape[1:])
+        summed = [torch.stack([z[group].sum(dim=0) for group in groups]) for z in (k, v)]
+        return torch.cat([q[order], *summed]).reshape(-1, *x.shape[1:])
+
+    bias = None if qkv_bias is None else convert(qkv_bias)
+    """ + _RENUMBERED_PROJ + """
+    return convert(qkv_weight), bias, proj
+    """, "heads 0 and 1 have the same keys and values"),
+    "08_gqa_queries_pooled_too": ("gqa", "gqa_from_mha", _HEADS + """
+    def convert(x):  # the queries of a group pooled as well, one query for all its heads
+        q, k, v = x.reshape(3, H, Dh, *x.shape[1:])
+        means = [torch.stack([z[group].mean(dim=0) for group in groups]) for z in (q, k, v)]
+        queries = means[0].repeat_interleave(H // len(groups), dim=0)
+        return torch.cat([queries, *means[1:]]).reshape(-1, *x.shape[1:])
+
+    bias = None if qkv_bias is None else convert(qkv_bias)
+    """ + _RENUMBERED_PROJ + """
+    return convert(qkv_weight), bias, proj
+    """, "keep the query heads in their order"),
+    "08_gqa_bias_cut_not_pooled": ("gqa", "gqa_from_mha", _HEADS + _POOLED + """
+    rows = (H + 2 * len(groups)) * Dh
+    bias = None if qkv_bias is None else qkv_bias[:rows].clone()  # cut to the new size
+    """ + _RENUMBERED_PROJ + """
+    return convert(qkv_weight), bias, proj
+    """, "heads 0 and 1 have the same keys and values"),
+    "08_gqa_queries_left_in_place": ("gqa", "gqa_from_mha", _HEADS + """
+    def convert(x):  # key/value heads pooled by group; the query heads not renumbered
+        q, k, v = x.reshape(3, H, Dh, *x.shape[1:])
+        pooled = [torch.stack([z[group].mean(dim=0) for group in groups]) for z in (k, v)]
+        return torch.cat([q, *pooled]).reshape(-1, *x.shape[1:])
+
+    bias = None if qkv_bias is None else convert(qkv_bias)
+    return convert(qkv_weight), bias, proj_weight.clone()
+    """, "the new query heads are the old heads 3, 0, 1, 2"),
+    "08_gqa_proj_not_renumbered": ("gqa", "gqa_from_mha", _HEADS + _POOLED + """
+    bias = None if qkv_bias is None else convert(qkv_bias)
+    return convert(qkv_weight), bias, proj_weight.clone()  # its columns left in the old order
+    """, "heads 3 and 0 have the same keys and values"),
+    "08_kivi_per_token_keys": ("kivi", "append", _MERGE + _QUANTISE + """
+    full = k.shape[-2] - k.shape[-2] % G
+    for s in range(0, full, G):  # the keys per token, like the values
+        self.stored.append((quantise(k[..., s:s + G, :]), quantise(v[..., s:s + G, :])))
+    """ + _RETURN, "channel 0 of these keys is an outlier"),
+    "08_kivi_incomplete_group_quantised": ("kivi", "append", _MERGE + _QUANTISE + """
+    full = k.shape[-2] - k.shape[-2] % G
+    for s in range(0, full, G):
+        self.stored.append((quantise(k[..., s:s + G, :].transpose(-2, -1)).transpose(-2, -1),
+                            quantise(v[..., s:s + G, :])))
+    self.recent_k, self.recent_v = k[..., full:, :], v[..., full:, :]
+    keys = [a for a, _ in self.stored]
+    values = [b for _, b in self.stored]
+    if full < k.shape[-2]:  # the incomplete group quantised too, afresh at each call
+        keys.append(quantise(self.recent_k.transpose(-2, -1)).transpose(-2, -1))
+        values.append(quantise(self.recent_v))
+    return torch.cat(keys, dim=-2), torch.cat(values, dim=-2)
+    """, "a group not yet complete, must come back as they arrived"),
+    "08_kivi_ranges_over_history": ("kivi", "append", _MERGE + _QUANTISE + """
+    full = k.shape[-2] - k.shape[-2] % G
+    for s in range(0, full, G):  # kept as they came, quantised below
+        self.stored.append((k[..., s:s + G, :], v[..., s:s + G, :]))
+    self.recent_k, self.recent_v = k[..., full:, :], v[..., full:, :]
+    if not self.stored:
+        return self.recent_k, self.recent_v
+    old_k = torch.cat([a for a, _ in self.stored], dim=-2)
+    old_v = torch.cat([b for _, b in self.stored], dim=-2)
+    # one range per channel over every complete position so far, not per group
+    keys = quantise(old_k.transpose(-2, -1)).transpose(-2, -1)
+    return (torch.cat([keys, self.recent_k], dim=-2),
+            torch.cat([quantise(old_v), self.recent_v], dim=-2))
+    """, "must come back the same at every later call"),
+    "08_kivi_symmetric_levels": ("kivi", "append", _MERGE + """
+    bits = L.bit_length()
+    top = 2 ** (bits - 1) - 1  # chapter 8's levels: -top .. top times a scale, about 0
+
+    def quantise(x):
+        scale = x.abs().amax(dim=-1, keepdim=True) / top
+        scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+        return torch.round(x / scale).clamp(-top, top) * scale
+
+    full = k.shape[-2] - k.shape[-2] % G
+    for s in range(0, full, G):
+        self.stored.append((quantise(k[..., s:s + G, :].transpose(-2, -1)).transpose(-2, -1),
+                            quantise(v[..., s:s + G, :])))
+    """ + _RETURN, "the greatest number of a set are levels"),
+    "08_kivi_groups_counted_per_call": ("kivi", "append", """
+    G, L = self.group, self.steps
+    """ + _QUANTISE + """
+    full = k.shape[-2] - k.shape[-2] % G  # groups counted within this call
+    for s in range(0, full, G):
+        self.stored.append((quantise(k[..., s:s + G, :].transpose(-2, -1)).transpose(-2, -1),
+                            quantise(v[..., s:s + G, :])))
+    self.stored.append((k[..., full:, :], v[..., full:, :]))  # the rest kept as it came, for good
+    return (torch.cat([a for a, _ in self.stored], dim=-2),
+            torch.cat([b for _, b in self.stored], dim=-2))
+    """, "their keys and values must come back quantised"),
+    "08_kivi_chunk_as_one_group": ("kivi", "append", _MERGE + _QUANTISE + """
+    full = k.shape[-2] - k.shape[-2] % G
+    if full:  # the complete groups of this call under one range per channel
+        self.stored.append((quantise(k[..., :full, :].transpose(-2, -1)).transpose(-2, -1),
+                            quantise(v[..., :full, :])))
+    """ + _RETURN, "differ from those of the same positions fed one at a time"),
+    "08_kivi_calls_package": ("kivi", "append", _MERGE + """
+    def quantise(x):  # PyTorch's fake quantisation rounds each row on its own levels
+        rows = x.reshape(-1, x.shape[-1])
+        low = rows.amin(dim=1)
+        step = (rows.amax(dim=1) - low) / L
+        step = torch.where(step > 0, step, torch.ones_like(step))
+        zero = torch.round(-low / step).int()
+        out = torch.fake_quantize_per_channel_affine(rows, step, zero, 0, -1000, 1000)
+        return out.reshape(x.shape)
+
+    full = k.shape[-2] - k.shape[-2] % G
+    for s in range(0, full, G):
+        self.stored.append((quantise(k[..., s:s + G, :].transpose(-2, -1)).transpose(-2, -1),
+                            quantise(v[..., s:s + G, :])))
+    """ + _RETURN, "must not call"),
     "08_stream_ring_over_sinks": ("streaming", "attend", _OPEN + """
     S = self.n_sink + self.window  # one ring over every slot: the sinks get overwritten
     seen = (p >= 0) & (p <= t) & (p > t - S)
@@ -293,12 +350,13 @@ def test_fixtures_are_the_solutions_with_one_wrong_answer():
 def test_every_task_has_a_wrong_answer_and_every_forbid_a_calls_package_fixture():
     assert_table_covers_every_task(SOLUTION, WRONG_ANSWERS)
     functions = {function for _, function, _, _ in WRONG_ANSWERS.values()}
-    assert functions == {"chunk_attention", "generate_chunked", "attend"}
+    assert functions == {"gqa_from_mha", "append", "attend"}
 
 
 def test_every_solution_imports_math_and_torch_only_and_reads_clean():
-    """Each answer may import math and torch only: neither lmcourse's caches and generate nor
-    Hugging Face's cache classes (DynamicCache, StaticCache, the sliding-window layers) can be reached."""
+    """Each answer may import math and torch only: neither lmcourse's attention and caches nor
+    Hugging Face's cache classes (DynamicCache, StaticCache, the sliding-window and quantised
+    layers) can be reached; the cache tasks forbid PyTorch's routes by name."""
     from lmcourse.course.exercises import cell_info
     from lmcourse.course.reading import Rules, read_cell
 
@@ -311,24 +369,33 @@ def test_every_solution_imports_math_and_torch_only_and_reads_clean():
         rules = Rules(allowed=frozenset(info["allow"]), forbid=tuple(info.get("forbid", ())))
         assert read_cell(cell.source, rules) == [], info["task"]
         for shortcut in ("from transformers.cache_utils import StaticSlidingWindowLayer",
+                         "from transformers.cache_utils import QuantizedLayer",
                          "from transformers import DynamicCache",
+                         "from lmcourse.attention import MultiHeadAttention",
                          "from lmcourse.generation import generate, LayerKVCache",
                          "import numpy as np"):
             assert read_cell(shortcut, rules), (info["task"], shortcut)
-    attention = [cell_info(c) for c in cells if cell_info(c)["task"] in ("chunk_attention", "streaming")]
-    for info in attention:  # any attention of PyTorch's, by name
-        rules = Rules(allowed=frozenset(info["allow"]), forbid=tuple(info["forbid"]))
-        for shortcut in ("out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)",
-                         "from torch.nn.attention.flex_attention import flex_attention\nflex_attention(q, k, v)"):
-            assert read_cell(shortcut, rules), (info["task"], shortcut)
+    infos = {cell_info(c)["task"]: cell_info(c) for c in cells}
+    assert set(infos) == {"gqa", "kivi", "streaming"}
+    shortcuts = {  # any attention of PyTorch's; PyTorch's quantisation, by name
+        "streaming": ("out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)",
+                      "from torch.nn.attention.flex_attention import flex_attention\nflex_attention(q, k, v)"),
+        "kivi": ("y = torch.fake_quantize_per_channel_affine(x, s, z, 0, 0, 3)",
+                 "q = torch.quantize_per_channel(x, s, z, 0, torch.quint8)",
+                 "obs = torch.ao.quantization.observer.PerChannelMinMaxObserver(ch_axis=0)"),
+    }
+    for task, lines in shortcuts.items():
+        rules = Rules(allowed=frozenset(infos[task]["allow"]), forbid=tuple(infos[task]["forbid"]))
+        for shortcut in lines:
+            assert read_cell(shortcut, rules), (task, shortcut)
 
 
 @pytest.mark.slow
 @group("08")
 def test_solution_scores_full_marks():
     rows = grades_of(SOLUTION)
-    assert set(rows) == {"chunk_attention", "prefill", "streaming"}
-    assert sum(r.max_points for r in rows.values()) == 12
+    assert set(rows) == {"gqa", "kivi", "streaming"}
+    assert sum(r.max_points for r in rows.values()) == 13
     assert all(r.points == r.max_points and r.status == "passed" for r in rows.values()), rows
 
 
@@ -349,18 +416,47 @@ def test_a_chunk_written_before_attending_loses_only_the_chunked_check():
 
 # right answers by other routes, which must keep full marks: name -> (function, body, task)
 ACCEPTED = {
-    "08_chunk_grouped_view": ("chunk_attention", """
-        # no copies of keys and values: the query heads of a group side by side
-        B, H, C, Dh = q.shape
-        G, P = k.shape[1], past_k.shape[-2]
-        keys, values = torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)
-        qg = q.reshape(B, G, H // G, C, Dh)
-        scores = torch.einsum("bgmcd,bgsd->bgmcs", qg, keys) / math.sqrt(Dh)
-        future = torch.ones(C, P + C, dtype=torch.bool).triu(P + 1)
-        weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
-        out = torch.einsum("bgmcs,bgsd->bgmcd", weights, values)
-        return out.reshape(B, H, C, Dh), keys, values
-    """, "chunk_attention"),
+    "08_gqa_head_by_head": ("gqa_from_mha", """
+        # head by head: each head's rows picked out by index, each group's mean added up
+        H = sum(len(group) for group in groups)
+        Dh = proj_weight.shape[1] // H
+        order = [h for group in groups for h in group]
+
+        def head(x, part, h):  # part 0: queries, 1: keys, 2: values
+            return x[(part * H + h) * Dh:(part * H + h + 1) * Dh]
+
+        def convert(x):
+            rows = [head(x, 0, h) for h in order]
+            for part in (1, 2):
+                for group in groups:
+                    total = head(x, part, group[0]).clone()
+                    for h in group[1:]:
+                        total = total + head(x, part, h)
+                    rows.append(total / len(group))
+            return torch.cat(rows)
+
+        proj = torch.cat([proj_weight[:, h * Dh:(h + 1) * Dh] for h in order], dim=1)
+        return convert(qkv_weight), None if qkv_bias is None else convert(qkv_bias), proj
+    """, "gqa"),
+    "08_kivi_decoded_store": ("append", """
+        # the complete groups kept decoded; a key channel's range taken over dim -2, no transposes
+        if self.recent_k is not None:
+            k, v = torch.cat([self.recent_k, k], dim=-2), torch.cat([self.recent_v, v], dim=-2)
+        G, L = self.group, self.steps
+
+        def snap(x, dim):
+            low, high = x.amin(dim=dim, keepdim=True), x.amax(dim=dim, keepdim=True)
+            width = high - low
+            idx = torch.round((x - low) * L / torch.where(width > 0, width, torch.ones_like(width)))
+            return torch.where(width > 0, low + idx * width / L, x)
+
+        full = k.shape[-2] - k.shape[-2] % G
+        for s in range(0, full, G):
+            self.stored.append((snap(k[..., s:s + G, :], -2), snap(v[..., s:s + G, :], -1)))
+        self.recent_k, self.recent_v = k[..., full:, :], v[..., full:, :]
+        keys = torch.cat([a for a, _ in self.stored] + [self.recent_k], dim=-2)
+        return keys, torch.cat([b for _, b in self.stored] + [self.recent_v], dim=-2)
+    """, "kivi"),
     "08_stream_positions_by_arithmetic": ("attend", """
         # no table of positions: each slot's position worked out from how many have been seen
         T, L, S, W = q.shape[-2], self.length, self.n_sink, self.window

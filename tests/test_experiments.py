@@ -17,6 +17,7 @@ from lmcourse.experiments.comparisons import (
     Arm,
     Data,
     arms,
+    build_model,
     dumps,
     load_data,
     load_results,
@@ -150,8 +151,12 @@ def test_arms_change_only_what_their_names_say():
     # the fewer-layer arms hold the same cache as the shared-head arms: layers x key/value heads
     assert [a.model.n_layers * a.model.kv_heads for a in kv][1:] == [8, 4, 8, 4]
     tying = arms("tying")  # the same three at lr 1e-2
-    for low, high in zip(tying[:3], tying[3:], strict=True):
+    for low, high in zip(tying[:3], tying[3:6], strict=True):
         assert high.model == low.model and high.train == replace(low.train, lr=1e-2, min_lr=1e-3)
+    # the tied baseline with an output bias, and with its input scaled: only the build differs
+    assert [(a.model, a.train, a.variant) for a in tying[6:]] == [
+        (tying[0].model, tying[0].train, "output bias"), (tying[0].model, tying[0].train, "input x sqrt(D)")]
+    assert {a.variant for a in tying[:6]} == {"plain"}
     # equal parameters: the wider tied model has within 3% of the untied model's parameters
     with torch.device("meta"):
         counts = [GPT(a.model).num_params() for a in arms("tying")]
@@ -226,3 +231,38 @@ def test_command_line_writes_its_entry(tmp_path):
     entry = stored["norms"]
     assert entry["command"] == "python -m lmcourse experiments norms --seeds 1 --eval-chars 300 --steps 2"
     assert len(entry["arms"]) == len(arms("norms")) and all(len(a["runs"]) == 1 for a in entry["arms"])
+
+
+def test_the_variants_start_from_the_plain_model_s_weights():
+    cfg = GPTConfig(**SMALL)
+    base = Arm("plain", cfg, TrainConfig())
+    torch.manual_seed(0)
+    plain = build_model(base)
+    built = {}
+    for variant in ("output bias", "input x sqrt(D)"):
+        torch.manual_seed(0)
+        built[variant] = build_model(replace(base, variant=variant))
+    ids = _ids(11, (2, 8))
+    for variant, model in built.items():  # same initial weights as the plain model
+        shared = {k: v for k, v in model.state_dict().items() if k != "out_bias"}
+        assert all(torch.equal(v, plain.state_dict()[k]) for k, v in shared.items()), variant
+    biased = built["output bias"]
+    assert torch.equal(biased(ids), plain(ids))  # a zero bias at the start
+    with torch.no_grad():
+        biased.out_bias[3] = 2.0
+    assert torch.allclose(biased(ids)[..., 3], plain(ids)[..., 3] + 2.0)
+    assert biased.num_params() == plain.num_params() + 11
+    scaled = built["input x sqrt(D)"]
+    assert scaled.tok_emb.weight is scaled.tok_emb.weight and scaled.head is None  # still tied, one matrix
+    assert torch.allclose(scaled.tok_emb(ids), plain.tok_emb(ids) * 4.0)  # sqrt(16)
+    with pytest.raises(ValueError, match="variant"):
+        Arm("x", cfg, TrainConfig(), variant="wide")
+
+
+def test_run_arm_records_the_output_rows_geometry():
+    text = torch.tensor(([0] * 200 + [1] * 150 + [2, 3, 4] * 60 + [5, 6]) * 3)
+    data = Data(text[:1200], text[1200:], 1.0)
+    cfg = TrainConfig(steps=2, batch_size=2, context_length=8, warmup_steps=1, eval_every=2, eval_batches=1)
+    out = run_arm(Arm("tiny", GPTConfig(**SMALL), cfg), seed=0, data=data)
+    # tokens 5, 6 and the never-seen 7..10 are rare (fewer than 100 times)
+    assert out["rare_tokens"] == 6 and -1 <= out["rare_cosine"] <= 1 and -1 <= out["frequent_cosine"] <= 1

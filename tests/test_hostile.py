@@ -159,10 +159,11 @@ DUMMY = {
            "diagnose": "def angle_gap(freqs, trained, longer, new_freqs=None):\n"
                        "    return torch.zeros(len(freqs), dtype=torch.float64)",
            "base": "def smallest_base(d_head, base, trained, longer):\n    return float(base)"},
-    "08": {"chunk_attention": "def chunk_attention(q, k, v, past_k, past_v):\n"
-                              "    return q, torch.cat([past_k, k], dim=-2), torch.cat([past_v, v], dim=-2)",
-           "prefill": "@torch.no_grad()\ndef generate_chunked(model, prompt, n_new, chunk):\n"
-                      "    return torch.cat([prompt, prompt[:, -1:].repeat(1, n_new)], dim=1)",
+    "08": {"gqa": "def gqa_from_mha(qkv_weight, qkv_bias, proj_weight, groups):\n"
+                  "    return qkv_weight, qkv_bias, proj_weight",
+           "kivi": "class KiviCache:\n"
+                   "    def __init__(self, group, bits=2):\n        self.group = group\n\n"
+                   "    def append(self, k, v):\n        return k, v",
            "streaming": "class SinkWindowCache:\n"
                         "    def __init__(self, n_sink, window, batch_size, n_heads, d_head, dtype=torch.float32):\n"
                         "        self.k = torch.zeros(batch_size, n_heads, n_sink + window, d_head, dtype=dtype)\n"

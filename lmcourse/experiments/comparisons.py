@@ -31,8 +31,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..data import as_tensor, load_shakespeare
+from ..embedding_geometry import frequency_groups, mean_pairwise_cosine
 from ..metrics import bits_per_char
 from ..shipped import CHECKPOINT_DIR
 from ..tokenization import shakespeare_char_tokenizer, train_bpe
@@ -41,6 +43,7 @@ from ..transformer import GPT, GPTConfig
 
 EXPERIMENTS_FILE = CHECKPOINT_DIR / "experiments.json"
 TOKENIZER_NAMES = ("char", "bpe2048")
+VARIANTS = ("plain", "output bias", "input x sqrt(D)")  # how the GPT of an arm is built (build_model)
 
 # chapter 7's baseline (and chapter 6's pre-norm): a 4-layer character GPT, 300 steps of 16 x 64 characters
 CHAR_MODEL = GPTConfig(vocab_size=75, context_length=64, d_model=64, n_layers=4, n_heads=4)
@@ -59,10 +62,46 @@ class Arm:
     model: GPTConfig
     train: TrainConfig
     tokenizer: str = "char"  # "char" | "bpe2048" (a byte-level BPE trained on the training plays)
+    variant: str = "plain"  # one of VARIANTS: "output bias" and "input x sqrt(D)" change the tied GPT (build_model)
 
     def __post_init__(self) -> None:
         if self.tokenizer not in TOKENIZER_NAMES:
             raise ValueError(f"tokenizer must be one of {TOKENIZER_NAMES}, got {self.tokenizer!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+
+
+class OutputBiasGPT(GPT):
+    """A GPT whose output layer adds one learned number per token (as BERT's MLM head does), zero at the start.
+
+    Built from the same seed, its other weights start equal to :class:`GPT`'s: the bias draws no random numbers.
+    """
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__(config)
+        self.out_bias = nn.Parameter(torch.zeros(config.vocab_size))  # (V,): 1-D, so never weight-decayed
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        return super().logits(h) + self.out_bias
+
+
+def build_model(arm: "Arm") -> GPT:
+    """The GPT that ``arm`` trains, from the seed already set.
+
+    ``"input x sqrt(D)"`` multiplies the token embeddings by sqrt(D) on the way in only
+    (Vaswani et al.; a tied output layer still reads the matrix itself), with the same
+    initial weights as the plain model.
+    """
+    if arm.variant == "output bias":
+        return OutputBiasGPT(arm.model)
+    model = GPT(arm.model)
+    if arm.variant == "input x sqrt(D)":
+        from .extrapolation import ScaledEmbedding  # the module chapter 5's sqrt(D) arm uses
+
+        scaled = ScaledEmbedding(arm.model.vocab_size, arm.model.d_model, arm.model.d_model ** 0.5)
+        scaled.weight = model.tok_emb.weight  # the same Parameter: initial values and the tie kept
+        model.tok_emb = scaled
+    return model
 
 
 def _at_lr(config: TrainConfig, lr: float, **changes) -> TrainConfig:
@@ -86,7 +125,10 @@ def arms(name: str) -> list[Arm]:
                 Arm("tied, D=64, lr 1e-2", BPE_MODEL, _at_lr(BPE_TRAIN, 1e-2), "bpe2048"),
                 Arm("untied, D=64, lr 1e-2", replace(BPE_MODEL, tie_weights=False), _at_lr(BPE_TRAIN, 1e-2),
                     "bpe2048"),
-                Arm("tied, D=88, lr 1e-2", replace(BPE_MODEL, d_model=88), _at_lr(BPE_TRAIN, 1e-2), "bpe2048")]
+                Arm("tied, D=88, lr 1e-2", replace(BPE_MODEL, d_model=88), _at_lr(BPE_TRAIN, 1e-2), "bpe2048"),
+                # the tied model with what tied models add: a per-token output bias; the input scaled by sqrt(D)
+                Arm("tied, D=64, output bias", BPE_MODEL, BPE_TRAIN, "bpe2048", "output bias"),
+                Arm("tied, D=64, input x sqrt(D)", BPE_MODEL, BPE_TRAIN, "bpe2048", "input x sqrt(D)")]
     if name == "norms":
         post = replace(CHAR_MODEL, norm_position="post")
         no_warmup = replace(CHAR_TRAIN, warmup_steps=0)
@@ -170,7 +212,7 @@ def run_arm(arm: Arm, seed: int, data: Data) -> dict:
     if arm.model.vocab_size <= int(data.train_ids.max()):
         raise ValueError(f"arm {arm.name!r} has vocab_size {arm.model.vocab_size}, too small for its data")
     torch.manual_seed(seed)
-    model = GPT(arm.model)
+    model = build_model(arm)
     trainer = Trainer(model, data.train_ids, replace(arm.train, seed=seed), device="cpu")
     model.train()
     losses, norms = [], []
@@ -180,9 +222,18 @@ def run_arm(arm: Arm, seed: int, data: Data) -> dict:
         norms.append(trainer.grad_norm.item())
     seconds = time.perf_counter() - start
     nll = evaluate_stream(model, data.val_ids, arm.model.context_length)
+    # the output matrix's rows of the tokens seen fewer than 100 times in training, and of as many commonest
+    V = arm.model.vocab_size
+    n_rare = int((torch.bincount(data.train_ids, minlength=V) < 100).sum())
+    geometry = {}
+    if min(n_rare, V - n_rare) >= 2:  # two groups of two or more, apart
+        rare, frequent = frequency_groups(data.train_ids, V, rare_below=100, n_frequent=min(n_rare, V - n_rare))
+        out = (model.tok_emb.weight if model.head is None else model.head.weight).detach().double()
+        geometry = {"rare_tokens": n_rare, "rare_cosine": round(mean_pairwise_cosine(out[rare]), 4),
+                    "frequent_cosine": round(mean_pairwise_cosine(out[frequent]), 4)}
     return {"seed": seed, "val_nats_per_token": round(nll, 4),
             "val_bits_per_char": round(bits_per_char(nll, data.chars_per_token), 4),
-            "parameters": model.num_params(), "train_seconds": round(seconds, 1),
+            "parameters": model.num_params(), "train_seconds": round(seconds, 1), **geometry,
             "loss": [round(v, 3) for v in losses], "grad_norm": [float(f"{v:.3g}") for v in norms]}
 
 
@@ -216,6 +267,7 @@ def run_experiment(name: str, seeds: int = 3, steps: int | None = None, eval_cha
         runs = [run_arm(arm, seed, data[arm.tokenizer]) for seed in range(seeds)]
         c = arm.train
         entry = {"name": arm.name, "model": asdict(arm.model), "train": asdict(c), "tokenizer": arm.tokenizer,
+                 "variant": arm.variant,
                  "tokens_per_run": c.steps * c.batch_size * c.context_length,
                  "chars_per_token": round(data[arm.tokenizer].chars_per_token, 4), "runs": runs,
                  "val_nats_per_token": spread([r["val_nats_per_token"] for r in runs]),
