@@ -322,3 +322,17 @@ class GPT(nn.Module):
     def attention_maps(self, ids: torch.Tensor) -> list[torch.Tensor]:
         """The attention weights of every layer, each ``(B, H, T, T)`` (rows sum to 1)."""
         return self._run(ids, 0, need_weights=True)[1]
+
+
+class ScaledEmbedding(nn.Embedding):
+    """Token embeddings multiplied by ``multiplier`` on the way in (Vaswani et al.: sqrt(D)).
+
+    Only the input is scaled: a tied output layer reads ``weight`` itself.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, multiplier: float) -> None:
+        super().__init__(num_embeddings, embedding_dim)
+        self.multiplier = multiplier
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return super().forward(ids) * self.multiplier

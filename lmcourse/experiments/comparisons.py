@@ -39,7 +39,7 @@ from ..metrics import bits_per_char
 from ..shipped import CHECKPOINT_DIR
 from ..tokenization import shakespeare_char_tokenizer, train_bpe
 from ..train import TrainConfig, Trainer, evaluate_stream
-from ..transformer import GPT, GPTConfig
+from ..transformer import GPT, GPTConfig, ScaledEmbedding
 
 EXPERIMENTS_FILE = CHECKPOINT_DIR / "experiments.json"
 TOKENIZER_NAMES = ("char", "bpe2048")
@@ -96,8 +96,6 @@ def build_model(arm: "Arm") -> GPT:
         return OutputBiasGPT(arm.model)
     model = GPT(arm.model)
     if arm.variant == "input x sqrt(D)":
-        from .extrapolation import ScaledEmbedding  # the module chapter 5's sqrt(D) arm uses
-
         scaled = ScaledEmbedding(arm.model.vocab_size, arm.model.d_model, arm.model.d_model ** 0.5)
         scaled.weight = model.tok_emb.weight  # the same Parameter: initial values and the tie kept
         model.tok_emb = scaled

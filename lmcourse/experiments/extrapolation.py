@@ -44,7 +44,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..data import as_tensor, load_shakespeare
 from ..positions import (
@@ -60,7 +59,7 @@ from ..positions import (
 from ..shipped import CHECKPOINT_DIR
 from ..tokenization import shakespeare_char_tokenizer
 from ..train import TrainConfig, stream_token_nll, train
-from ..transformer import GPT, GPTConfig
+from ..transformer import GPT, GPTConfig, ScaledEmbedding
 
 T_TRAIN = 32
 KINDS = ("none", "learned", "sinusoidal", "sinusoidal, unscaled", "sinusoidal, x sqrt(D)", "rope", "alibi")
@@ -84,20 +83,6 @@ class Setup:
     lengths: tuple[int, ...] = (T_TRAIN, 2 * T_TRAIN, 4 * T_TRAIN)  # evaluation window lengths
     eval_chars: int = 50_000  # the validation characters every model and length is scored on
     position_stride: int = 8  # windows of the longest length start every this many characters, for the loss by position
-
-
-class ScaledEmbedding(nn.Embedding):
-    """Token embeddings multiplied by ``multiplier`` on the way in (Vaswani et al.: sqrt(D)).
-
-    Only the input is scaled: a tied output layer reads ``weight`` itself.
-    """
-
-    def __init__(self, num_embeddings: int, embedding_dim: int, multiplier: float) -> None:
-        super().__init__(num_embeddings, embedding_dim)
-        self.multiplier = multiplier
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return super().forward(ids) * self.multiplier
 
 
 def build(kind: str, base: GPTConfig = BASE_MODEL) -> GPT:
