@@ -336,3 +336,16 @@ class ScaledEmbedding(nn.Embedding):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return super().forward(ids) * self.multiplier
+
+
+def scale_input(model: GPT, multiplier: float) -> GPT:
+    """``model`` with its token embeddings multiplied by ``multiplier`` on the way in, in place.
+
+    The embedding matrix stays the same :class:`~torch.nn.Parameter` (same values; a tied
+    output layer still reads it unscaled), so a model built from a seed and then scaled
+    starts from that seed's weights.
+    """
+    scaled = ScaledEmbedding(model.config.vocab_size, model.config.d_model, multiplier)
+    scaled.weight = model.tok_emb.weight
+    model.tok_emb = scaled
+    return model

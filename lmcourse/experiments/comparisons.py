@@ -39,7 +39,7 @@ from ..metrics import bits_per_char
 from ..shipped import CHECKPOINT_DIR
 from ..tokenization import shakespeare_char_tokenizer, train_bpe
 from ..train import TrainConfig, Trainer, evaluate_stream
-from ..transformer import GPT, GPTConfig, ScaledEmbedding
+from ..transformer import GPT, GPTConfig, scale_input
 
 EXPERIMENTS_FILE = CHECKPOINT_DIR / "experiments.json"
 TOKENIZER_NAMES = ("char", "bpe2048")
@@ -52,6 +52,8 @@ CHAR_TRAIN = TrainConfig(steps=300, batch_size=16, context_length=64, lr=3e-3, m
 # chapter 6's tying comparison: the 2-layer GPT of the chapter on a 2048-token BPE vocabulary, 800 steps
 BPE_MODEL = GPTConfig(vocab_size=2048, context_length=64, d_model=64, n_layers=2, n_heads=4)
 BPE_TRAIN = replace(CHAR_TRAIN, steps=800, warmup_steps=50, eval_every=800)
+# chapters 4 and 8's longer runs: the same, 2,000 steps
+LONG_CHAR_TRAIN = replace(CHAR_TRAIN, steps=2000, eval_every=2000)
 
 
 @dataclass(frozen=True)
@@ -95,11 +97,7 @@ def build_model(arm: "Arm") -> GPT:
     if arm.variant == "output bias":
         return OutputBiasGPT(arm.model)
     model = GPT(arm.model)
-    if arm.variant == "input x sqrt(D)":
-        scaled = ScaledEmbedding(arm.model.vocab_size, arm.model.d_model, arm.model.d_model ** 0.5)
-        scaled.weight = model.tok_emb.weight  # the same Parameter: initial values and the tie kept
-        model.tok_emb = scaled
-    return model
+    return scale_input(model, arm.model.d_model ** 0.5) if arm.variant == "input x sqrt(D)" else model
 
 
 def _at_lr(config: TrainConfig, lr: float, **changes) -> TrainConfig:
@@ -158,13 +156,13 @@ def arms(name: str) -> list[Arm]:
                 _at_lr(CHAR_TRAIN, 1e-2, steps=1500, eval_every=1500, warmup_steps=0)),
         ]
     if name == "attention":  # chapter 4: what attention buys, at equal width, depth and training
-        long = replace(CHAR_TRAIN, steps=2000, eval_every=2000)
+        long = LONG_CHAR_TRAIN
         return [Arm("no mixing (each position alone)", replace(CHAR_MODEL, mixer="none"), long),
                 Arm("equal weights on the past (bag of words)", replace(CHAR_MODEL, mixer="mean"), long),
                 Arm("attention, 1 head of 64", replace(CHAR_MODEL, n_heads=1), long),
                 Arm("attention, 4 heads of 16", CHAR_MODEL, long)]
     if name == "kv_heads":  # chapter 8: sharing keys and values, and the cache it saves, at equal training
-        long = replace(CHAR_TRAIN, steps=2000, eval_every=2000)
+        long = LONG_CHAR_TRAIN
         return [Arm("4 key/value heads (multi-head)", CHAR_MODEL, long),
                 Arm("2 key/value heads (grouped-query)", replace(CHAR_MODEL, n_kv_heads=2), long),
                 Arm("1 key/value head (multi-query)", replace(CHAR_MODEL, n_kv_heads=1), long),

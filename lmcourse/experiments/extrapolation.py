@@ -59,7 +59,7 @@ from ..positions import (
 from ..shipped import CHECKPOINT_DIR
 from ..tokenization import shakespeare_char_tokenizer
 from ..train import TrainConfig, stream_token_nll, train
-from ..transformer import GPT, GPTConfig, ScaledEmbedding
+from ..transformer import GPT, GPTConfig, scale_input
 
 T_TRAIN = 32
 KINDS = ("none", "learned", "sinusoidal", "sinusoidal, unscaled", "sinusoidal, x sqrt(D)", "rope", "alibi")
@@ -101,9 +101,7 @@ def build(kind: str, base: GPTConfig = BASE_MODEL) -> GPT:
     if kind in ("sinusoidal, unscaled", "sinusoidal, x sqrt(D)"):
         model.pos_emb = SinusoidalPositions(base.d_model, base.context_length, scale=1.0)
     if kind == "sinusoidal, x sqrt(D)":
-        scaled = ScaledEmbedding(base.vocab_size, base.d_model, base.d_model ** 0.5)
-        scaled.weight = model.tok_emb.weight  # the same Parameter: initial values and the tie kept
-        model.tok_emb = scaled
+        scale_input(model, base.d_model ** 0.5)  # the same Parameter: initial values and the tie kept
     return model
 
 
