@@ -20,7 +20,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -50,8 +50,7 @@ def run_seed(seed: int, train: TrainConfig = TRAIN, model_config: GPTConfig = MO
     heads, tails = play_heads_and_tails(fraction)
     torch.manual_seed(seed)
     model = GPT(model_config)
-    trainer = Trainer(model, as_tensor(tok.encode(heads)), TrainConfig(**{**asdict(train), "seed": seed}),
-                      device="cpu")
+    trainer = Trainer(model, as_tensor(tok.encode(heads)), replace(train, seed=seed), device="cpu")
     model.train()
     start = time.perf_counter()
     for step in range(train.steps):
@@ -80,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds < 1 or args.steps < 2:
         parser.error("need --seeds >= 1 and --steps >= 2")
     torch.set_num_threads(args.threads)
-    train = TrainConfig(**{**asdict(TRAIN), "steps": args.steps, "eval_every": args.steps,
-                           "warmup_steps": min(TRAIN.warmup_steps, args.steps - 1)})
+    train = replace(TRAIN, steps=args.steps, eval_every=args.steps,
+                    warmup_steps=min(TRAIN.warmup_steps, args.steps - 1))
     runs = []
     for seed in range(args.seeds):
         runs.append(run_seed(seed, train, say=lambda s: print(s, flush=True)))
